@@ -1,0 +1,177 @@
+"""ONNX Runtime model: the only thing the app's search/label path needs (numpy + onnxruntime, no torch)."""
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from .config import ModelConfig, model_dir
+from .preprocess import ImageInput, load_image, to_pixels
+from .tokenizer import Tokenizer
+
+
+def _default_threads() -> int:
+    env = os.environ.get("DCCLIP_THREADS")
+    return int(env) if env else max(1, os.cpu_count() or 1)
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+class Model:
+    """A bilingual image-text model: ``encode_text`` and ``encode_image`` return L2-normalised float32 rows.
+
+    ONNX sessions are created lazily on first use, so constructing a Model is cheap.
+    """
+
+    def __init__(self, path: str | Path, threads: int | None = None):
+        self.path = Path(path)
+        self.config = ModelConfig.load(self.path / "config.json")
+        self.threads = threads or _default_threads()
+        self._lock = threading.Lock()
+        self._sessions: dict[str, object] = {}
+        self._tokenizer: Tokenizer | None = None
+
+    # ---- metadata -------------------------------------------------------------------------------------
+    @property
+    def dim(self) -> int:
+        return self.config.embed_dim
+
+    @property
+    def hash(self) -> str:
+        """Digest over the runtime files' SHA-256 sums recorded in config.json (stable model identity)."""
+        h = hashlib.sha256()
+        for role in ("text_onnx", "image_onnx", "tokenizer"):
+            fname = self.config.files.get(role, "")
+            h.update(f"{fname}:{self.config.sha256.get(fname, '')};".encode())
+        return h.hexdigest()[:16]
+
+    @property
+    def info(self) -> dict:
+        c = self.config
+        return {
+            "id": c.id,
+            "name": c.name,
+            "hash": self.hash,
+            "dims": c.embed_dim,
+            "dim": c.embed_dim,
+            "languages": list(c.languages),
+            "image_size": c.image.image_size,
+            "feature_dim": c.image.feature_dim,
+            "files": dict(c.files),
+            "path": str(self.path),
+        }
+
+    def verify(self) -> list[str]:
+        """Re-hash the files listed in config.json; returns the names whose SHA-256 differ (empty = ok)."""
+        return [f for f, digest in self.config.sha256.items()
+                if not (self.path / f).is_file() or sha256_file(self.path / f) != digest]
+
+    # ---- lazy resources -------------------------------------------------------------------------------
+    @property
+    def tokenizer(self) -> Tokenizer:
+        if self._tokenizer is None:
+            with self._lock:
+                if self._tokenizer is None:
+                    t = self.config.text
+                    self._tokenizer = Tokenizer.from_file(
+                        self.path / self.config.files.get("tokenizer", "tokenizer.json"),
+                        max_len=t.max_len, normalize=t.normalize)
+        return self._tokenizer
+
+    def _session(self, role: str):
+        sess = self._sessions.get(role)
+        if sess is None:
+            with self._lock:
+                sess = self._sessions.get(role)
+                if sess is None:
+                    import onnxruntime as ort
+                    opts = ort.SessionOptions()
+                    opts.intra_op_num_threads = self.threads
+                    opts.inter_op_num_threads = 1
+                    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+                    fname = self.config.files[role]
+                    sess = ort.InferenceSession(str(self.path / fname), sess_options=opts,
+                                                providers=["CPUExecutionProvider"])
+                    self._sessions[role] = sess
+        return sess
+
+    def warmup(self) -> None:
+        """Create both sessions and run one tiny batch each (for a background warm-up in the app)."""
+        self.encode_text(["warm up"])
+        s = self.config.image.image_size
+        self.encode_pixels(np.zeros((1, 3, s, s), np.float32))
+
+    # ---- encoders -------------------------------------------------------------------------------------
+    def encode_text(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        """list[str] (any mix of Chinese/English) -> float32 (n, d), rows L2-normalised."""
+        if isinstance(texts, str):
+            raise TypeError("encode_text expects a list of strings, not a single string")
+        texts = list(texts)
+        out = np.zeros((len(texts), self.dim), np.float32)
+        sess = self._session("text_onnx") if texts else None
+        for i in range(0, len(texts), batch_size):
+            ids, mask = self.tokenizer(texts[i:i + batch_size])          # int64 (b, L) each
+            (emb,) = sess.run(["embedding"], {"input_ids": ids, "attention_mask": mask})
+            out[i:i + len(emb)] = emb                                     # (b, d)
+        return _l2n(out)
+
+    def encode_pixels(self, pixels: np.ndarray, return_features: bool = False):
+        """Preprocessed float32 (n, 3, S, S) -> embeddings (n, d) [and pooled backbone features (n, F)]."""
+        sess = self._session("image_onnx")
+        emb, feats = sess.run(["embedding", "features"], {"pixels": np.ascontiguousarray(pixels, np.float32)})
+        emb = _l2n(emb)
+        return (emb, feats) if return_features else emb
+
+    def preprocess(self, image: ImageInput) -> np.ndarray:
+        """Path / bytes / PIL image -> float32 (3, S, S), exactly as training does."""
+        c = self.config.image
+        return to_pixels(load_image(image, target_size=c.image_size), c.image_size, c.mean, c.std)
+
+    def encode_image(self, images: Iterable[ImageInput], batch_size: int = 16,
+                     return_features: bool = False):
+        """list[path | PIL.Image | bytes] -> float32 (n, d), rows L2-normalised.
+
+        Raises ``dcclip_core.ImageLoadError`` naming the first unreadable image; callers that want to skip
+        bad files (the indexer) preprocess per file themselves and call ``encode_pixels``.
+        """
+        images = list(images)
+        embs, feats = [], []
+        for i in range(0, len(images), batch_size):
+            px = np.stack([self.preprocess(im) for im in images[i:i + batch_size]])   # (b, 3, S, S)
+            e, f = self.encode_pixels(px, return_features=True)
+            embs.append(e)
+            feats.append(f)
+        d, fd = self.dim, self.config.image.feature_dim
+        emb = np.concatenate(embs) if embs else np.zeros((0, d), np.float32)
+        if return_features:
+            return emb, (np.concatenate(feats) if feats else np.zeros((0, fd), np.float32))
+        return emb
+
+
+def _l2n(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+_cache: dict[tuple[str, int | None], Model] = {}
+_cache_lock = threading.Lock()
+
+
+def load(name: str = "default", threads: int | None = None) -> Model:
+    """Load an installed model by name (``assets/models/<name>``) or from a model directory path."""
+    path = model_dir(name)
+    key = (str(path.resolve()), threads)
+    with _cache_lock:
+        if key not in _cache:
+            _cache[key] = Model(path, threads=threads)
+        return _cache[key]

@@ -1,0 +1,1 @@
+"""Training module: DC-CLIP distillation and alignment, export, evaluation (imports torch; not on the app path)."""
