@@ -139,7 +139,7 @@ def distill_loss(student: TextStudent, adapters: Adapters, ids, mask, target: to
         hp = (h * m).sum(1) / m.sum(1).clamp(min=1.0)                   # [b, W] masked mean
         l_hidden = l_hidden + F.smooth_l1_loss(adapters(j, hp), target[:, 1 + j])
     loss = cfg.final_weight * l_final + cfg.hidden_weight * l_hidden / max(n_h, 1)
-    return loss, {"loss": float(loss), "final_cos": float(1 - l_final), "hidden": float(l_hidden)}
+    return loss, {"loss": loss.item(), "final_cos": 1.0 - l_final.item(), "hidden": l_hidden.item()}
 
 
 def cosine_lr(step: int, total: int, warmup: int, base: float) -> float:
