@@ -85,7 +85,7 @@ class TeacherCache:
 
 
 def init_text_student_from_teacher(student: TextStudent, tw: dict[str, torch.Tensor], kept_ids: np.ndarray,
-                                   teacher_layers: Sequence[int], position_offset: int = 2) -> None:
+                                   teacher_layers: Sequence[int], position_offset: int = 0) -> None:
     """Copy e5 weights into the student: pruned vocabulary rows, positions, and the chosen teacher layers.
 
     ``tw`` uses the names of ``training.teachers.e5.E5Teacher.weights()``.

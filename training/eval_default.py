@@ -164,6 +164,9 @@ def run(args: argparse.Namespace) -> dict:
     out = Path(args.json_out) if args.json_out else Path(model.path) / "metrics.json"
     out.write_text(json.dumps(metrics, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     print_table(metrics)
+    from training.model_card import write_model_card
+    rep = Path(args.work) / "build_report.json"
+    write_model_card(model.path, metrics, json.loads(rep.read_text()) if rep.is_file() else None)
     if args.json:
         print(json.dumps(metrics, ensure_ascii=False))
     return metrics
