@@ -1,0 +1,199 @@
+"""Image loading and preprocessing in numpy/PIL: the single code path for training, export and ONNX runtime.
+
+load_image(x)  : path | bytes | PIL.Image -> RGB PIL.Image (EXIF-rotated, first frame, JPEG draft-decoded)
+to_pixels(im)  : RGB PIL.Image -> float32 (3, S, S): shorter side -> S (bicubic), centre crop, (x/255-mean)/std
+
+Every failure is an ``ImageLoadError`` carrying the path and a human-readable reason; huge images are refused
+before decoding (pixel cap, env ``DCCLIP_MAX_PIXELS``).
+"""
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from pathlib import Path
+from typing import Sequence, Union
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+ImageInput = Union[str, os.PathLike, bytes, Image.Image]
+
+MAX_PIXELS = int(os.environ.get("DCCLIP_MAX_PIXELS", 120_000_000))
+Image.MAX_IMAGE_PIXELS = None          # we check the cap ourselves, with a clear message
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+try:                                    # HEIC / HEIF / AVIF from phones
+    import pillow_heif
+    pillow_heif.register_heif_opener()
+    HEIF = True
+except Exception:                       # pragma: no cover - optional at runtime
+    HEIF = False
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".webp", ".gif", ".tif", ".tiff", ".bmp",
+                              ".heic", ".heif", ".avif"})
+
+
+class ImageLoadError(Exception):
+    """An image that could not be read; ``path`` and ``reason`` are meant for users (error tables, the UI)."""
+
+    def __init__(self, path, reason: str):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+def _describe(image: ImageInput) -> str:
+    if isinstance(image, (str, os.PathLike)):
+        return str(image)
+    if isinstance(image, bytes):
+        return f"<{len(image)} bytes>"
+    return f"<{type(image).__name__}>"
+
+
+def _open(image: ImageInput) -> Image.Image:
+    name = _describe(image)
+    if isinstance(image, Image.Image):
+        return image
+    if isinstance(image, (str, os.PathLike)):
+        p = Path(image)
+        if not p.exists():
+            raise ImageLoadError(name, "file not found")
+        if p.is_dir():
+            raise ImageLoadError(name, "is a directory, not an image")
+        try:
+            size = p.stat().st_size
+        except OSError as e:
+            raise ImageLoadError(name, f"cannot stat: {e.strerror or e}") from None
+        if size == 0:
+            raise ImageLoadError(name, "empty file (0 bytes)")
+        src = p
+    elif isinstance(image, (bytes, bytearray)):
+        if not image:
+            raise ImageLoadError(name, "empty image data (0 bytes)")
+        src = io.BytesIO(image)
+    else:
+        raise ImageLoadError(name, f"unsupported input type {type(image).__name__}")
+    try:
+        return Image.open(src)
+    except PermissionError:
+        raise ImageLoadError(name, "permission denied") from None
+    except FileNotFoundError:
+        raise ImageLoadError(name, "file not found (vanished while reading)") from None
+    except UnidentifiedImageError:
+        raise ImageLoadError(name, "not an image (unrecognised format)") from None
+    except OSError as e:
+        raise ImageLoadError(name, f"cannot open: {e}") from None
+
+
+def _to_rgb(im: Image.Image) -> Image.Image:
+    """Any PIL mode -> RGB. Transparency is composited onto white; 16-bit/float are rescaled to 8 bits."""
+    mode = im.mode
+    if mode == "RGB":
+        return im
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        a = np.asarray(im, dtype=np.float64)
+        if mode.startswith("I;16"):
+            a = a / 257.0
+        elif a.size:
+            lo, hi = float(np.nanmin(a)), float(np.nanmax(a))
+            if mode == "I" and lo >= 0 and hi <= 255:
+                pass
+            elif mode == "I" and lo >= 0 and hi <= 65535:
+                a = a / 257.0
+            else:
+                a = (a - lo) / max(hi - lo, 1e-12) * 255.0
+        g = np.clip(np.nan_to_num(a), 0, 255).astype(np.uint8)
+        return Image.fromarray(g, "L").convert("RGB")
+    if mode == "P":
+        im = im.convert("RGBA") if "transparency" in im.info else im.convert("RGB")
+        mode = im.mode
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = im.convert("RGBA")
+        bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(bg, rgba).convert("RGB")
+    if mode == "RGB;16" or mode.startswith("BGR"):
+        return im.convert("RGB")
+    return im.convert("RGB")            # L, 1, CMYK, YCbCr, LAB, HSV
+
+
+def load_image(image: ImageInput, target_size: int | None = 224) -> Image.Image:
+    """Open and fully decode an image as RGB, upright (EXIF), first frame of animations.
+
+    JPEGs are decoded at a reduced DCT scale (``draft``) as long as the shorter side stays >= target_size,
+    which makes 12 MP photos several times cheaper. Raises ImageLoadError with a clear reason.
+    """
+    name = _describe(image)
+    im = _open(image)
+    try:
+        w, h = im.size
+        if w <= 0 or h <= 0:
+            raise ImageLoadError(name, f"invalid size {w}x{h}")
+        if w * h > MAX_PIXELS:
+            raise ImageLoadError(name, f"too large: {w}x{h} = {w * h / 1e6:.0f} MP exceeds the "
+                                       f"{MAX_PIXELS / 1e6:.0f} MP limit (DCCLIP_MAX_PIXELS)")
+        if getattr(im, "n_frames", 1) > 1:
+            im.seek(0)
+        if target_size and im.format == "JPEG" and im.mode in ("RGB", "L", "CMYK", "YCbCr"):
+            # draft picks the largest scale 1/1..1/8 whose result is >= the requested size
+            scale = max(target_size / min(w, h), 0.0)
+            if scale < 1:
+                im.draft(im.mode if im.mode != "CMYK" else "CMYK",
+                         (max(1, int(np.ceil(w * scale))), max(1, int(np.ceil(h * scale)))))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            im.load()
+            im = ImageOps.exif_transpose(im) or im
+        return _to_rgb(im)
+    except ImageLoadError:
+        raise
+    except Image.DecompressionBombError as e:
+        raise ImageLoadError(name, f"too large: {e}") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        msg = str(e) or type(e).__name__
+        if "truncated" in msg.lower() or isinstance(e, EOFError):
+            msg = f"truncated or corrupt image data ({msg})"
+        else:
+            msg = f"cannot decode: {msg}"
+        raise ImageLoadError(name, msg) from None
+    except MemoryError:
+        raise ImageLoadError(name, "out of memory while decoding") from None
+
+
+def resize_center_crop(im: Image.Image, size: int) -> Image.Image:
+    """Shorter side -> size (bicubic), then the central size x size square."""
+    w, h = im.size
+    s = size / min(w, h)
+    nw, nh = max(size, round(w * s)), max(size, round(h * s))
+    if (nw, nh) != (w, h):
+        im = im.resize((nw, nh), Image.Resampling.BICUBIC, reducing_gap=None)
+    left, top = (nw - size) // 2, (nh - size) // 2
+    return im.crop((left, top, left + size, top + size))
+
+
+def to_pixels(im: Image.Image, size: int = 224, mean: Sequence[float] = (0.5, 0.5, 0.5),
+              std: Sequence[float] = (0.5, 0.5, 0.5)) -> np.ndarray:
+    """RGB PIL image -> float32 (3, size, size), normalised (x / 255 - mean) / std."""
+    if im.mode != "RGB":
+        im = _to_rgb(im)
+    a = np.asarray(resize_center_crop(im, size), dtype=np.float32) / 255.0      # (S, S, 3)
+    a = (a - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+    return np.ascontiguousarray(a.transpose(2, 0, 1))                           # (3, S, S)
+
+
+def image_info(path: str | os.PathLike) -> dict:
+    """Cheap metadata without a full decode: width, height (after EXIF rotation), format, EXIF date."""
+    im = _open(path)
+    try:
+        w, h = im.size
+        exif = im.getexif()
+        if exif.get(0x0112, 1) in (5, 6, 7, 8):
+            w, h = h, w
+        date = None
+        try:
+            date = exif.get_ifd(0x8769).get(0x9003) or exif.get(0x0132)
+        except Exception:
+            date = exif.get(0x0132)
+        return {"width": w, "height": h, "format": im.format, "exif_date": str(date) if date else None}
+    finally:
+        im.close()
