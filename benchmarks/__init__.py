@@ -1,0 +1,18 @@
+"""Benchmarks: measured speed and size of the runtime against what a user would otherwise run.
+
+    python -m benchmarks --help
+    python -m benchmarks encoders [--quick] [--out benchmarks/results/encoders.json]
+
+Each suite is a module with ``add_arguments(parser)`` and ``run(args) -> int``, listed in ``SUITES``.
+Benchmarks are not unit tests: they are run by hand (or before a release) and their small JSON results
+under ``benchmarks/results/`` are committed so numbers in the docs can be traced to a run.
+"""
+from __future__ import annotations
+
+# suite name -> (module, one-line help)
+SUITES: dict[str, tuple[str, str]] = {
+    "encoders": ("benchmarks.encoders",
+                 "image/text encoder speed and size: ours vs a ViT-B/32 CLIP reference (fp32, int8)"),
+}
+
+__all__ = ["SUITES"]
