@@ -18,6 +18,15 @@ MODELS_DIR = ASSETS_DIR / "models"
 ARCH_DIR = PACKAGE_DIR / "model_configs"
 
 
+def cache_dir() -> Path:
+    """Per-user cache root: ``$DCCLIP_CACHE`` if set, else ``~/.cache/dcclip`` (created on demand)."""
+    import os
+    root = Path(os.environ["DCCLIP_CACHE"]).expanduser() if os.environ.get("DCCLIP_CACHE") \
+        else Path.home() / ".cache" / "dcclip"
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
 class ModelNotFoundError(FileNotFoundError):
     """No model of that name is installed."""
 
