@@ -124,22 +124,31 @@ def load_image(image: ImageInput, target_size: int | None = 224) -> Image.Image:
     which makes 12 MP photos several times cheaper. Raises ImageLoadError with a clear reason.
     """
     name = _describe(image)
+    caller_owned = isinstance(image, Image.Image)      # never shrink or close the caller's own image object
     im = _open(image)
+    try:
+        return _decode(im, name, target_size, allow_draft=not caller_owned)
+    except BaseException:
+        if not caller_owned:
+            im.close()                                  # release the file handle before the error escapes
+        raise
+
+
+def _decode(im: Image.Image, name: str, target_size: int | None, allow_draft: bool) -> Image.Image:
     try:
         w, h = im.size
         if w <= 0 or h <= 0:
             raise ImageLoadError(name, f"invalid size {w}x{h}")
         if w * h > MAX_PIXELS:
-            raise ImageLoadError(name, f"too large: {w}x{h} = {w * h / 1e6:.0f} MP exceeds the "
-                                       f"{MAX_PIXELS / 1e6:.0f} MP limit (DCCLIP_MAX_PIXELS)")
+            raise ImageLoadError(name, f"too large: {w}x{h} = {w * h:,} pixels exceeds the {MAX_PIXELS:,}-pixel "
+                                       f"limit (DCCLIP_MAX_PIXELS)")
         if getattr(im, "n_frames", 1) > 1:
             im.seek(0)
-        if target_size and im.format == "JPEG" and im.mode in ("RGB", "L", "CMYK", "YCbCr"):
+        if target_size and allow_draft and im.format == "JPEG" and im.mode in ("RGB", "L", "CMYK", "YCbCr"):
             # draft picks the largest scale 1/1..1/8 whose result is >= the requested size
             scale = max(target_size / min(w, h), 0.0)
             if scale < 1:
-                im.draft(im.mode if im.mode != "CMYK" else "CMYK",
-                         (max(1, int(np.ceil(w * scale))), max(1, int(np.ceil(h * scale)))))
+                im.draft(im.mode, (max(1, int(np.ceil(w * scale))), max(1, int(np.ceil(h * scale)))))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             im.load()
@@ -161,14 +170,16 @@ def load_image(image: ImageInput, target_size: int | None = 224) -> Image.Image:
 
 
 def resize_center_crop(im: Image.Image, size: int) -> Image.Image:
-    """Shorter side -> size (bicubic), then the central size x size square."""
+    """The central square of the image, resized to size x size (bicubic) in one step.
+
+    Cropping in source coordinates first means a 1x50000 strip never becomes a 224x11M intermediate.
+    """
     w, h = im.size
-    s = size / min(w, h)
-    nw, nh = max(size, round(w * s)), max(size, round(h * s))
-    if (nw, nh) != (w, h):
-        im = im.resize((nw, nh), Image.Resampling.BICUBIC, reducing_gap=None)
-    left, top = (nw - size) // 2, (nh - size) // 2
-    return im.crop((left, top, left + size, top + size))
+    side = min(w, h)
+    box = ((w - side) / 2, (h - side) / 2, (w + side) / 2, (h + side) / 2)
+    if side == size and (w, h) == (size, size):
+        return im
+    return im.resize((size, size), Image.Resampling.BICUBIC, box=box, reducing_gap=None)
 
 
 def to_pixels(im: Image.Image, size: int = 224, mean: Sequence[float] = (0.5, 0.5, 0.5),
