@@ -73,5 +73,7 @@ def test_real_photo_queries_cover_both_languages():
     cat = next(x for x in q if x["photo"] == "skimage/chelsea.png")
     assert "猫" in cat["zh"] and "貓" in cat["zh_hant"] and "a cat" in cat["en"]
     paths = corpus.photo_paths()
+    if "skimage/chelsea.png" not in paths:
+        pytest.skip("scikit-image (requirements-build.txt) not installed: its photos are not here")
     assert "skimage/chelsea.png" in paths and all(p.is_file() for p in paths.values())
     assert np.all([k in doc["photos"] for k in paths])
