@@ -148,6 +148,30 @@ def cosine_lr(step: int, total: int, warmup: int, base: float) -> float:
     return base * 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
 
 
+def token_lengths(tokenize: Callable, texts: Sequence[str], chunk: int = 4096) -> np.ndarray:
+    """Token count of every text (int32 [n]), for length-bucketed batching."""
+    out = np.zeros(len(texts), np.int32)
+    for i in range(0, len(texts), chunk):
+        _, mask = tokenize(list(texts[i:i + chunk]))
+        out[i:i + chunk] = mask.sum(1)
+    return out
+
+
+def length_bucketed_batches(order: np.ndarray, lengths: np.ndarray, batch_size: int, rng: np.random.Generator,
+                            window: int = 64) -> list[np.ndarray]:
+    """Cut ``order`` into batches of similar token length: within each window of ``window`` batches the
+    indices are sorted by length, then the batches are shuffled. Random as a whole, but a batch of short
+    names is no longer padded to the longest gloss (2-3x less compute on this corpus)."""
+    span = batch_size * window
+    batches: list[np.ndarray] = []
+    for w in range(0, len(order), span):
+        chunk = order[w:w + span]
+        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+        part = [np.sort(chunk[i:i + batch_size]) for i in range(0, len(chunk), batch_size)]
+        batches += [part[j] for j in rng.permutation(len(part))]
+    return batches
+
+
 def distill_text(student: TextStudent, tokenize: Callable, texts: Sequence[str], cache: TeacherCache,
                  cfg: DistillConfig, out_dir: str | Path | None = None, val_idx: np.ndarray | None = None,
                  progress: bool = True) -> dict:
@@ -187,9 +211,10 @@ def distill_text(student: TextStudent, tokenize: Callable, texts: Sequence[str],
     t0 = time.time()
     bar = tqdm(total=total, initial=step, desc="stage 1 distill", disable=not progress, mininterval=10)
     order = np.concatenate([rng.permutation(train_idx) for _ in range(int(math.ceil(cfg.epochs)) + 1)])
+    batches = length_bucketed_batches(order, token_lengths(tokenize, texts), cfg.batch_size, rng)
     seen_samples = 0
     while step < total:
-        idx = np.sort(order[step * cfg.batch_size:(step + 1) * cfg.batch_size])
+        idx = batches[step]
         ids, mask = tokenize([texts[i] for i in idx])
         target = torch.from_numpy(np.asarray(cache.data[idx], dtype=np.float32))
         for g in opt.param_groups:
