@@ -1,0 +1,432 @@
+"""PhotoDB: the one place that holds SQL. SQLite (WAL) through sqlite-utils.
+
+Tables
+  images(id, path UNIQUE, size, mtime, sha256, phash, width, height, taken_at, format, model_hash, indexed_at)
+  vectors(image_id PK -> images.id, vec BLOB float32 little-endian, gen)   gen = meta generation when written
+  errors(id, path UNIQUE, reason, time, size, mtime, ctime)
+  labels(image_id, label_set, label, score, source)                          zero-shot labels (later)
+  meta(key PK, value)    schema_version, model_id, model_hash, dim, generation, faiss_* (see vectors.py)
+
+``generation`` is bumped by every committed write batch; readers (Searcher) compare it per query to notice
+changes cheaply, and vectors written since a known generation can be fetched incrementally.
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import os
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+import sqlite_utils
+
+from .errors import DatabaseNotFoundError, SchemaError
+
+SCHEMA_VERSION = 1
+
+_SCHEMA_V1 = [
+    """CREATE TABLE IF NOT EXISTS images (
+        id INTEGER PRIMARY KEY,
+        path TEXT NOT NULL UNIQUE,
+        size INTEGER,
+        mtime REAL,
+        sha256 TEXT,
+        phash TEXT,
+        width INTEGER,
+        height INTEGER,
+        taken_at TEXT,
+        format TEXT,
+        model_hash TEXT,
+        indexed_at TEXT)""",
+    "CREATE INDEX IF NOT EXISTS idx_images_sha256 ON images(sha256)",
+    "CREATE INDEX IF NOT EXISTS idx_images_taken_at ON images(taken_at)",
+    """CREATE TABLE IF NOT EXISTS vectors (
+        image_id INTEGER PRIMARY KEY REFERENCES images(id) ON DELETE CASCADE,
+        vec BLOB NOT NULL,
+        gen INTEGER NOT NULL DEFAULT 0)""",
+    "CREATE INDEX IF NOT EXISTS idx_vectors_gen ON vectors(gen)",
+    """CREATE TABLE IF NOT EXISTS errors (
+        id INTEGER PRIMARY KEY,
+        path TEXT NOT NULL UNIQUE,
+        reason TEXT,
+        time TEXT,
+        size INTEGER,
+        mtime REAL,
+        ctime REAL)""",
+    """CREATE TABLE IF NOT EXISTS labels (
+        image_id INTEGER NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+        label_set TEXT NOT NULL,
+        label TEXT NOT NULL,
+        score REAL,
+        source TEXT,
+        PRIMARY KEY (image_id, label_set, label))""",
+    "CREATE INDEX IF NOT EXISTS idx_labels_set_label ON labels(label_set, label)",
+    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)",
+]
+
+# version -> statements upgrading from (version - 1); v1 is the base schema
+_MIGRATIONS: dict[int, list[str]] = {}
+
+IMAGE_FIELDS = ("path", "size", "mtime", "sha256", "phash", "width", "height", "taken_at", "format",
+                "model_hash", "indexed_at")
+RESULT_FIELDS = ("id", "path", "width", "height", "size", "mtime", "taken_at")
+
+
+def now_iso() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def vec_to_blob(v: np.ndarray) -> bytes:
+    return np.ascontiguousarray(v, dtype="<f4").tobytes()
+
+
+def blob_to_vec(b: bytes) -> np.ndarray:
+    return np.frombuffer(b, dtype="<f4")
+
+
+def _iso(value) -> str:
+    """date / datetime / ISO string -> ISO text comparable with images.taken_at."""
+    if isinstance(value, (_dt.datetime, _dt.date)):
+        return value.isoformat()[:19]
+    return str(value).strip().replace(" ", "T")[:19]
+
+
+def _prefix_range(root: str) -> tuple[str, str]:
+    """[lo, hi) bounds of the paths strictly below ``root`` (uses the UNIQUE index on path)."""
+    prefix = root if root.endswith(os.sep) else root + os.sep
+    return prefix, prefix[:-1] + chr(ord(os.sep) + 1)
+
+
+class PhotoDB:
+    """The index database. ``PhotoDB(path)`` creates/migrates it; ``create=False`` requires it to exist.
+
+    The connection may be shared between threads (calls are serialised by a lock); writes go through
+    ``with db.transaction():`` so a batch is committed atomically.
+    """
+
+    def __init__(self, path: str | os.PathLike, create: bool = True, timeout: float = 30.0):
+        self.path = Path(path).expanduser().absolute()
+        if not create and not self.path.is_file():
+            raise DatabaseNotFoundError(f"index database not found: {self.path}")
+        if create:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self._depth = 0
+        self.conn = sqlite3.connect(str(self.path), timeout=timeout, check_same_thread=False,
+                                    isolation_level=None)
+        self.db = sqlite_utils.Database(self.conn)
+        try:
+            self.conn.execute("PRAGMA busy_timeout = %d" % int(timeout * 1000))
+            mode = self.conn.execute("PRAGMA journal_mode").fetchone()[0]
+            if mode.lower() != "wal":
+                try:
+                    self.conn.execute("PRAGMA journal_mode = WAL")
+                except sqlite3.OperationalError:      # read-only media, another writer holding it: keep going
+                    pass
+            self.conn.execute("PRAGMA synchronous = NORMAL")
+            self.conn.execute("PRAGMA foreign_keys = ON")
+            self._migrate()
+        except sqlite3.DatabaseError as e:
+            self.conn.close()
+            raise SchemaError(f"{self.path} is not a usable index database: {e}") from None
+
+    # ---- plumbing -------------------------------------------------------------------------------------
+    def close(self) -> None:
+        with self._lock:
+            self.conn.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def execute(self, sql: str, params: Sequence | dict = ()):
+        with self._lock:
+            return self.conn.execute(sql, params)
+
+    def query(self, sql: str, params: Sequence | dict = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            cur = self.conn.execute(sql, params)
+            cols = [c[0] for c in cur.description or ()]
+            return [dict(zip(cols, r)) for r in cur.fetchall()]
+
+    @contextlib.contextmanager
+    def transaction(self):
+        """One atomic write (BEGIN IMMEDIATE ... COMMIT); nested uses join the outer transaction."""
+        with self._lock:
+            if self._depth:
+                self._depth += 1
+                try:
+                    yield self
+                finally:
+                    self._depth -= 1
+                return
+            self.conn.execute("BEGIN IMMEDIATE")
+            self._depth = 1
+            try:
+                yield self
+            except BaseException:
+                self._depth = 0
+                self.conn.execute("ROLLBACK")
+                raise
+            self._depth = 0
+            self.conn.execute("COMMIT")
+
+    def _migrate(self) -> None:
+        try:                                    # up to date: no write needed (read-only media, busy writer)
+            row = self.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+            has_gen = self.conn.execute("SELECT 1 FROM meta WHERE key='generation'").fetchone()
+            if row and has_gen and int(row[0]) == SCHEMA_VERSION:
+                return
+        except sqlite3.OperationalError:        # no meta table yet
+            pass
+        with self.transaction():
+            has_meta = self.conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'").fetchone()
+            version = None
+            if has_meta:
+                row = self.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+                version = int(row[0]) if row else None
+            if version is None:
+                for stmt in _SCHEMA_V1:
+                    self.conn.execute(stmt)
+                version = 1
+            if version > SCHEMA_VERSION:
+                raise SchemaError(f"{self.path} has schema version {version}; this program understands up to "
+                                  f"{SCHEMA_VERSION} (upgrade it)")
+            while version < SCHEMA_VERSION:
+                for stmt in _MIGRATIONS[version + 1]:
+                    self.conn.execute(stmt)
+                version += 1
+            self._set_meta("schema_version", str(version))
+            if self.conn.execute("SELECT 1 FROM meta WHERE key='generation'").fetchone() is None:
+                self._set_meta("generation", "0")
+
+    # ---- meta -----------------------------------------------------------------------------------------
+    def _set_meta(self, key: str, value) -> None:
+        self.conn.execute("INSERT INTO meta(key, value) VALUES (?, ?) "
+                          "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                          (key, None if value is None else str(value)))
+
+    def get_meta(self, key: str, default=None):
+        row = self.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return default if row is None or row[0] is None else row[0]
+
+    def set_meta(self, key: str, value) -> None:
+        with self.transaction():
+            self._set_meta(key, value)
+
+    def meta(self) -> dict:
+        return {r[0]: r[1] for r in self.execute("SELECT key, value FROM meta").fetchall()}
+
+    def generation(self) -> int:
+        return int(self.get_meta("generation", 0))
+
+    def bump_generation(self) -> int:
+        """Increment the change counter (call inside the write transaction); returns the new value."""
+        with self.transaction():
+            g = self.generation() + 1
+            self._set_meta("generation", g)
+            return g
+
+    def model_meta(self) -> dict:
+        m = self.meta()
+        return {"model_id": m.get("model_id") or "", "model_hash": m.get("model_hash") or "",
+                "dim": int(m["dim"]) if m.get("dim") else 0}
+
+    def set_model_meta(self, model_id: str, model_hash: str, dim: int) -> None:
+        with self.transaction():
+            self._set_meta("model_id", model_id)
+            self._set_meta("model_hash", model_hash)
+            self._set_meta("dim", int(dim))
+
+    # ---- images ---------------------------------------------------------------------------------------
+    def image_by_path(self, path: str) -> dict | None:
+        rows = self.query("SELECT * FROM images WHERE path=?", (str(path),))
+        return rows[0] if rows else None
+
+    def image_by_id(self, image_id: int) -> dict | None:
+        rows = self.query("SELECT * FROM images WHERE id=?", (int(image_id),))
+        return rows[0] if rows else None
+
+    def images_under(self, root: str) -> dict[str, dict]:
+        """path -> {id, size, mtime, sha256, model_hash, has_vec} for every image strictly below ``root``."""
+        lo, hi = _prefix_range(root)
+        rows = self.query(
+            "SELECT i.id, i.path, i.size, i.mtime, i.sha256, i.model_hash, "
+            "(v.image_id IS NOT NULL) AS has_vec FROM images i LEFT JOIN vectors v ON v.image_id = i.id "
+            "WHERE i.path >= ? AND i.path < ?", (lo, hi))
+        return {r["path"]: r for r in rows}
+
+    def images_by_sha(self, sha256: str) -> list[dict]:
+        return self.query("SELECT i.*, (v.image_id IS NOT NULL) AS has_vec FROM images i "
+                          "LEFT JOIN vectors v ON v.image_id = i.id WHERE i.sha256=?", (sha256,))
+
+    def upsert_image(self, fields: dict) -> int:
+        """Insert or update (by path) an image row; returns its id (stable across updates)."""
+        f = {k: fields.get(k) for k in IMAGE_FIELDS}
+        f["indexed_at"] = f["indexed_at"] or now_iso()
+        cols = ", ".join(IMAGE_FIELDS)
+        marks = ", ".join("?" for _ in IMAGE_FIELDS)
+        upd = ", ".join(f"{k}=excluded.{k}" for k in IMAGE_FIELDS if k != "path")
+        with self.transaction():
+            self.conn.execute(f"INSERT INTO images ({cols}) VALUES ({marks}) "
+                              f"ON CONFLICT(path) DO UPDATE SET {upd}", [f[k] for k in IMAGE_FIELDS])
+            return int(self.conn.execute("SELECT id FROM images WHERE path=?", (f["path"],)).fetchone()[0])
+
+    def update_image(self, image_id: int, **fields) -> None:
+        bad = set(fields) - set(IMAGE_FIELDS)
+        if bad:
+            raise ValueError(f"unknown image fields {sorted(bad)}")
+        if not fields:
+            return
+        sets = ", ".join(f"{k}=?" for k in fields)
+        with self.transaction():
+            self.conn.execute(f"UPDATE images SET {sets} WHERE id=?", [*fields.values(), int(image_id)])
+
+    def move_image(self, image_id: int, new_path: str, size: int, mtime: float) -> None:
+        """A file that moved: keep its row (and vector, labels), update the path and stat fields."""
+        with self.transaction():
+            # a stale row already holding the new path (e.g. replaced file) gives way
+            old = self.conn.execute("SELECT id FROM images WHERE path=? AND id<>?",
+                                    (new_path, int(image_id))).fetchone()
+            if old:
+                self._delete_ids([old[0]])
+            self.conn.execute("UPDATE images SET path=?, size=?, mtime=? WHERE id=?",
+                              (new_path, size, mtime, int(image_id)))
+
+    def _delete_ids(self, ids: Sequence[int]) -> None:
+        for i in range(0, len(ids), 500):
+            chunk = [int(x) for x in ids[i:i + 500]]
+            marks = ",".join("?" * len(chunk))
+            self.conn.execute(f"DELETE FROM vectors WHERE image_id IN ({marks})", chunk)
+            self.conn.execute(f"DELETE FROM labels WHERE image_id IN ({marks})", chunk)
+            self.conn.execute(f"DELETE FROM images WHERE id IN ({marks})", chunk)
+
+    def delete_images(self, ids: Iterable[int]) -> int:
+        ids = list(ids)
+        with self.transaction():
+            self._delete_ids(ids)
+        return len(ids)
+
+    def delete_paths(self, paths: Iterable[str]) -> int:
+        """Remove images by path (rows, vectors, labels); returns how many existed."""
+        ids = []
+        for p in paths:
+            row = self.execute("SELECT id FROM images WHERE path=?", (str(p),)).fetchone()
+            if row:
+                ids.append(row[0])
+        return self.delete_images(ids)
+
+    def count_images(self, model_hash: str | None = None) -> int:
+        if model_hash is None:
+            return int(self.execute("SELECT COUNT(*) FROM images").fetchone()[0])
+        return int(self.execute("SELECT COUNT(*) FROM images WHERE model_hash=?", (model_hash,)).fetchone()[0])
+
+    def rows_by_ids(self, ids: Sequence[int]) -> dict[int, dict]:
+        out: dict[int, dict] = {}
+        ids = [int(i) for i in ids]
+        cols = ", ".join(RESULT_FIELDS)
+        for i in range(0, len(ids), 500):
+            chunk = ids[i:i + 500]
+            marks = ",".join("?" * len(chunk))
+            for r in self.query(f"SELECT {cols} FROM images WHERE id IN ({marks})", chunk):
+                out[r["id"]] = r
+        return out
+
+    def ids_matching(self, model_hash: str, folder: str | None = None, date_from=None, date_to=None) -> np.ndarray:
+        """ids (int64) of images embedded with ``model_hash`` below ``folder`` and dated within
+        [date_from, date_to] (ISO text; a date-only ``date_to`` includes that whole day). The date is the EXIF
+        DateTimeOriginal, or the file's local mtime when the photo has none."""
+        sql = "SELECT id FROM images WHERE model_hash=?"
+        params: list = [model_hash]
+        if folder:
+            lo, hi = _prefix_range(str(folder))
+            sql += " AND path >= ? AND path < ?"
+            params += [lo, hi]
+        date = "COALESCE(taken_at, strftime('%Y-%m-%dT%H:%M:%S', mtime, 'unixepoch', 'localtime'))"
+        if date_from:
+            sql += f" AND {date} >= ?"
+            params.append(_iso(date_from))
+        if date_to:
+            d = _iso(date_to)
+            sql += f" AND {date} <= ?"
+            params.append(d + "T99" if len(d) == 10 else d)
+        rows = self.execute(sql, params).fetchall()
+        return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+
+    # ---- vectors --------------------------------------------------------------------------------------
+    def put_vector(self, image_id: int, vec: np.ndarray, gen: int) -> None:
+        with self.transaction():
+            self.conn.execute("INSERT INTO vectors(image_id, vec, gen) VALUES (?, ?, ?) ON CONFLICT(image_id) "
+                              "DO UPDATE SET vec=excluded.vec, gen=excluded.gen",
+                              (int(image_id), vec_to_blob(vec), int(gen)))
+
+    def vector_stats(self, model_hash: str) -> tuple[int, int]:
+        """(count, max id) of the vectors belonging to ``model_hash`` (what a FAISS index must hold)."""
+        row = self.execute("SELECT COUNT(*), MAX(v.image_id) FROM vectors v JOIN images i ON i.id = v.image_id "
+                           "WHERE i.model_hash=?", (model_hash,)).fetchone()
+        return int(row[0]), int(row[1] or 0)
+
+    def vector_of(self, image_id: int) -> np.ndarray | None:
+        row = self.execute("SELECT vec FROM vectors WHERE image_id=?", (int(image_id),)).fetchone()
+        return None if row is None else blob_to_vec(row[0]).copy()
+
+    def iter_vectors(self, model_hash: str, dim: int, min_gen: int | None = None,
+                     batch: int = 65536) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Yield (ids int64 (b,), vecs float32 (b, dim)) for ``model_hash`` (optionally only gen > min_gen)."""
+        sql = ("SELECT v.image_id, v.vec FROM vectors v JOIN images i ON i.id = v.image_id "
+               "WHERE i.model_hash=?")
+        params: list = [model_hash]
+        if min_gen is not None:
+            sql += " AND v.gen > ?"
+            params.append(int(min_gen))
+        sql += " ORDER BY v.image_id"
+        with self._lock:
+            cur = self.conn.execute(sql, params)
+            while True:
+                rows = cur.fetchmany(batch)
+                if not rows:
+                    break
+                ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+                good = [len(r[1]) == 4 * dim for r in rows]
+                if not all(good):                       # a vector of another width: skip it (stale / corrupt)
+                    ids = ids[np.asarray(good)]
+                    rows = [r for r, g in zip(rows, good) if g]
+                if rows:
+                    vecs = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4").reshape(len(rows), dim)
+                    yield ids, vecs.astype(np.float32)
+
+    # ---- errors ---------------------------------------------------------------------------------------
+    def record_error(self, path: str, reason: str, size=None, mtime=None, ctime=None) -> None:
+        with self.transaction():
+            self.conn.execute(
+                "INSERT INTO errors(path, reason, time, size, mtime, ctime) VALUES (?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT(path) DO UPDATE SET reason=excluded.reason, time=excluded.time, size=excluded.size, "
+                "mtime=excluded.mtime, ctime=excluded.ctime", (str(path), reason, now_iso(), size, mtime, ctime))
+
+    def clear_errors(self, paths: Iterable[str]) -> None:
+        with self.transaction():
+            for p in paths:
+                self.conn.execute("DELETE FROM errors WHERE path=?", (str(p),))
+
+    def errors_under(self, root: str) -> dict[str, dict]:
+        lo, hi = _prefix_range(root)
+        return {r["path"]: r for r in self.query("SELECT * FROM errors WHERE path >= ? AND path < ?", (lo, hi))}
+
+    def list_errors(self, limit: int | None = None) -> list[dict]:
+        sql = "SELECT path, reason, time FROM errors ORDER BY time DESC, path"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        return self.query(sql)
+
+    def count_errors(self) -> int:
+        return int(self.execute("SELECT COUNT(*) FROM errors").fetchone()[0])
+
+    # ---- integrity ------------------------------------------------------------------------------------
+    def integrity_check(self) -> str:
+        return str(self.execute("PRAGMA integrity_check").fetchone()[0])

@@ -1,0 +1,175 @@
+"""Searcher: text / image / similar-photo queries over an index DB, always in step with the DB.
+
+The FAISS index is loaded from ``<db>.faiss`` (or rebuilt from the DB when the file disagrees). Before every
+query the DB's change counter (meta ``generation``) is read — one indexed SELECT — and, when it moved,
+vectors written since are fetched and upserted; deletions are noticed by the row count and trigger a
+rebuild. So a Searcher sees what a concurrently running ``build_index`` commits, batch by batch.
+Thread-safe (one lock); ``model`` is loaded lazily (``stats()`` never needs it).
+"""
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from .db import PhotoDB
+from .errors import NotIndexedError
+from .indexer import default_model, model_identity
+from . import vectors as V
+
+
+class Searcher:
+    def __init__(self, db_path, model=None, save_faiss: bool = True):
+        self.db_path = Path(db_path).expanduser().absolute()
+        self.db = PhotoDB(self.db_path, create=False)
+        self._model = model
+        self._lock = threading.RLock()
+        self._vi: V.VectorIndex | None = None
+        self._gen: int | None = None
+        self._hash: str | None = None
+        self.save_faiss = save_faiss
+        self.loaded_from_file = False
+
+    # ---- model / index --------------------------------------------------------------------------------
+    @property
+    def model(self):
+        if self._model is None:
+            with self._lock:
+                if self._model is None:
+                    self._model = default_model()
+        return self._model
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _ensure(self) -> V.VectorIndex:
+        """Bring the in-memory index in step with the DB (cheap when nothing changed)."""
+        with self._lock:
+            _, mhash, dim, _ = model_identity(self.model)
+            gen = self.db.generation()
+            if self._vi is not None and self._hash == mhash and gen == self._gen:
+                return self._vi
+            if self._vi is None or self._hash != mhash or self._vi.dim != dim:
+                self._vi, self._gen, self.loaded_from_file = V.load_for_db(self.db, mhash, dim, save=self.save_faiss)
+                self._hash = mhash
+                return self._vi
+            # incremental: vectors (re)written after the generation we reflect
+            for ids, vecs in self.db.iter_vectors(mhash, dim, min_gen=self._gen):
+                self._vi.upsert(ids, vecs)
+            count, max_id = self.db.vector_stats(mhash)
+            if self._vi.ntotal != count or self._vi.max_id() != max_id:     # something was deleted
+                self._vi, gen, self.loaded_from_file = V.load_for_db(self.db, mhash, dim, save=self.save_faiss)
+            self._gen = gen
+            return self._vi
+
+    def reload(self) -> None:
+        """Drop the in-memory index; the next query loads it again."""
+        with self._lock:
+            self._vi = None
+
+    # ---- queries --------------------------------------------------------------------------------------
+    def _results(self, vi: V.VectorIndex, q: np.ndarray, k: int, threshold, offset: int,
+                 exclude: set[int] = frozenset(), folder=None, date_from=None, date_to=None) -> list[dict]:
+        k, offset = max(0, int(k)), max(0, int(offset))
+        if k == 0:
+            return []
+        want = k + offset + len(exclude)
+        allowed = None
+        if folder or date_from or date_to:
+            if folder:
+                folder = str(Path(folder).expanduser().resolve())
+            allowed = self.db.ids_matching(self._hash, folder=folder, date_from=date_from, date_to=date_to)
+        scores, ids = vi.search(np.asarray(q, np.float32).reshape(1, -1), want, ids=allowed)
+        hits = [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0 and int(i) not in exclude]
+        if threshold is not None:
+            hits = [h for h in hits if h[1] >= float(threshold)]
+        hits = hits[offset:offset + k]
+        rows = self.db.rows_by_ids([i for i, _ in hits])
+        out = []
+        for i, s in hits:
+            r = rows.get(i)
+            if r is None:                                    # deleted since the index was loaded
+                continue
+            out.append({"path": r["path"], "score": s, "width": r["width"], "height": r["height"],
+                        "size": r["size"], "mtime": r["mtime"], "taken_at": r["taken_at"], "id": i})
+        return out
+
+    def search(self, query: str, k: int = 20, threshold: float | None = None, offset: int = 0, *,
+               folder=None, date_from=None, date_to=None) -> list[dict]:
+        """Text query (Chinese, English or mixed) -> best-first result dicts with cosine ``score``.
+
+        Optional filters: ``folder`` (photos below it), ``date_from`` / ``date_to`` (ISO text or date objects,
+        inclusive; EXIF date, else file mtime)."""
+        q = np.asarray(self.model.encode_text([str(query)]), np.float32)[0]
+        with self._lock:
+            return self._results(self._ensure(), q, k, threshold, offset, folder=folder, date_from=date_from,
+                                 date_to=date_to)
+
+    def search_image(self, image, k: int = 20, threshold: float | None = None, offset: int = 0, *,
+                     folder=None, date_from=None, date_to=None) -> list[dict]:
+        """Image query (path, bytes or PIL.Image) -> best-first result dicts (raises ImageLoadError)."""
+        if isinstance(image, Path):
+            image = str(image)
+        q = np.asarray(self.model.encode_image([image]), np.float32)[0]
+        with self._lock:
+            return self._results(self._ensure(), q, k, threshold, offset, folder=folder, date_from=date_from,
+                                 date_to=date_to)
+
+    def _id_of(self, path) -> int:
+        p = str(path)
+        row = self.db.image_by_path(p)
+        if row is None and os.path.exists(p):
+            row = self.db.image_by_path(str(Path(p).resolve()))
+        if row is None:
+            raise NotIndexedError(f"not in the index: {path}")
+        return int(row["id"])
+
+    def similar(self, path, k: int = 20, threshold: float | None = None, offset: int = 0) -> list[dict]:
+        """Nearest neighbours of an indexed photo (itself excluded)."""
+        image_id = self._id_of(path)
+        with self._lock:
+            vi = self._ensure()
+            q = vi.reconstruct(image_id)
+            if q is None:
+                q = self.db.vector_of(image_id)
+            if q is None:
+                raise NotIndexedError(f"no vector for {path} (not embedded with this model yet)")
+            return self._results(vi, q, k, threshold, offset, exclude={image_id})
+
+    def duplicates(self, threshold: float = 0.95, batch: int = 4096) -> list[dict]:
+        """Pairs of indexed photos with cosine >= threshold, best first: [{"a", "b", "score"}]."""
+        with self._lock:
+            vi = self._ensure()
+            ids = vi.ids()
+            pairs: dict[tuple[int, int], float] = {}
+            for s in range(0, len(ids), batch):
+                chunk = ids[s:s + batch]
+                q = np.stack([vi.reconstruct(int(i)) for i in chunk])
+                lims, D, I = vi.range_search(q, threshold)
+                for qi, a in enumerate(chunk):
+                    for score, b in zip(D[lims[qi]:lims[qi + 1]], I[lims[qi]:lims[qi + 1]]):
+                        a_, b_ = int(a), int(b)
+                        if a_ < b_:
+                            pairs[(a_, b_)] = max(float(score), pairs.get((a_, b_), -1.0))
+            rows = self.db.rows_by_ids(sorted({x for ab in pairs for x in ab}))
+        out = [{"a": rows[a]["path"], "b": rows[b]["path"], "score": min(s, 1.0)}
+               for (a, b), s in pairs.items() if a in rows and b in rows]
+        out.sort(key=lambda d: (-d["score"], d["a"], d["b"]))
+        return out
+
+    # ---- info -----------------------------------------------------------------------------------------
+    def stats(self, error_limit: int | None = 1000) -> dict:
+        m = self.db.model_meta()
+        return {"images": self.db.count_images(), "errors": self.db.count_errors(),
+                "error_list": self.db.list_errors(limit=error_limit),
+                "model_id": m["model_id"], "model_hash": m["model_hash"], "db": str(self.db_path),
+                "dim": m["dim"], "vectors": self.db.vector_stats(m["model_hash"])[0] if m["model_hash"] else 0,
+                "generation": self.db.generation()}
