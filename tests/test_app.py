@@ -1,0 +1,398 @@
+"""End-to-end tests of the Gradio app (app.py): gradio_client against a real server in a subprocess, and a
+headless-Chromium check of the page in Chinese and English (screenshots in docs/screenshots/)."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+MODEL_CONFIG = ROOT / "assets" / "models" / "default" / "config.json"
+DEMO = ROOT / "assets" / "demo"
+CAT = DEMO / "cat_chelsea.jpg"
+SHOTS = ROOT / "docs" / "screenshots"
+CHROMIUM = "/usr/bin/chromium"
+
+gr = pytest.importorskip("gradio", reason="gradio not installed")
+gradio_client = pytest.importorskip("gradio_client", reason="gradio_client not installed")
+sys.path.insert(0, str(ROOT))
+import app as A  # noqa: E402
+
+if not CAT.exists() or not list(DEMO.glob("*.jpg")):
+    pytest.skip("demo photos missing (assets/demo/*.jpg)", allow_module_level=True)
+
+
+
+def _model_missing() -> str | None:
+    if not MODEL_CONFIG.exists():
+        return (f"default model not built ({MODEL_CONFIG.relative_to(ROOT)} missing: "
+                f"run `python -m training build-default`)")
+    files = json.loads(MODEL_CONFIG.read_text(encoding="utf-8")).get("files", {})
+    if not {"text_onnx", "image_onnx"} <= set(files):
+        return "default model not exported to ONNX yet (config.json lists no text_onnx/image_onnx)"
+    return None
+
+
+# The end-to-end tests need the real model; the stub-backed UI tests below run without it.
+needs_model = pytest.mark.skipif(_model_missing() is not None, reason=str(_model_missing()))
+
+START_TIMEOUT = 120      # s until the page answers
+READY_TIMEOUT = 600      # s until the demo photos are indexed (model load + warm-up + 16 photos)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, b""
+
+
+class Server:
+    def __init__(self, proc, url, log, started, up_after):
+        self.proc, self.url, self.log, self.started, self.up_after = proc, url, log, started, up_after
+
+    def log_tail(self, n=4000) -> str:
+        try:
+            return self.log.read_text(errors="replace")[-n:]
+        except OSError:
+            return ""
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """`python app.py` (the default: demo photos indexed into $DCCLIP_CACHE/demo.db) on a free port."""
+    tmp = tmp_path_factory.mktemp("app")
+    port = _free_port()
+    env = dict(os.environ, DCCLIP_CACHE=str(tmp / "cache"), GRADIO_ANALYTICS_ENABLED="False",
+               PYTHONUNBUFFERED="1")
+    log = tmp / "server.log"
+    started = time.time()
+    with open(log, "wb") as fh:
+        proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--port", str(port)], cwd=str(ROOT),
+                                env=env, stdout=fh, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    srv = Server(proc, url, log, started, None)
+    try:
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"app.py exited with {proc.returncode}:\n{srv.log_tail()}")
+            try:
+                if _get(url + "/", timeout=2)[0] == 200:
+                    break
+            except (urllib.error.URLError, OSError):
+                pass
+            if time.time() - started > START_TIMEOUT:
+                pytest.fail(f"app.py did not answer within {START_TIMEOUT}s:\n{srv.log_tail()}")
+            time.sleep(0.2)
+        srv.up_after = time.time() - started
+        print(f"\ncold start to a served page: {srv.up_after:.2f}s")
+        client = gradio_client.Client(url, verbose=False)
+        while True:
+            st = client.predict(api_name="/status")
+            if st["state"] == "ready":
+                break
+            if st["state"] == "error":
+                pytest.fail(f"app start-up failed: {st}\n{srv.log_tail()}")
+            if time.time() - started > READY_TIMEOUT:
+                pytest.fail(f"demo photos not indexed within {READY_TIMEOUT}s: {st}\n{srv.log_tail()}")
+            time.sleep(0.5)
+        print(f"ready (model loaded, demo indexed) after {time.time() - started:.2f}s: {st}")
+        srv.client = client
+        yield srv
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=15)
+
+
+def _first_caption(gallery) -> str:
+    assert gallery, "empty gallery"
+    return gallery[0]["caption"]
+
+
+# ------------------------------------------------------------------------------ gradio_client end-to-end
+@needs_model
+def test_status_ready(server):
+    st = server.client.predict(api_name="/status")
+    assert st["state"] == "ready"
+    assert st["images"] == len(list(DEMO.glob("*.jpg")))
+    assert st["model_id"]
+    assert st["torch_loaded"] is False, "the app's search path imported torch"
+
+
+@needs_model
+@pytest.mark.parametrize("query", ["猫", "a cat"])
+def test_text_search_cat_first(server, query):
+    gallery, message = server.client.predict(query, 20, 0.0, api_name="/search")
+    first = _first_caption(gallery)
+    assert "cat_chelsea.jpg" in first, (query, [g["caption"] for g in gallery[:5]])
+    score, _, name = first.partition(" · ")
+    assert name == "cat_chelsea.jpg" and -1.0 <= float(score) <= 1.0
+    assert "/" not in first  # captions show the file name only
+    scores = [float(g["caption"].split(" · ")[0]) for g in gallery]
+    assert scores == sorted(scores, reverse=True) and min(scores) >= 0.0  # default minimum score: 0
+    # the slider's minimum lifts the limit: every photo, ranked (k=20 > 16 photos)
+    gallery, _ = server.client.predict(query, 20, A.SCORE_MIN, api_name="/search")
+    assert len(gallery) == len(list(DEMO.glob("*.jpg"))) and "cat_chelsea.jpg" in gallery[0]["caption"]
+
+
+@needs_model
+def test_search_json_and_k(server):
+    res = server.client.predict("a cat", 3, api_name="/search_json")
+    assert len(res) == 3 and res[0]["name"] == "cat_chelsea.jpg"
+    gallery, _ = server.client.predict("猫", 5, A.SCORE_MIN, api_name="/search")
+    assert len(gallery) == 5
+
+
+@needs_model
+def test_image_search_finds_itself(server):
+    gallery, message = server.client.predict(gradio_client.handle_file(str(CAT)), 20, 0.0,
+                                             api_name="/search_image")
+    first = _first_caption(gallery)
+    assert "cat_chelsea.jpg" in first, [g["caption"] for g in gallery[:5]]
+    assert float(first.split(" · ")[0]) > 0.95
+
+
+@needs_model
+def test_empty_query_and_threshold_give_messages(server):
+    gallery, message = server.client.predict("   ", 20, 0.0, api_name="/search")
+    assert gallery == [] and message and "error" not in message.lower()
+    gallery, message = server.client.predict("猫", 20, 1.0, api_name="/search")
+    assert gallery == [] and message
+
+
+@needs_model
+def test_files_outside_indexed_roots_not_served(server):
+    for target in ["/etc/passwd", str(ROOT / "app.py"), str(MODEL_CONFIG),
+                   str(DEMO) + "/../../app.py", "../../../../etc/passwd"]:
+        for prefix in ("/gradio_api/file=", "/file="):
+            code, body = _get(server.url + prefix + target)
+            assert code != 200 or b"root:" not in body and b"import gradio" not in body, (prefix, target, code)
+            assert code in (403, 404, 400, 405), (prefix, target, code)
+
+
+@needs_model
+def test_no_torch_in_process_after_search():
+    """Build the UI in a fresh interpreter, run a search through it, then check torch never loaded."""
+    code = r"""
+import sys, tempfile, json
+sys.path.insert(0, %r)
+import app, gradio as gr
+from index import build_index
+tmp = tempfile.mkdtemp()
+be = app.Backend(tmp + "/demo.db", root=app.DEMO_ROOT, thumb_dir=tmp + "/thumbs")
+ui = app.build_app(tmp + "/demo.db", backend=be)
+assert be.wait(600), be.error
+res = be.run_search(query="猫", k=3)
+print(json.dumps({"torch": "torch" in sys.modules, "first": res[0]["path"]}))
+""" % str(ROOT)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=900, cwd=str(ROOT))
+    assert out.returncode == 0, out.stderr[-3000:]
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    assert res["torch"] is False
+    assert res["first"].endswith("cat_chelsea.jpg")
+
+
+# ------------------------------------------------------------------------------ headless browser
+def _browser():
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"no Chromium at {CHROMIUM} (Debian package `chromium`)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.skip("the playwright Python package is not installed")
+    return sync_playwright
+
+
+def _search_in_page(page, url, query):
+    page.goto(url, wait_until="domcontentloaded")
+    box = page.locator("#query textarea, #query input").first
+    box.wait_for(state="visible", timeout=60_000)
+    box.fill(query)
+    box.press("Enter")
+    page.locator("#gallery .caption-label").first.wait_for(state="visible", timeout=60_000)
+    page.wait_for_timeout(800)  # let thumbnails paint before the screenshot
+    return [c.strip() for c in page.locator("#gallery .caption-label").all_inner_texts()]
+
+
+@needs_model
+@pytest.mark.parametrize("locale,query,expect_first,ui_text,shot", [
+    ("zh-CN", "猫", "cat_chelsea.jpg", "以图搜图", "search_zh.png"),
+    ("en-US", "a cup of coffee", "coffee.jpg", "Search by image", "search_en.png"),
+])
+def test_browser_search(server, locale, query, expect_first, ui_text, shot):
+    sync_playwright = _browser()
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(locale=locale, viewport={"width": 1366, "height": 1000})
+            captions = _search_in_page(page, server.url, query)
+            page.screenshot(path=str(SHOTS / shot), full_page=True)
+            assert captions, "no results shown"
+            if locale.startswith("zh"):
+                assert expect_first in captions[0], captions[:5]
+            else:
+                assert any(expect_first in c for c in captions[:3]), captions[:5]
+            assert page.get_by_text(ui_text, exact=True).first.is_visible(), f"{ui_text!r} not on the {locale} page"
+            other = "Search by image" if locale.startswith("zh") else "以图搜图"
+            assert page.get_by_text(other, exact=True).count() == 0, f"{other!r} shown on the {locale} page"
+        finally:
+            browser.close()
+
+
+# ------------------------------------------------------------------------------ stub-backed UI tests
+# These run without the model: a keyword stub stands in for index.Searcher, so the page, its API, the
+# translations, demo mode and the file-serving rules are checked on any machine.
+STUB_KEYWORDS = {"cat_chelsea.jpg": ["猫", "cat"], "coffee.jpg": ["咖啡", "coffee"]}
+
+
+class StubModel:
+    info = {"id": "dcclip-stub", "hash": "0123456789abcdef", "dims": 8, "languages": ["en", "zh"]}
+
+
+class StubSearcher:
+    def __init__(self):
+        self.files = sorted(DEMO.glob("*.jpg"))
+        self.model = StubModel()
+
+    def _rank(self, score, k, threshold):
+        res = [{"path": str(f), "score": score(f), "width": 1, "height": 1, "size": 1, "mtime": 0,
+                "taken_at": None} for f in self.files]
+        res.sort(key=lambda r: -r["score"])
+        return [r for r in res if threshold is None or r["score"] >= threshold][:k]
+
+    def search(self, query, k=20, threshold=None, offset=0):
+        hit = lambda f: any(w in query.lower() for w in STUB_KEYWORDS.get(f.name, []))  # noqa: E731
+        return self._rank(lambda f: 0.4 if hit(f) else 0.1 + len(f.name) / 1000, k, threshold)
+
+    def search_image(self, image, k=20, threshold=None, offset=0):
+        name = Path(str(image)).name
+        return self._rank(lambda f: 1.0 if f.name == name else 0.2, k, threshold)
+
+    def stats(self):
+        return {"images": len(self.files), "errors": 0, "error_list": [], "model_id": "dcclip-stub",
+                "model_hash": "0123", "db": "/secret/place/photos.db", "dim": 8}
+
+
+class BlockedBackend(A.Backend):
+    """Never gets ready (its start-up thread waits for an event the test never sets)."""
+
+    def _run(self):
+        import threading
+        self.state = "loading"
+        threading.Event().wait(60)
+
+
+def _launch(app, demo=False):
+    port = _free_port()
+    app.queue().launch(server_port=port, prevent_thread_lock=True, quiet=True, **A.launch_kwargs(app, demo=demo))
+    return f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture
+def stub_app(tmp_path, request):
+    demo = getattr(request, "param", False)
+    be = A.Backend(tmp_path / "x.db", searcher=StubSearcher(), root=DEMO, demo=demo, thumb_dir=tmp_path / "thumbs")
+    app = A.build_app(be.db_path, backend=be, demo=demo)
+    url = _launch(app, demo=demo)
+    try:
+        yield app, url
+    finally:
+        app.close()
+
+
+def test_translations_complete():
+    assert set(A.EN) == set(A.ZH)
+    used = set(__import__("re").findall(r'\bT\("(\w+)"\)', (ROOT / "app.py").read_text(encoding="utf-8")))
+    assert used and used <= set(A.EN), used - set(A.EN)
+    cjk = lambda t: any("\u4e00" <= ch <= "\u9fff" for ch in t)  # noqa: E731
+    assert all(cjk(v) for v in A.ZH.values() if not v.startswith("{")), [k for k, v in A.ZH.items() if not cjk(v)]
+    for locale in ("en", "zh", "zh-CN"):
+        assert locale in A.I18N.translations_dict
+
+
+def test_lang_of_and_args(monkeypatch):
+    class R:
+        def __init__(self, al):
+            self.headers = {"accept-language": al}
+    assert A.lang_of(R("zh-CN,zh;q=0.9,en;q=0.8")) == "zh"
+    assert A.lang_of(R("en-US,en;q=0.9,zh;q=0.5")) == "en"
+    assert A.lang_of(None) == "en"
+    monkeypatch.delenv("GRADIO_SERVER_PORT", raising=False)
+    a = A.parse_args([])
+    assert (a.host, a.port, a.db, a.demo, a.auth) == ("127.0.0.1", 7860, None, False, None)
+    monkeypatch.setenv("GRADIO_SERVER_PORT", "9123")
+    assert A.parse_args([]).port == 9123
+    assert A.parse_args(["--port", "8000", "--demo", "--auth", "u:p"]).port == 8000
+
+
+def test_stub_search_api(stub_app):
+    app, url = stub_app
+    c = gradio_client.Client(url, verbose=False)
+    assert c.predict(api_name="/status")["state"] == "ready"
+    gallery, msg = c.predict("猫", 20, A.SCORE_MIN, api_name="/search")
+    assert gallery[0]["caption"] == "0.400 · cat_chelsea.jpg" and "“猫”" in msg
+    assert len(gallery) == len(list(DEMO.glob("*.jpg")))
+    assert [r["name"] for r in c.predict("a cup of coffee", 2, api_name="/search_json")][0] == "coffee.jpg"
+    gallery, _ = c.predict(gradio_client.handle_file(str(CAT)), 3, 0.0, api_name="/search_image")
+    assert [g["caption"] for g in gallery][0] == "1.000 · cat_chelsea.jpg" and len(gallery) == 3
+    gallery, msg = c.predict("", 20, 0.0, api_name="/search")
+    assert gallery == [] and msg == A.EN["msg_empty"]
+    gallery, msg = c.predict("猫", 20, 0.9, api_name="/search")
+    assert gallery == [] and "0.90" in msg
+    gallery, _ = c.predict("猫", 20, 0.3, api_name="/search")
+    assert [g["caption"] for g in gallery] == ["0.400 · cat_chelsea.jpg"]
+    zh = gradio_client.Client(url, verbose=False, headers={"Accept-Language": "zh-CN,zh;q=0.9"})
+    assert zh.predict("", 20, 0.0, api_name="/search")[1] == A.ZH["msg_empty"]
+
+
+def test_stub_not_ready_is_friendly(tmp_path):
+    be = BlockedBackend(tmp_path / "x.db", root=DEMO, thumb_dir=tmp_path / "thumbs")
+    app = A.build_app(be.db_path, backend=be)
+    url = _launch(app)
+    try:
+        c = gradio_client.Client(url, verbose=False)
+        assert c.predict(api_name="/status")["state"] == "loading"
+        gallery, msg = c.predict("猫", 20, 0.0, api_name="/search")
+        assert gallery == [] and "try again" in msg
+    finally:
+        app.close()
+
+
+@pytest.mark.parametrize("stub_app", [True], indirect=True)
+def test_stub_demo_mode_serves_no_paths(stub_app):
+    app, url = stub_app
+    assert "/secret/place" not in app.backend.about_md("en") and "dcclip-stub" in app.backend.about_md("zh")
+    c = gradio_client.Client(url, verbose=False)
+    gallery, _ = c.predict("猫", 3, 0.0, api_name="/search")
+    assert all("/" not in g["caption"] for g in gallery)
+    # originals are not served in demo mode (only cached thumbnails are)
+    assert _get(url + "/gradio_api/file=" + str(CAT))[0] in (403, 404)
+
+
+def test_stub_files_outside_roots_not_served(stub_app):
+    app, url = stub_app
+    for target in ["/etc/passwd", str(ROOT / "app.py"), str(DEMO / ".." / ".." / "app.py"),
+                   "../../../../etc/passwd", "%2e%2e/%2e%2e/etc/passwd"]:
+        code, body = _get(url + "/gradio_api/file=" + target)
+        assert code in (400, 403, 404) and b"root:" not in body, (target, code)
+    assert _get(url + "/gradio_api/file=" + str(CAT))[0] == 200  # inside the indexed root: allowed
