@@ -334,7 +334,7 @@ def _preprocess(src: Path, workdir: Path) -> Path:
 
 
 def quantize_dynamic_int8(src, dst) -> Path:
-    """fp32 ONNX -> dynamic int8 (weights QInt8 per tensor; MatMul/Gemm only). For the transformer tower."""
+    """fp32 ONNX -> dynamic int8 (weights QInt8 per channel; MatMul/Gemm + the embedding Gather). For the transformer."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     src, dst = Path(src), Path(dst)
@@ -343,8 +343,10 @@ def quantize_dynamic_int8(src, dst) -> Path:
     tmp = _tmp_path(dst, "quant")
     try:
         pre = _preprocess(src, workdir)
-        quantize_dynamic(str(pre), str(tmp), weight_type=QuantType.QInt8, per_channel=False,
-                         op_types_to_quantize=["MatMul", "Gemm"],
+        # per-channel weights: per-tensor scales cost 0.04 mean cosine on the real text tower (0.959 vs 0.994);
+        # Gather = the token-embedding table, 4x smaller on disk (the largest tensor of a small transformer)
+        quantize_dynamic(str(pre), str(tmp), weight_type=QuantType.QInt8, per_channel=True,
+                         op_types_to_quantize=["MatMul", "Gemm", "Gather"],
                          # activation x activation MatMuls (attention scores) stay fp32: quantising them
                          # costs accuracy and buys little speed
                          extra_options={"MatMulConstBOnly": True})
