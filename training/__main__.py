@@ -1,42 +1,65 @@
-"""python -m training <command> — build, export and evaluate bilingual students.
+"""python -m training <command> — build, distil, align, evaluate, export and prompt-tune bilingual students.
 
 Commands:
-  build-default   build assets/models/default from real weights pip packages ship (DC-CLIP stages 1+2, export)
+  distill         stage 1: feature distillation of image/text students from a teacher (cached teacher features)
+  align           stage 2: symmetric InfoNCE alignment on image-text / text-text pairs (EN + ZH)
+  eval            zero-shot evaluation on an ImageFolder / ELEVATER dataset (EN or ZH)
+  export          export a model directory to ONNX fp32/int8 with parity checks
+  fewshot         few-shot prompt learning and baselines (CoOp, VPT, UPT, MVLPT, Tip-Adapter, linear probe)
+  build-default   build assets/models/default from real weights pip packages ship (stages 1+2, export)
   eval-default    measure the default model vs its e5 teacher and the ridge baseline (table + JSON)
-  export          re-export a model directory's torch weights to ONNX fp32/int8 with parity checks
+
+Each command lives in its own module with ``add_args(parser)`` and ``run(args) -> int | dict | None``;
+modules import torch lazily so ``--help`` stays fast.
 """
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 
+# command -> (module, one-line help). Order = order in --help.
+COMMANDS = {
+    "distill": ("training.cmd_distill", "stage 1: distil image/text students from a teacher's features"),
+    "align": ("training.cmd_align", "stage 2: contrastive (InfoNCE) alignment on EN/ZH pairs"),
+    "eval": ("training.evaluate", "zero-shot evaluation on an ImageFolder or ELEVATER dataset"),
+    "export": ("training.export_default", "export a model directory to ONNX fp32/int8 with parity checks"),
+    "fewshot": ("training.fewshot", "few-shot prompt learning / baselines on an ImageFolder dataset"),
+    "build-default": ("training.build_default", "build the embedded default model (about 60 min on 2 cores)"),
+    "eval-default": ("training.eval_default", "evaluate the default model: ImageNet prototypes + real photos"),
+}
 
-def main(argv: list[str] | None = None) -> int:
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m training", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module, help_) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_, description=help_)
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as e:
+            if e.name != module:
+                raise
+            p.set_defaults(_missing=module)
+            continue
+        mod.add_args(p)
+        p.set_defaults(_module=module)
+    return parser
 
-    from training import build_default, eval_default
-    p = sub.add_parser("build-default", help="build the embedded default model (about 40 min on 2 cores)")
-    build_default.add_args(p)
-    p = sub.add_parser("eval-default", help="evaluate the default model: ImageNet prototypes + real photos")
-    eval_default.add_args(p)
-    p = sub.add_parser("export", help="export a model directory to ONNX fp32/int8 with parity checks")
-    p.add_argument("model_dir", help="directory with config.json + model.safetensors")
-    p.add_argument("--work", default="build/export", help="where the fp32/int8 candidates are kept")
 
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 2
-    if args.command == "build-default":
-        build_default.run(args)
-    elif args.command == "eval-default":
-        eval_default.run(args)
-    elif args.command == "export":
-        from training.export_default import export_model
-        export_model(args.model_dir, args.work)
-    return 0
+    if getattr(args, "_missing", None):
+        print(f"python -m training {args.command}: not available in this checkout ({args._missing} missing)",
+              file=sys.stderr)
+        return 2
+    result = importlib.import_module(args._module).run(args)
+    return result if isinstance(result, int) else 0
 
 
 if __name__ == "__main__":

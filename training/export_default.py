@@ -45,6 +45,20 @@ class _ImageWrap(torch.nn.Module):
         return self.image(pixels)
 
 
+def add_args(p) -> None:
+    p.add_argument("model_dir", help="directory with config.json + model.safetensors")
+    p.add_argument("--work", default="build/export", help="where the fp32/int8 candidates are kept")
+    p.add_argument("--threads", type=int, default=2, help="threads for the fp32-vs-int8 speed comparison")
+
+
+def run(args) -> int:
+    report = export_model(args.model_dir, args.work, threads=args.threads)
+    for k, v in report.items():
+        if k != "calibration_images":
+            print(f"{k:28s} {v}")
+    return 0
+
+
 def parity_images() -> list:
     """Real photos for parity checks (evaluation use only): the bundled demo photos + tests/data."""
     from dcclip_core.config import ASSETS_DIR, REPO_DIR
