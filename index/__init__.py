@@ -5,6 +5,10 @@
     s = Searcher("photos.db")
     s.search("一只猫", k=20)          # [{"path", "score", "width", "height", "size", "mtime", "taken_at"}, ...]
 
+    from index.labels import label_index, labels_of, export_labels, remove_paths
+    label_index("photos.db", "猫,狗,beach", label_set="mine")   # zero-shot labels, stored in the DB
+    s.duplicate_groups()                                          # near-duplicates (embedding + perceptual hash)
+
 Every entry point takes an optional ``model`` (anything with the dcclip_core.Model API); by default
 ``dcclip_core.load()`` is called lazily, on first need.
 """
@@ -13,6 +17,8 @@ from .errors import (DatabaseNotFoundError, IndexError_, IndexErrorBase, NotInde
 from .db import PhotoDB
 from .indexer import build_index
 from .search import Searcher
+from .labels import export_labels, label_index, label_sets, labels_of, remove_paths
 
-__all__ = ["PhotoDB", "build_index", "Searcher", "IndexError_", "IndexErrorBase", "DatabaseNotFoundError",
+__all__ = ["PhotoDB", "build_index", "Searcher", "label_index", "label_sets", "labels_of", "export_labels",
+           "remove_paths", "IndexError_", "IndexErrorBase", "DatabaseNotFoundError",
            "RootNotFoundError", "NotIndexedError", "SchemaError"]

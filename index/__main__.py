@@ -1,7 +1,8 @@
-"""python -m index {build,search,stats,duplicates} — see ``python -m index COMMAND --help``.
+"""python -m index {build,search,stats,duplicates,label,export,remove} — see ``python -m index COMMAND --help``.
 
 Exit codes: 0 ok (build: also when some files are bad — they are recorded, see ``stats``), 2 bad input
-(missing folder / database / query image, bad arguments), 3 model not available, 1 unexpected failure.
+(missing folder / database / query image / label set, a path to remove that is not indexed, bad arguments),
+3 model not available, 1 unexpected failure, 130 interrupted.
 """
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 
 EXIT_OK, EXIT_FAIL, EXIT_INPUT, EXIT_MODEL = 0, 1, 2, 3
 
@@ -42,7 +44,8 @@ def cmd_build(a) -> int:
             bar.update(done - bar.n)
 
     try:
-        stats = build_index(a.dir, a.db, model=model, progress=progress, batch_size=a.batch_size, workers=a.workers)
+        stats = build_index(a.dir, a.db, model=model, progress=progress, batch_size=a.batch_size, workers=a.workers,
+                            index_kind=a.index_kind)
     finally:
         if bar is not None:
             bar.close()
@@ -114,7 +117,14 @@ def cmd_stats(a) -> int:
     print(f"model      {st['model_id'] or '-'} ({st['model_hash'] or '-'}, dim {st['dim']})")
     print(f"images     {st['images']}")
     print(f"vectors    {st['vectors']}")
-    print(f"errors     {st['errors']}")
+    idx = st["index"]
+    print(f"index      {idx['kind']}" + (f" (asked: {idx['configured']})" if idx["configured"] != "auto" else "")
+          + ("" if idx["file"] else ", not saved yet"))
+    for ls in st["label_sets"]:
+        print(f"labels     {ls['label_set']}: {ls['images']} photos, {len(ls['labels'])} labels "
+              f"({', '.join(ls['labels'][:8])}{', ...' if len(ls['labels']) > 8 else ''})")
+    print(f"errors     {st['errors']}" + ("" if not st["errors_by_reason"] else "  (" + ", ".join(
+        f"{k}: {n}" for k, n in st["errors_by_reason"].items()) + ")"))
     for e in st["error_list"]:
         print(f"  {e['path']}: {e['reason']}  [{e['time']}]")
     if st["errors"] > len(st["error_list"]):
@@ -125,15 +135,101 @@ def cmd_stats(a) -> int:
 def cmd_duplicates(a) -> int:
     s = _searcher(a)
     _warn_model_mismatch(s)
-    pairs = s.duplicates(threshold=a.threshold)
+    hmax = None if a.no_hash else a.hamming
+    pairs = s.duplicates(threshold=a.threshold, max_hamming=hmax, floor=a.floor)
+    if a.groups:
+        from .duplicates import group_duplicates
+        groups = group_duplicates(pairs, s.db)
+        for g in groups:
+            if a.json:
+                _out({"group": g["group"], "size": g["size"], "score": g["score"], "keep": g["keep"],
+                      "paths": g["paths"]})
+            else:
+                print(f"group {g['group']}: {g['size']} photos, similarity >= {g['score']:.4f} (keep {g['keep']})")
+                for path in g["paths"]:
+                    print(f"    {path}")
+        if not a.json and not groups:
+            print(f"no near-duplicates (similarity >= {a.threshold}" + ("" if hmax is None else
+                                                                       f" or hash within {hmax} bits") + ")")
+        return EXIT_OK
     for p in pairs:
         if a.json:
-            _out({"a": p["a"], "b": p["b"], "score": round(p["score"], 6)})
+            obj = {"a": p["a"], "b": p["b"], "score": round(p["score"], 6)}
+            if a.details:
+                obj.update(hamming=p["hamming"], match=p["match"])
+            _out(obj)
         else:
-            print(f"{p['score']:.4f}  {p['a']}  <->  {p['b']}")
+            ham = "" if p["hamming"] is None else f"  hash±{p['hamming']:2d}"
+            print(f"{p['score']:.4f}{ham}  {p['match']:9s}  {p['a']}  <->  {p['b']}")
     if not a.json and not pairs:
-        print(f"no pairs with similarity >= {a.threshold}")
+        print(f"no pairs with similarity >= {a.threshold}" + ("" if hmax is None else f" or hash within {hmax} bits"))
     return EXIT_OK
+
+
+def cmd_label(a) -> int:
+    from .labels import label_index
+    model = _load_model(a.model)
+    bar = None
+    if not a.quiet and not a.json:
+        from tqdm import tqdm
+        bar = tqdm(total=0, unit="img", file=sys.stderr, dynamic_ncols=True, desc="labelling", mininterval=0.5)
+
+    def progress(done, total):
+        if bar is not None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+    try:
+        res = label_index(a.db, a.labels, label_set=a.label_set, model=model, top=a.top, relabel=a.relabel,
+                          progress=progress)
+    finally:
+        if bar is not None:
+            bar.close()
+    if a.json:
+        _out(res)
+        return EXIT_OK
+    print(f"label set {res['label_set']!r}: {res['labeled']} photos labelled now, {res['images']} in the set "
+          f"({res['seconds']:.1f}s)")
+    width = max(len(lb) for lb in res["labels"])
+    for lb, n in sorted(res["counts"].items(), key=lambda kv: -kv[1]):
+        print(f"  {lb.ljust(width)}  {n}")
+    print(f"export with: python -m index export --db {a.db} --label-set {res['label_set']} --format csv --out FILE")
+    return EXIT_OK
+
+
+def cmd_export(a) -> int:
+    from .labels import export_labels, label_sets
+    fmt = a.format or (Path(a.out).suffix.lstrip(".").lower() if a.out and a.out != "-" else "csv")
+    if fmt not in ("csv", "json"):
+        print(f"error: cannot tell the format from {a.out!r}; pass --format csv|json", file=sys.stderr)
+        return EXIT_INPUT
+    name = a.label_set
+    if name is None:
+        sets = label_sets(a.db)
+        if len(sets) != 1:
+            print("error: pass --label-set NAME (sets: " + (", ".join(x["label_set"] for x in sets) or "none yet; "
+                  "create one with: python -m index label") + ")", file=sys.stderr)
+            return EXIT_INPUT
+        name = sets[0]["label_set"]
+    n = export_labels(a.db, name, fmt, a.out, top_only=a.top_only)
+    if a.out and a.out != "-":
+        if a.json:
+            _out({"label_set": name, "rows": n, "format": fmt, "out": str(Path(a.out).expanduser().absolute())})
+        else:
+            print(f"wrote {n} rows of label set {name!r} to {a.out}", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_remove(a) -> int:
+    from .labels import remove_paths
+    res = remove_paths(a.db, a.paths)
+    if a.json:
+        _out(res)
+    else:
+        print(f"removed {res['removed']} photos and {res['errors_removed']} error records from the index")
+    for p in res["not_found"]:
+        print(f"warning: not in the index: {p}", file=sys.stderr)
+    return EXIT_INPUT if res["not_found"] else EXIT_OK
 
 
 def parser() -> argparse.ArgumentParser:
@@ -151,6 +247,9 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--batch-size", type=int, default=32)
     b.add_argument("--workers", type=int, default=2, help="decode/preprocess threads")
     b.add_argument("--quiet", action="store_true", help="no progress bar")
+    b.add_argument("--index-kind", choices=["auto", "flat", "hnsw", "ivf-sq8", "ivf-pq"], default=None,
+                   help="vector index: auto = exact up to 200k photos, HNSW above (default: keep the DB's "
+                        "setting, initially auto); ivf-sq8/ivf-pq use 4-8x less memory for millions")
     b.set_defaults(fn=cmd_build)
 
     s = sub.add_parser("search", help="text and/or image queries")
@@ -170,10 +269,51 @@ def parser() -> argparse.ArgumentParser:
     st.add_argument("--all-errors", action="store_true", help="list every error (default: newest 1000)")
     st.set_defaults(fn=cmd_stats)
 
-    d = sub.add_parser("duplicates", help="pairs of near-identical photos by embedding similarity")
+    d = sub.add_parser("duplicates", help="near-identical photos (embedding similarity + perceptual hash)",
+                       description="Pairs (default) or groups (--groups) of near-identical photos. A pair counts "
+                                   "when its cosine similarity is >= --threshold, or when its 64-bit perceptual "
+                                   "hashes differ in <= --hamming bits and its similarity is >= --floor. JSON: "
+                                   'one {"a", "b", "score"} per line (--details adds "hamming" and "match"); '
+                                   'with --groups one {"group", "size", "score", "keep", "paths"} per line.')
     common(d)
-    d.add_argument("--threshold", type=float, default=0.95)
+    d.add_argument("--threshold", type=float, default=0.95, help="cosine similarity (default: %(default)s)")
+    d.add_argument("--hamming", type=int, default=6, help="max differing hash bits of 64 (default: %(default)s)")
+    d.add_argument("--floor", type=float, default=0.80,
+                   help="min similarity for a hash match (default: %(default)s)")
+    d.add_argument("--no-hash", action="store_true", help="embedding similarity only")
+    d.add_argument("--groups", action="store_true", help="connected groups instead of pairs")
+    d.add_argument("--details", action="store_true", help="JSON pairs also carry hamming and match")
     d.set_defaults(fn=cmd_duplicates)
+    lb = sub.add_parser("label", help="zero-shot label every photo with your labels (Chinese and/or English)",
+                        description="Scores every indexed photo against LABELS (prompt templates per language, "
+                                    "ensembled; a label with Chinese characters uses Chinese templates) and "
+                                    "stores the best --top labels with their probability in the label set. "
+                                    "Re-running with the same labels labels only photos indexed since.")
+    common(lb)
+    lb.add_argument("--labels", required=True, help='comma-separated, e.g. "猫,狗,beach,生日蛋糕"')
+    lb.add_argument("--label-set", default=None, help="name to store them under (default: default)")
+    lb.add_argument("--top", type=int, default=1, help="labels kept per photo (default: %(default)s)")
+    lb.add_argument("--relabel", action="store_true", help="label every photo again")
+    lb.add_argument("--quiet", action="store_true", help="no progress bar")
+    lb.set_defaults(fn=cmd_label)
+
+    ex = sub.add_parser("export", help="write a label set as CSV or JSON",
+                        description="CSV columns path,label,score,cosine,rank (UTF-8 with BOM); JSON: an array of "
+                                    "objects with the same keys.")
+    common(ex)
+    ex.add_argument("--label-set", default=None, help="set to export (default: the only one)")
+    ex.add_argument("--format", choices=["csv", "json"], default=None, help="default: from --out's suffix, else csv")
+    ex.add_argument("--out", default="-", help="file to write (default: stdout)")
+    ex.add_argument("--top-only", action="store_true", help="only each photo's best label")
+    ex.set_defaults(fn=cmd_export)
+
+    rm = sub.add_parser("remove", help="un-index files or whole folders (the files are not touched)",
+                        description="Deletes the photos' rows, vectors, labels and error records; a later build "
+                                    "of a folder that contains them indexes them again. Exit code 2 when a PATH "
+                                    "was not in the index.")
+    rm.add_argument("paths", nargs="+", metavar="PATH")
+    common(rm)
+    rm.set_defaults(fn=cmd_remove)
     return p
 
 

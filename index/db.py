@@ -4,8 +4,9 @@ Tables
   images(id, path UNIQUE, size, mtime, sha256, phash, width, height, taken_at, format, model_hash, indexed_at)
   vectors(image_id PK -> images.id, vec BLOB float32 little-endian, gen)   gen = meta generation when written
   errors(id, path UNIQUE, reason, time, size, mtime, ctime)
-  labels(image_id, label_set, label, score, source)                          zero-shot labels (later)
-  meta(key PK, value)    schema_version, model_id, model_hash, dim, generation, faiss_* (see vectors.py)
+  labels(image_id, label_set, label, score, source, cosine, rank, time)      zero-shot labels (labels.py)
+  meta(key PK, value)    schema_version, model_id, model_hash, dim, generation, faiss_*, index_kind (see
+                         vectors.py), label_set:NAME (JSON definition of a label set, see labels.py)
 
 ``generation`` is bumped by every committed write batch; readers (Searcher) compare it per query to notice
 changes cheaply, and vectors written since a known generation can be fetched incrementally.
@@ -25,7 +26,7 @@ import sqlite_utils
 
 from .errors import DatabaseNotFoundError, SchemaError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA_V1 = [
     """CREATE TABLE IF NOT EXISTS images (
@@ -68,7 +69,12 @@ _SCHEMA_V1 = [
 ]
 
 # version -> statements upgrading from (version - 1); v1 is the base schema
-_MIGRATIONS: dict[int, list[str]] = {}
+_MIGRATIONS: dict[int, list[str]] = {
+    2: ["ALTER TABLE labels ADD COLUMN cosine REAL",             # zero-shot: cosine beside the probability
+        "ALTER TABLE labels ADD COLUMN rank INTEGER",
+        "ALTER TABLE labels ADD COLUMN time TEXT",
+        "CREATE INDEX IF NOT EXISTS idx_images_phash ON images(phash)"],
+}
 
 IMAGE_FIELDS = ("path", "size", "mtime", "sha256", "phash", "width", "height", "taken_at", "format",
                 "model_hash", "indexed_at")
@@ -371,6 +377,26 @@ class PhotoDB:
         row = self.execute("SELECT COUNT(*), MAX(v.image_id) FROM vectors v JOIN images i ON i.id = v.image_id "
                            "WHERE i.model_hash=?", (model_hash,)).fetchone()
         return int(row[0]), int(row[1] or 0)
+
+    def vector_ids(self, model_hash: str) -> np.ndarray:
+        """Sorted ids (int64) of the images with a vector from ``model_hash``."""
+        rows = self.execute("SELECT v.image_id FROM vectors v JOIN images i ON i.id = v.image_id "
+                            "WHERE i.model_hash=? ORDER BY v.image_id", (model_hash,)).fetchall()
+        return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+
+    def vectors_by_ids(self, ids: Sequence[int], dim: int) -> tuple[np.ndarray, np.ndarray]:
+        """(ids found int64 (m,), vecs float32 (m, dim)) for ``ids`` (unknown ids / other widths left out)."""
+        found, blobs = [], []
+        ids = [int(i) for i in ids]
+        for s in range(0, len(ids), 500):
+            chunk = ids[s:s + 500]
+            marks = ",".join("?" * len(chunk))
+            for i, b in self.execute(f"SELECT image_id, vec FROM vectors WHERE image_id IN ({marks})", chunk):
+                if len(b) == 4 * dim:
+                    found.append(i)
+                    blobs.append(b)
+        vecs = np.frombuffer(b"".join(blobs), dtype="<f4").reshape(len(found), dim).astype(np.float32)
+        return np.asarray(found, np.int64), vecs
 
     def vector_of(self, image_id: int) -> np.ndarray | None:
         row = self.execute("SELECT vec FROM vectors WHERE image_id=?", (int(image_id),)).fetchone()

@@ -8,7 +8,8 @@
   follows the file, nothing is re-embedded;
 * rows under ``root`` whose file vanished are removed; a changed model re-embeds everything (ids kept);
 * every per-file failure is recorded in ``errors`` with a reason and the run goes on; an unchanged bad
-  file is not retried on the next run (a later successful index of the path deletes its error row);
+  file is not retried on the next run unless its failure was not about its content (permission denied,
+  vanished, I/O, ``TRANSIENT``); a later successful index of the path deletes its error row;
 * each batch is one transaction, so killing the process loses at most one batch.
 """
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import collections
 import concurrent.futures as cf
 import hashlib
+import io
 import os
 import re
 import stat as stat_mod
@@ -35,6 +37,9 @@ from . import vectors as V
 Progress = Callable[[int, int, str], None]
 
 MAX_FILE_BYTES = int(float(os.environ.get("INDEX_MAX_FILE_MB", 1024)) * 2**20)   # larger files are refused
+# failures that say nothing about the file's content: retried on every run even when the file is unchanged
+TRANSIENT = ("permission denied", "file vanished", "cannot read", "cannot stat", "out of memory", "encoder failed",
+             "unexpected error", "cannot list folder")
 SKIP_DIRS = {"@eaDir", "$RECYCLE.BIN", "System Volume Information", "lost+found"}  # NAS thumbnails, system dirs
 
 
@@ -80,6 +85,34 @@ def dhash(im, size: int = 8) -> str:
     return f"{int(''.join('1' if b else '0' for b in bits), 2):0{size * size // 4}x}"
 
 
+def image_meta(data: bytes) -> dict:
+    """width, height (after EXIF rotation), format, EXIF date of an image that decoded. PNG: only an eXIf
+    chunk before the pixels is read (Pillow's getexif would decode the whole PNG a second time)."""
+    from PIL import Image
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            w, h = im.size
+            fmt = im.format
+            if fmt == "PNG":
+                exif = Image.Exif()
+                if im.info.get("exif"):
+                    exif.load(im.info["exif"])
+            else:
+                exif = im.getexif()
+            if exif.get(0x0112, 1) in (5, 6, 7, 8):
+                w, h = h, w
+            try:
+                date = exif.get_ifd(0x8769).get(0x9003) or exif.get(0x0132)
+            except Exception:
+                date = exif.get(0x0132)
+            return {"width": w, "height": h, "format": fmt, "exif_date": str(date) if date else None}
+    except Exception:                                         # damaged metadata of a file that decoded
+        try:
+            return image_info(data)
+        except Exception:
+            return {}
+
+
 def _os_reason(e: OSError, what: str = "cannot read") -> str:
     if isinstance(e, PermissionError):
         return "permission denied"
@@ -107,6 +140,7 @@ class _Prepared:
     pixels: np.ndarray | None = None
     fields: dict = field(default_factory=dict)
     reason: str | None = None
+    emb: np.ndarray | None = None        # already embedded (the Ray path)
 
 
 def _prepare(job: _Job, model, target: int, orphan_shas: frozenset | set = frozenset(),
@@ -128,10 +162,10 @@ def _prepare(job: _Job, model, target: int, orphan_shas: frozenset | set = froze
     if shortcuts and sha in orphan_shas:
         return _Prepared(job, "maybe_move", sha)
     try:
-        info = image_info(data)
-        im = load_image(data, target_size=target)
+        im = load_image(data, target_size=target)            # first: it refuses bombs before decoding
         px = np.asarray(model.preprocess(im), dtype=np.float32)
         ph = dhash(im)
+        info = image_meta(data)
     except ImageLoadError as e:
         return _Prepared(job, "error", sha, reason=e.reason)
     except MemoryError:
@@ -192,8 +226,14 @@ def _under(path: str, dirs: list[str]) -> bool:
 
 # ---- the indexer ------------------------------------------------------------------------------------------
 def build_index(root, db_path, model=None, progress: Progress | None = None, batch_size: int = 32,
-                workers: int = 2, save_faiss: bool = True) -> dict:
-    """Index every image below ``root`` into ``db_path``; returns counts of this run (see module doc)."""
+                workers: int = 2, save_faiss: bool = True, index_kind: str | None = None,
+                ray: bool | str | None = None) -> dict:
+    """Index every image below ``root`` into ``db_path``; returns counts of this run (see module doc).
+
+    ``index_kind``: "auto" (exact up to 200k vectors, HNSW above), "flat", "hnsw", "ivf-sq8" or "ivf-pq";
+    remembered in the DB (meta ``index_kind``); None keeps what the DB has.
+    ``ray``: decode + embed on Ray Data workers (True: a local Ray with ``workers`` CPUs; a string: the
+    cluster address, e.g. "auto"); needs ``ray[data]`` (see index.distributed)."""
     t0 = time.perf_counter()
     root_p = Path(root).expanduser()
     if not root_p.is_dir():
@@ -204,10 +244,14 @@ def build_index(root, db_path, model=None, progress: Progress | None = None, bat
     batch_size = max(1, int(batch_size))
     workers = max(1, int(workers))
 
+    if index_kind is not None:
+        V.choose_kind(0, index_kind)                            # ValueError on an unknown kind, before any work
     db = PhotoDB(db_path)
     counts = collections.Counter()
     try:
         db.set_model_meta(model_id, mhash, dim)
+        if index_kind is not None and index_kind != V.configured_kind(db):
+            db.set_meta("index_kind", index_kind)
         jobs, bad, unreadable = scan(root_s)
         known = db.images_under(root_s)
         known_err = db.errors_under(root_s)
@@ -249,7 +293,8 @@ def build_index(root, db_path, model=None, progress: Progress | None = None, bat
                 j.known_sha = row["sha256"]
             elif row is None:
                 er = known_err.get(j.path)
-                if er is not None and er["size"] == j.size and er["mtime"] == j.mtime and er["ctime"] == j.ctime:
+                if er is not None and er["size"] == j.size and er["mtime"] == j.mtime and er["ctime"] == j.ctime \
+                        and not (er["reason"] or "").startswith(TRANSIENT):
                     counts["skipped"] += 1                   # known bad file, unchanged: not retried
                     tick(j.path)
                     continue
@@ -270,6 +315,11 @@ def build_index(root, db_path, model=None, progress: Progress | None = None, bat
             return None
 
         def encode(items: list[_Prepared]) -> list[tuple[_Prepared, np.ndarray | None, str | None]]:
+            done = [(it, it.emb, None) for it in items if it.emb is not None]
+            items = [it for it in items if it.emb is None]
+            return done + (encode_local(items) if items else [])
+
+        def encode_local(items: list[_Prepared]) -> list[tuple[_Prepared, np.ndarray | None, str | None]]:
             try:
                 embs = np.asarray(model.encode_pixels(np.stack([it.pixels for it in items])), np.float32)
                 return [(it, embs[i], None) for i, it in enumerate(items)]
@@ -338,26 +388,15 @@ def build_index(root, db_path, model=None, progress: Progress | None = None, bat
                 flush()
 
         orphan_shas = frozenset(orphans)
-        window = max(2 * batch_size, 4 * workers)
-        with cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="index-decode") as ex:
-            pending: collections.deque = collections.deque()
-            it = iter(todo)
-            try:
-                for j in it:
-                    pending.append(ex.submit(_prepare, j, model, target, orphan_shas))
-                    if len(pending) >= window:
-                        break
-                while pending:
-                    res = pending.popleft().result()
-                    nxt = next(it, None)
-                    if nxt is not None:
-                        pending.append(ex.submit(_prepare, nxt, model, target, orphan_shas))
-                    handle(res)
-                    tick(res.job.path)
-                flush()
-            finally:
-                for f in pending:
-                    f.cancel()
+        if ray:
+            from . import distributed
+            for res in distributed.prepared(todo, model, target, orphan_shas, address=None if ray is True else
+                                            str(ray), workers=workers, batch_size=batch_size):
+                handle(res)
+                tick(res.job.path)
+        else:
+            _run_local(todo, model, target, orphan_shas, workers, max(2 * batch_size, 4 * workers), handle, tick)
+        flush()
 
         # prune rows whose file is gone (not moved), including files that vanished during this run
         gone = [r["id"] for p, r in vanished.items() if r["id"] not in consumed and not os.path.exists(p)]
@@ -382,17 +421,36 @@ def build_index(root, db_path, model=None, progress: Progress | None = None, bat
             "root": root_s, "db": str(Path(db_path).expanduser().absolute())}
 
 
+def _run_local(todo, model, target, orphan_shas, workers, window, handle, tick) -> None:
+    """Decode/preprocess ``todo`` on ``workers`` threads (a sliding window), handing results over in order."""
+    with cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="index-decode") as ex:
+        pending: collections.deque = collections.deque()
+        it = iter(todo)
+        try:
+            for j in it:
+                pending.append(ex.submit(_prepare, j, model, target, orphan_shas))
+                if len(pending) >= window:
+                    break
+            while pending:
+                res = pending.popleft().result()
+                nxt = next(it, None)
+                if nxt is not None:
+                    pending.append(ex.submit(_prepare, nxt, model, target, orphan_shas))
+                handle(res)
+                tick(res.job.path)
+        finally:
+            for f in pending:
+                f.cancel()
+
+
 def ensure_faiss(db: PhotoDB, model_hash: str, dim: int) -> bool:
-    """Make ``<db>.faiss`` match the DB (no work when its header already agrees). Best effort."""
+    """Make ``<db>.faiss`` match the DB (no work when its header already agrees; an older save of this DB is
+    updated with the changes since, else rebuilt). Best effort."""
     try:
-        gen = db.generation()
-        count, max_id = db.vector_stats(model_hash)
-        head = V.VectorIndex.read_header(V.faiss_path(db.path))
-        want = {"model_hash": model_hash, "dim": int(dim), "generation": gen, "count": count, "max_id": max_id}
-        if head is not None and all(head.get(k) == v for k, v in want.items()) \
-                and str(db.get_meta("faiss_generation")) == str(gen):
+        want = V._expected(db, model_hash, dim, db.generation())
+        if V.header_matches(db, V.VectorIndex.read_header(V.faiss_path(db.path)), want):
             return True
-        vi = V.build_from_db(db, model_hash, dim)
-        return V.save_for_db(db, vi, model_hash, gen)
+        V.load_for_db(db, model_hash, dim, save=True)
+        return V.header_matches(db, V.VectorIndex.read_header(V.faiss_path(db.path)), want)
     except Exception:
         return False

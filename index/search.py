@@ -61,11 +61,8 @@ class Searcher:
                 self._vi, self._gen, self.loaded_from_file = V.load_for_db(self.db, mhash, dim, save=self.save_faiss)
                 self._hash = mhash
                 return self._vi
-            # incremental: vectors (re)written after the generation we reflect
-            for ids, vecs in self.db.iter_vectors(mhash, dim, min_gen=self._gen):
-                self._vi.upsert(ids, vecs)
-            count, max_id = self.db.vector_stats(mhash)
-            if self._vi.ntotal != count or self._vi.max_id() != max_id:     # something was deleted
+            # incremental: vectors (re)written after the generation we reflect, ids deleted since
+            if not V.apply_delta(self.db, self._vi, mhash, dim, self._gen):
                 self._vi, gen, self.loaded_from_file = V.load_for_db(self.db, mhash, dim, save=self.save_faiss)
             self._gen = gen
             return self._vi
@@ -137,39 +134,53 @@ class Searcher:
         image_id = self._id_of(path)
         with self._lock:
             vi = self._ensure()
-            q = vi.reconstruct(image_id)
-            if q is None:
+            q = self.db.vector_of(image_id) if vi.kind != "flat" or not vi.ntotal else vi.reconstruct(image_id)
+            if q is None or len(q) != vi.dim:
                 q = self.db.vector_of(image_id)
             if q is None:
                 raise NotIndexedError(f"no vector for {path} (not embedded with this model yet)")
             return self._results(vi, q, k, threshold, offset, exclude={image_id})
 
-    def duplicates(self, threshold: float = 0.95, batch: int = 4096) -> list[dict]:
-        """Pairs of indexed photos with cosine >= threshold, best first: [{"a", "b", "score"}]."""
-        with self._lock:
-            vi = self._ensure()
-            ids = vi.ids()
-            pairs: dict[tuple[int, int], float] = {}
-            for s in range(0, len(ids), batch):
-                chunk = ids[s:s + batch]
-                q = np.stack([vi.reconstruct(int(i)) for i in chunk])
-                lims, D, I = vi.range_search(q, threshold)
-                for qi, a in enumerate(chunk):
-                    for score, b in zip(D[lims[qi]:lims[qi + 1]], I[lims[qi]:lims[qi + 1]]):
-                        a_, b_ = int(a), int(b)
-                        if a_ < b_:
-                            pairs[(a_, b_)] = max(float(score), pairs.get((a_, b_), -1.0))
-            rows = self.db.rows_by_ids(sorted({x for ab in pairs for x in ab}))
-        out = [{"a": rows[a]["path"], "b": rows[b]["path"], "score": min(s, 1.0)}
-               for (a, b), s in pairs.items() if a in rows and b in rows]
-        out.sort(key=lambda d: (-d["score"], d["a"], d["b"]))
-        return out
+    def duplicates(self, threshold: float = 0.95, batch: int = 4096, max_hamming: int | None = 6,
+                   floor: float = 0.80) -> list[dict]:
+        """Pairs of indexed photos with cosine >= threshold, best first: [{"a", "b", "score", "hamming",
+        "match"}]; pairs whose perceptual hashes differ in <= ``max_hamming`` bits count too when their
+        cosine is >= ``floor`` (None: embedding only; see index.duplicates)."""
+        from .duplicates import find_duplicates
+        return find_duplicates(self, threshold=threshold, max_hamming=max_hamming, floor=floor)
+
+    def duplicate_groups(self, threshold: float = 0.95, max_hamming: int | None = 6, floor: float = 0.80) -> list[dict]:
+        """Groups of near-duplicates (connected components): [{"group", "size", "score", "paths", "keep"}]."""
+        from .duplicates import find_duplicates, group_duplicates
+        return group_duplicates(find_duplicates(self, threshold, max_hamming, floor), self.db)
 
     # ---- info -----------------------------------------------------------------------------------------
     def stats(self, error_limit: int | None = 1000) -> dict:
+        """Counts, model, vector index, label sets, and the bad files with their reasons (newest first)."""
+        from .labels import label_sets
         m = self.db.model_meta()
+        count = self.db.vector_stats(m["model_hash"])[0] if m["model_hash"] else 0
+        head = V.VectorIndex.read_header(V.faiss_path(self.db_path)) or {}
+        by_reason: dict[str, int] = {}
+        for (reason, n) in self.db.execute("SELECT reason, COUNT(*) FROM errors GROUP BY reason").fetchall():
+            kind = _reason_kind(reason)
+            by_reason[kind] = by_reason.get(kind, 0) + int(n)
         return {"images": self.db.count_images(), "errors": self.db.count_errors(),
                 "error_list": self.db.list_errors(limit=error_limit),
+                "errors_by_reason": dict(sorted(by_reason.items(), key=lambda kv: -kv[1])),
                 "model_id": m["model_id"], "model_hash": m["model_hash"], "db": str(self.db_path),
-                "dim": m["dim"], "vectors": self.db.vector_stats(m["model_hash"])[0] if m["model_hash"] else 0,
-                "generation": self.db.generation()}
+                "dim": m["dim"], "vectors": count, "generation": self.db.generation(),
+                "index": {"kind": V.choose_kind(count, V.configured_kind(self.db)),
+                          "configured": V.configured_kind(self.db), "file": bool(head),
+                          "file_kind": head.get("kind"), "file_generation": head.get("generation"),
+                          "params": {k: v for k, v in (head.get("params") or {}).items() if k != "tuned"}},
+                "label_sets": label_sets(self.db)}
+
+
+def _reason_kind(reason: str | None) -> str:
+    """"truncated or corrupt image data (image file is truncated ...)" -> "truncated or corrupt image data"."""
+    r = (reason or "unknown").strip()
+    for sep in (" (", ": "):
+        if sep in r:
+            r = r.split(sep, 1)[0]
+    return r

@@ -121,14 +121,14 @@ def test_photodb_schema_wal_meta(tmp_path):
     db = PhotoDB(tmp_path / "a.db")
     tables = set(db.db.table_names())
     assert {"images", "vectors", "errors", "labels", "meta"} <= tables
-    assert db.get_meta("schema_version") == "1"
+    assert db.get_meta("schema_version") == str(index.db.SCHEMA_VERSION)
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     cols = {c.name for c in db.db["images"].columns}
     assert {"id", "path", "size", "mtime", "sha256", "width", "height", "taken_at", "model_hash",
             "indexed_at"} <= cols
     db.close()
     db = PhotoDB(tmp_path / "a.db")                            # reopen: no error, same version
-    assert db.get_meta("schema_version") == "1"
+    assert db.get_meta("schema_version") == str(index.db.SCHEMA_VERSION)
     db.set_meta("schema_version", "99")
     db.close()
     with pytest.raises(IndexError_):
@@ -468,7 +468,11 @@ def test_real_model_cli_contract(tmp_path):
         return subprocess.run([sys.executable, "-m", "index", *map(str, args)], cwd=REPO_DIR, capture_output=True,
                               text=True, timeout=600)
 
-    r = run("build", DATA, "--db", dbp)
+    photos = tmp_path / "照片 photos"                  # real photos + bad files, Chinese/space folder name
+    photos.mkdir()
+    for name in ("cat.jpg", "coffee.jpg", "rocket.jpg", "not_an_image.jpg", "truncated.jpg", "empty.jpg"):
+        shutil.copy(DATA / name, photos / name)
+    r = run("build", photos, "--db", dbp)
     assert r.returncode == 0, r.stderr
     r = run("search", "--db", dbp, "--k", 3, "--json", "猫", "a cat")
     assert r.returncode == 0, r.stderr
@@ -483,7 +487,7 @@ def test_real_model_cli_contract(tmp_path):
     r = run("stats", "--db", dbp, "--json")
     st = json.loads(r.stdout)
     assert r.returncode == 0 and isinstance(st["images"], int) and isinstance(st["errors"], int)
-    assert st["images"] >= 3
+    assert st["images"] == 3 and st["errors"] == 3
     r = run("duplicates", "--db", dbp, "--json")
     assert r.returncode == 0
     for x in r.stdout.splitlines():
@@ -495,8 +499,10 @@ def test_real_model_cli_contract(tmp_path):
 def test_real_model_searcher(tmp_path):
     import dcclip_core
     m = dcclip_core.load()
-    st = build_index(DATA, tmp_path / "r.db", model=m)
-    assert st["images"] >= 3
+    for name in ("cat.jpg", "coffee.jpg", "rocket.jpg"):
+        shutil.copy(DATA / name, tmp_path / name)
+    st = build_index(tmp_path, tmp_path / "r.db", model=m)
+    assert st["images"] == 3
     s = Searcher(tmp_path / "r.db", model=m)
     for q, name in [("一只猫", "cat.jpg"), ("a cup of coffee", "coffee.jpg"), ("火箭", "rocket.jpg")]:
         res = s.search(q, k=3)

@@ -1,0 +1,137 @@
+"""Embedding with Ray Data (``build --ray [ADDRESS]``): the decode + encode stage of the indexer on Ray workers.
+
+Only the per-file work moves: workers read each file, hash it, decode, preprocess and embed in batches, and
+stream back what the local path's worker threads produce (``indexer._Prepared`` plus the embedding). The
+driver keeps every DB write, in input order, through the same code as the local path, so a Ray build makes
+the same rows, ids and vectors. Workers must see the files under the same paths (local mode, or a cluster
+with shared storage) and have this repository and the model importable.
+
+Needs ``ray[data]`` (``pip install -r requirements-cluster.txt``); nothing here is imported otherwise.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Iterator
+
+import numpy as np
+
+from .indexer import _Job, _Prepared, _prepare
+
+
+class RayUnavailableError(RuntimeError):
+    """``ray`` is not installed (or cannot start)."""
+
+
+def available() -> bool:
+    try:
+        import ray  # noqa: F401
+        import ray.data  # noqa: F401
+        return True
+    except Exception:
+        return False
+
+
+def model_spec(model):
+    """What a worker needs to rebuild the model: a dcclip_core model directory, else the object itself."""
+    path = getattr(model, "path", None)
+    if path is not None and type(model).__module__.startswith("dcclip_core"):
+        return {"dcclip_path": str(path)}
+    return {"object": model}
+
+
+def _load(spec, threads: int):
+    if "dcclip_path" in spec:
+        from dcclip_core.runtime import Model
+        return Model(spec["dcclip_path"], threads=threads)
+    return spec["object"]
+
+
+class _Embedder:
+    """Ray Data actor: a batch of file jobs -> prepared results with embeddings (one model per actor)."""
+
+    def __init__(self, spec, target: int, orphan_shas: list, threads: int = 1):
+        self.model = _load(spec, threads)
+        self.target = int(target)
+        self.orphans = frozenset(orphan_shas)
+
+    def __call__(self, batch: dict) -> dict:
+        jobs = [_Job(str(p), int(s), float(m), float(c), k or None)
+                for p, s, m, c, k in zip(batch["path"], batch["size"], batch["mtime"], batch["ctime"],
+                                         batch["known_sha"])]
+        res = [_prepare(j, self.model, self.target, self.orphans) for j in jobs]
+        px = [r for r in res if r.kind == "pixels"]
+        embs: dict[int, bytes] = {}
+        errs: dict[int, str] = {}
+        if px:
+            try:
+                e = np.asarray(self.model.encode_pixels(np.stack([r.pixels for r in px])), np.float32)
+                embs = {id(r): e[i].astype("<f4").tobytes() for i, r in enumerate(px)}
+            except Exception:
+                for r in px:                                     # isolate the item that breaks the encoder
+                    try:
+                        e = np.asarray(self.model.encode_pixels(r.pixels[None]), np.float32)[0]
+                        embs[id(r)] = e.astype("<f4").tobytes()
+                    except Exception as ex:
+                        errs[id(r)] = f"encoder failed: {type(ex).__name__}: {ex}"
+        return {
+            "path": np.asarray([r.job.path for r in res], dtype=object),
+            "kind": np.asarray([r.kind for r in res], dtype=object),
+            "sha256": np.asarray([r.sha256 or "" for r in res], dtype=object),
+            "reason": np.asarray([r.reason or "" for r in res], dtype=object),
+            "fields": np.asarray([json.dumps(r.fields, ensure_ascii=False) for r in res], dtype=object),
+            "emb": np.asarray([embs.get(id(r), b"") for r in res], dtype=object),
+            "enc_error": np.asarray([errs.get(id(r), "") for r in res], dtype=object),
+        }
+
+
+def init(address: str | None, num_cpus: int | None = None) -> None:
+    """Connect to ``address`` ("auto", "ray://host:10001", ...) or start a local Ray with ``num_cpus``."""
+    try:
+        import ray
+    except Exception as e:
+        raise RayUnavailableError("build --ray needs ray[data]: pip install -r requirements-cluster.txt "
+                                  f"({type(e).__name__}: {e})") from None
+    if ray.is_initialized():
+        return
+    kw = dict(include_dashboard=False, log_to_driver=False, ignore_reinit_error=True, configure_logging=False)
+    if address and address not in ("local", "LOCAL"):
+        ray.init(address=address, **kw)
+    else:
+        ray.init(num_cpus=num_cpus or os.cpu_count() or 1, **kw)
+
+
+def prepared(jobs: list[_Job], model, target: int, orphan_shas, address: str | None = None, workers: int = 2,
+             batch_size: int = 32) -> Iterator[_Prepared]:
+    """Run ``_prepare`` + ``encode_pixels`` for ``jobs`` on ``workers`` Ray actors; yields ``_Prepared`` (with
+    ``emb`` set for embedded images) in the order of ``jobs``."""
+    if not jobs:
+        return
+    init(address, num_cpus=max(1, workers))
+    import ray.data
+    ctx = ray.data.DataContext.get_current()
+    ctx.execution_options.preserve_order = True              # ids are given in input order, as locally
+    try:
+        ctx.enable_progress_bars = False
+        ctx.print_on_execution_start = False
+    except Exception:
+        pass
+    by_path = {j.path: j for j in jobs}
+    ds = ray.data.from_items([{"path": j.path, "size": j.size, "mtime": j.mtime, "ctime": j.ctime,
+                               "known_sha": j.known_sha or ""} for j in jobs],
+                             override_num_blocks=max(1, min(len(jobs) // max(1, batch_size), 64)))
+    ds = ds.map_batches(_Embedder, fn_constructor_kwargs={"spec": model_spec(model), "target": target,
+                                                          "orphan_shas": sorted(orphan_shas), "threads": 1},
+                        batch_size=batch_size, concurrency=max(1, workers), num_cpus=1, batch_format="numpy")
+    for batch in ds.iter_batches(batch_size=batch_size, batch_format="numpy", prefetch_batches=2):
+        for path, kind, sha, reason, fields, emb, enc_err in zip(batch["path"], batch["kind"], batch["sha256"],
+                                                                   batch["reason"], batch["fields"], batch["emb"],
+                                                                   batch["enc_error"]):
+            job = by_path[str(path)]
+            if enc_err:
+                yield _Prepared(job, "error", sha or None, reason=str(enc_err))
+                continue
+            p = _Prepared(job, str(kind), sha or None, None, json.loads(fields), reason or None)
+            if kind == "pixels":
+                p.emb = np.frombuffer(bytes(emb), dtype="<f4").astype(np.float32)
+            yield p

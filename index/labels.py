@@ -1,0 +1,290 @@
+"""Zero-shot labelling of the whole index with a user label set (Chinese and/or English), export, removal.
+
+    from index.labels import label_index, labels_of, export_labels, label_sets, remove_paths
+    label_index("photos.db", ["猫", "狗", "beach", "birthday cake"], label_set="pets")
+    labels_of("photos.db", "pets")          # [{"path", "label", "score", "cosine", "rank"}, ...]
+    export_labels("photos.db", "pets", "csv", "pets.csv")
+    remove_paths("photos.db", ["/photos/old"])   # un-index files or whole folders
+
+Each label becomes one text embedding: the mean of its prompts, one per template of its language
+(``assets/data/templates.json`` ``zh_short`` when the label contains CJK characters, else ``en_short``),
+L2-normalised. An image's ``score`` for a label is the softmax over the set of 100 x cosine (CLIP's scale),
+so scores of one image sum to 1 over the set; ``cosine`` is kept beside it. The best ``top`` labels of every
+image are stored in the ``labels`` table (source ``zero-shot:<model hash>``); the set's definition is kept in
+meta ``label_set:NAME`` so a later run labels only the photos indexed since (same labels, same model).
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from .db import PhotoDB, _prefix_range, now_iso
+from .errors import IndexErrorBase
+
+LOGIT_SCALE = 100.0
+DEFAULT_SET = "default"
+_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af]")
+_SPLIT = re.compile(r"[,，、;；\n]+")
+_FALLBACK = {"en_short": ["a photo of a {}."], "zh_short": ["一张{}的照片。"]}
+
+
+class LabelError(IndexErrorBase, ValueError):
+    """A label set that cannot be used (empty, unknown set name, nothing indexed with this model)."""
+
+
+def has_cjk(text: str) -> bool:
+    return bool(_CJK.search(text))
+
+
+def parse_labels(labels: str | Sequence[str]) -> list[str]:
+    """"猫, 狗，cat、dog" or a list -> ["猫", "狗", "cat", "dog"] (trimmed, empty and repeated ones dropped)."""
+    items = _SPLIT.split(labels) if isinstance(labels, str) else [x for s in labels for x in _SPLIT.split(str(s))]
+    out: list[str] = []
+    for x in items:
+        x = " ".join(x.split())
+        if x and x not in out:
+            out.append(x)
+    return out
+
+
+def load_templates(path: str | os.PathLike | None = None) -> dict[str, list[str]]:
+    """{"en_short": [...], "zh_short": [...]} from assets/data/templates.json (built-in fallback if absent)."""
+    if path is None:
+        from dcclip_core.config import ASSETS_DIR
+        path = ASSETS_DIR / "data" / "templates.json"
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        return {k: [t for t in data.get(k, []) if "{}" in t] or _FALLBACK[k] for k in _FALLBACK}
+    except (OSError, ValueError):
+        return dict(_FALLBACK)
+
+
+def prompts_for(label: str, templates: dict[str, list[str]]) -> list[str]:
+    return [t.format(label) for t in templates["zh_short" if has_cjk(label) else "en_short"]]
+
+
+def label_embeddings(model, labels: Sequence[str], templates: dict | None = None) -> np.ndarray:
+    """(L, d) float32: per label the L2-normalised mean of its prompts' text embeddings (ensembled templates)."""
+    templates = templates or load_templates()
+    prompts = [prompts_for(lb, templates) for lb in labels]
+    flat = [p for ps in prompts for p in ps]
+    emb = np.asarray(model.encode_text(flat), np.float32)                 # (sum of prompts, d)
+    out, i = [], 0
+    for ps in prompts:
+        v = emb[i:i + len(ps)].mean(0)
+        out.append(v / max(float(np.linalg.norm(v)), 1e-12))
+        i += len(ps)
+    return np.stack(out).astype(np.float32)
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(1, keepdims=True)
+
+
+def _open(db) -> tuple[PhotoDB, bool]:
+    return (db, False) if isinstance(db, PhotoDB) else (PhotoDB(db, create=False), True)
+
+
+def label_index(db_path, labels: str | Sequence[str], label_set: str | None = None, model=None, top: int = 1,
+                relabel: bool = False, progress: Callable[[int, int], None] | None = None,
+                batch: int = 8192, templates: dict | None = None) -> dict:
+    """Label every indexed photo with its best ``top`` labels of ``labels``; returns a summary
+    {"label_set", "labels", "labeled", "images", "counts": {label: photos whose top label it is}, "seconds"}."""
+    from .indexer import default_model, model_identity
+    t0 = time.perf_counter()
+    labels = parse_labels(labels)
+    if not labels:
+        raise LabelError("no labels given (e.g. --labels \"猫,狗,beach\")")
+    label_set = (label_set or DEFAULT_SET).strip() or DEFAULT_SET
+    model = model if model is not None else default_model()
+    _, mhash, dim, _ = model_identity(model)
+    top = max(1, min(int(top), len(labels)))
+    db, own = _open(db_path)
+    try:
+        if db.vector_stats(mhash)[0] == 0:
+            raise LabelError(f"no photos in {db.path} are indexed with this model ({mhash}); run build first")
+        T = label_embeddings(model, labels, templates)                    # (L, d)
+        key = f"label_set:{label_set}"
+        definition = {"labels": labels, "model_hash": mhash, "top": top, "templates": "en_short/zh_short"}
+        old = db.get_meta(key)
+        same = False
+        if old and not relabel:
+            try:
+                o = json.loads(old)
+                same = all(o.get(k) == definition[k] for k in ("labels", "model_hash", "top"))
+            except ValueError:
+                pass
+        with db.transaction():
+            if not same:
+                db.execute("DELETE FROM labels WHERE label_set=?", (label_set,))
+            db._set_meta(key, json.dumps({**definition, "time": now_iso()}, ensure_ascii=False))
+        done_ids = set()
+        if same:
+            done_ids = {r[0] for r in db.execute("SELECT DISTINCT image_id FROM labels WHERE label_set=?",
+                                                 (label_set,)).fetchall()}
+        total = db.vector_stats(mhash)[0]
+        source = f"zero-shot:{mhash}"
+        done = labeled = 0
+        for ids, vecs in db.iter_vectors(mhash, dim, batch=batch):
+            if done_ids:
+                keep = np.fromiter((int(i) not in done_ids for i in ids), bool, len(ids))
+                done += int((~keep).sum())
+                ids, vecs = ids[keep], vecs[keep]
+            if len(ids):
+                cos = vecs @ T.T                                           # (b, L)
+                prob = _softmax(LOGIT_SCALE * cos)
+                order = np.argsort(-prob, axis=1, kind="stable")[:, :top]  # (b, top)
+                when = now_iso()
+                rows = [(int(i), label_set, labels[int(j)], float(prob[r, j]), source, float(cos[r, j]), rank, when)
+                        for r, i in enumerate(ids.tolist()) for rank, j in enumerate(order[r], 1)]
+                with db.transaction():
+                    db.conn.executemany(
+                        "INSERT INTO labels(image_id, label_set, label, score, source, cosine, rank, time) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(image_id, label_set, label) DO UPDATE SET "
+                        "score=excluded.score, source=excluded.source, cosine=excluded.cosine, "
+                        "rank=excluded.rank, time=excluded.time", rows)
+                labeled += len(ids)
+            done += len(ids)
+            if progress is not None:
+                progress(done, total)
+        counts = {lb: 0 for lb in labels}
+        for lb, n in db.execute("SELECT label, COUNT(*) FROM labels WHERE label_set=? AND rank=1 GROUP BY label",
+                                (label_set,)).fetchall():
+            if lb in counts:
+                counts[lb] = int(n)
+        n_images = int(db.execute("SELECT COUNT(DISTINCT image_id) FROM labels WHERE label_set=?",
+                                  (label_set,)).fetchone()[0])
+    finally:
+        if own:
+            db.close()
+    return {"label_set": label_set, "labels": labels, "labeled": labeled, "images": n_images, "counts": counts,
+            "model_hash": mhash, "seconds": round(time.perf_counter() - t0, 3)}
+
+
+def label_sets(db_path) -> list[dict]:
+    """[{"label_set", "labels", "images", "model_hash", "time"}] for every stored set."""
+    db, own = _open(db_path)
+    try:
+        out = []
+        for r in db.query("SELECT key, value FROM meta WHERE key LIKE 'label_set:%' ORDER BY key"):
+            name = r["key"][len("label_set:"):]
+            try:
+                d = json.loads(r["value"])
+            except ValueError:
+                d = {}
+            n = db.execute("SELECT COUNT(DISTINCT image_id) FROM labels WHERE label_set=?", (name,)).fetchone()[0]
+            out.append({"label_set": name, "labels": d.get("labels", []), "images": int(n),
+                        "model_hash": d.get("model_hash"), "time": d.get("time")})
+        return out
+    finally:
+        if own:
+            db.close()
+
+
+def labels_of(db_path, label_set: str = DEFAULT_SET, label: str | None = None, top_only: bool = False,
+              limit: int | None = None) -> list[dict]:
+    """Stored labels of a set: [{"path", "label", "score", "cosine", "rank"}], by path then rank."""
+    db, own = _open(db_path)
+    try:
+        if db.get_meta(f"label_set:{label_set}") is None:
+            names = ", ".join(s["label_set"] for s in label_sets(db)) or "none yet"
+            raise LabelError(f"no label set {label_set!r} in {db.path} (sets: {names})")
+        sql = ("SELECT i.path, l.label, l.score, l.cosine, l.rank FROM labels l JOIN images i ON i.id = l.image_id "
+               "WHERE l.label_set=?")
+        params: list = [label_set]
+        if label is not None:
+            sql += " AND l.label=?"
+            params.append(label)
+        if top_only:
+            sql += " AND l.rank=1"
+        sql += " ORDER BY i.path, l.rank"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        return db.query(sql, params)
+    finally:
+        if own:
+            db.close()
+
+
+def export_labels(db_path, label_set: str = DEFAULT_SET, fmt: str = "csv", out: str | os.PathLike | None = None,
+                  top_only: bool = False) -> int:
+    """Write a set's labels as CSV (path,label,score,cosine,rank; UTF-8 with BOM so spreadsheets read Chinese)
+    or JSON (an array of objects) to ``out`` (atomically; None or "-": stdout). Returns the row count."""
+    fmt = fmt.lower()
+    if fmt not in ("csv", "json"):
+        raise LabelError(f"unknown export format {fmt!r} (csv or json)")
+    rows = labels_of(db_path, label_set, top_only=top_only)
+    for r in rows:
+        r["score"] = round(float(r["score"]), 6)
+        r["cosine"] = None if r["cosine"] is None else round(float(r["cosine"]), 6)
+    if fmt == "json":
+        text = json.dumps(rows, ensure_ascii=False, indent=1) + "\n"
+    else:
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=["path", "label", "score", "cosine", "rank"], lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows)
+        text = buf.getvalue()
+    if out is None or str(out) == "-":
+        sys.stdout.write(text)
+        return len(rows)
+    out = Path(out).expanduser()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=out.name + ".", suffix=".tmp", dir=str(out.parent))
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8-sig" if fmt == "csv" else "utf-8", newline="") as f:
+            f.write(text)
+        os.replace(tmp, out)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return len(rows)
+
+
+def remove_paths(db_path, paths: Sequence[str | os.PathLike]) -> dict:
+    """Un-index files or whole folders (rows, vectors, labels, recorded errors). A later ``build`` of a
+    folder containing them indexes them again. Returns {"removed", "errors_removed", "not_found": [...]}."""
+    db, own = _open(db_path)
+    removed = errs = 0
+    missing: list[str] = []
+    try:
+        for p in paths:
+            raw = os.path.abspath(os.path.expanduser(str(p)))
+            cands = list(dict.fromkeys([raw, str(Path(raw).resolve())]))
+            hit = False
+            with db.transaction():
+                for c in cands:
+                    c = c.rstrip(os.sep) or os.sep
+                    lo, hi = _prefix_range(c)
+                    ids = [r[0] for r in db.execute("SELECT id FROM images WHERE path=? OR (path >= ? AND path < ?)",
+                                                    (c, lo, hi)).fetchall()]
+                    n_err = db.execute("DELETE FROM errors WHERE path=? OR (path >= ? AND path < ?)",
+                                       (c, lo, hi)).rowcount
+                    if ids:
+                        db._delete_ids(ids)
+                    removed += len(ids)
+                    errs += max(0, n_err)
+                    hit = hit or bool(ids) or n_err > 0
+                if hit:
+                    db.bump_generation()
+            if not hit:
+                missing.append(str(p))
+    finally:
+        if own:
+            db.close()
+    return {"removed": removed, "errors_removed": errs, "not_found": missing}

@@ -1,0 +1,247 @@
+"""index/: near-duplicates (embedding + perceptual hash, groups), zero-shot labels, export, remove, CLI polish."""
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from index import PhotoDB, Searcher, build_index
+from index import __main__ as cli
+from index.duplicates import group_duplicates, hamming
+from index.indexer import dhash
+from test_index import COLOURS, FakeModel, make_image, run_cli
+
+
+def scene(path: Path, seed: int, size=(320, 240), quality=92):
+    """A photo-like picture with structure (gradient, shapes), so perceptual hashes mean something."""
+    rng = np.random.default_rng(seed)
+    w, h = size
+    base = np.linspace(0, 1, w)[None, :, None] * rng.uniform(60, 200, 3) + \
+        np.linspace(0, 1, h)[:, None, None] * rng.uniform(20, 120, 3)
+    im = Image.fromarray(np.clip(base, 0, 255).astype(np.uint8))
+    d = ImageDraw.Draw(im)
+    for _ in range(6):
+        x0, y0 = rng.integers(0, w - 40), rng.integers(0, h - 40)
+        d.ellipse([x0, y0, x0 + rng.integers(20, 120), y0 + rng.integers(20, 100)],
+                  fill=tuple(int(c) for c in rng.integers(0, 255, 3)))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    im.save(path, quality=quality)
+    return path
+
+
+@pytest.fixture
+def dup_photos(tmp_path):
+    root = tmp_path / "dups"
+    a = scene(root / "a.jpg", 1, size=(640, 480))
+    (root / "copies").mkdir()
+    shutil.copy(a, root / "copies" / "a identical.jpg")
+    Image.open(a).resize((320, 240)).save(root / "copies" / "a small.jpg", quality=70)     # resized, recompressed
+    b = scene(root / "b.jpg", 2)
+    Image.open(b).save(root / "b.png")                                                    # same picture, PNG
+    for i in range(3, 8):
+        scene(root / f"other{i}.jpg", i)
+    return root
+
+
+def test_dhash_and_hamming(dup_photos):
+    a = dhash(Image.open(dup_photos / "a.jpg"))
+    assert len(a) == 16 and int(a, 16) >= 0
+    assert hamming(a, dhash(Image.open(dup_photos / "copies" / "a small.jpg"))) <= 4
+    assert hamming(a, dhash(Image.open(dup_photos / "other3.jpg"))) > 12
+    assert hamming(a, None) is None and hamming("zz", a) is None
+
+
+def test_duplicates_pairs_groups_and_cli(dup_photos, tmp_path, monkeypatch, capsys):
+    model = FakeModel()
+    dbp = tmp_path / "d.db"
+    build_index(dup_photos, dbp, model=model)
+    s = Searcher(dbp, model=model)
+    names = lambda p: frozenset((Path(p["a"]).name, Path(p["b"]).name))
+    pairs = s.duplicates(threshold=0.95)
+    byname = {names(p): p for p in pairs}
+    assert byname[frozenset({"a.jpg", "a identical.jpg"})]["match"] == "identical"
+    assert byname[frozenset({"a.jpg", "a identical.jpg"})]["score"] == 1.0
+    assert frozenset({"a.jpg", "a small.jpg"}) in byname and frozenset({"b.jpg", "b.png"}) in byname
+    assert not any("other" in n for k in byname for n in k)
+    assert [p["score"] for p in pairs] == sorted((p["score"] for p in pairs), reverse=True)
+    # the hash alone finds the resized copy when the embedding threshold is out of reach
+    strict = {names(p): p for p in s.duplicates(threshold=0.99999, max_hamming=6)}
+    assert strict[frozenset({"a.jpg", "a small.jpg"})]["match"] in ("near", "similar")
+    assert frozenset({"a.jpg", "a small.jpg"}) not in {names(p) for p in s.duplicates(threshold=1.01, max_hamming=None)}
+
+    groups = s.duplicate_groups(threshold=0.95)
+    assert [g["size"] for g in groups] == [3, 2]
+    assert Path(groups[0]["keep"]).name in ("a.jpg", "a identical.jpg")           # the 640x480 ones
+    assert {Path(p).name for p in groups[1]["paths"]} == {"b.jpg", "b.png"}
+    assert all(0 < g["score"] <= g["max_score"] <= 1.0 for g in groups) and groups[0]["group"] == 1
+    assert group_duplicates([]) == []
+
+    code, out, _ = run_cli(["duplicates", "--db", dbp, "--json"], model, monkeypatch, capsys)
+    lines = [json.loads(x) for x in out.splitlines()]
+    assert code == 0 and len(lines) == len(pairs) and all(set(x) == {"a", "b", "score"} for x in lines)
+    code, out, _ = run_cli(["duplicates", "--db", dbp, "--json", "--details"], model, monkeypatch, capsys)
+    assert code == 0 and all({"hamming", "match"} <= set(json.loads(x)) for x in out.splitlines())
+    code, out, _ = run_cli(["duplicates", "--db", dbp, "--json", "--groups"], model, monkeypatch, capsys)
+    gl = [json.loads(x) for x in out.splitlines()]
+    assert code == 0 and [g["size"] for g in gl] == [3, 2] and set(gl[0]) >= {"group", "size", "score", "paths", "keep"}
+    code, out, _ = run_cli(["duplicates", "--db", dbp, "--groups"], model, monkeypatch, capsys)
+    assert code == 0 and "group 1: 3 photos" in out
+    code, out, _ = run_cli(["duplicates", "--db", dbp, "--threshold", "1.5", "--no-hash"], model, monkeypatch, capsys)
+    assert code == 0 and "no pairs" in out
+
+
+# ---- schema migration ----------------------------------------------------------------------------------
+def test_v1_database_is_migrated(tmp_path):
+    import sqlite3
+    from index import db as dbm
+    path = tmp_path / "v1.db"
+    con = sqlite3.connect(path)
+    for stmt in dbm._SCHEMA_V1:
+        con.execute(stmt)
+    con.execute("INSERT INTO meta VALUES ('schema_version', '1'), ('generation', '3')")
+    con.execute("INSERT INTO images(id, path) VALUES (1, '/x.jpg')")
+    con.execute("INSERT INTO labels(image_id, label_set, label, score) VALUES (1, 's', 'cat', 0.9)")
+    con.commit()
+    con.close()
+    db = PhotoDB(path)
+    assert db.get_meta("schema_version") == str(dbm.SCHEMA_VERSION) and db.generation() == 3
+    cols = {c.name for c in db.db["labels"].columns}
+    assert {"cosine", "rank", "time"} <= cols
+    assert db.query("SELECT label, score FROM labels") == [{"label": "cat", "score": 0.9}]
+    db.close()
+    assert PhotoDB(path).get_meta("schema_version") == str(dbm.SCHEMA_VERSION)     # idempotent
+
+
+# ---- zero-shot labels, export, remove --------------------------------------------------------------------
+from test_index import photos  # noqa: E402,F401  (fixture)
+from index.labels import (LabelError, export_labels, has_cjk, label_index, label_sets, labels_of, load_templates,
+                          parse_labels, prompts_for, remove_paths)
+
+
+class SpyModel(FakeModel):
+    def __init__(self):
+        super().__init__()
+        self.texts = []
+
+    def encode_text(self, texts):
+        self.texts += list(texts)
+        return super().encode_text(texts)
+
+
+def test_label_helpers():
+    assert parse_labels("猫, 狗，cat、dog;  sea  lion ,猫,") == ["猫", "狗", "cat", "dog", "sea lion"]
+    assert parse_labels(["a,b", "c"]) == ["a", "b", "c"] and parse_labels(" , ") == []
+    assert has_cjk("生日蛋糕") and has_cjk("a 猫") and not has_cjk("café")
+    t = load_templates()
+    assert len(t["en_short"]) >= 4 and len(t["zh_short"]) >= 4
+    assert all("猫" in p for p in prompts_for("猫", t)) and prompts_for("猫", t)[0] != "a photo of a 猫."
+    assert prompts_for("cat", t) == [x.format("cat") for x in t["en_short"]]
+
+
+def test_label_export_remove(photos, tmp_path, monkeypatch, capsys):
+    model = SpyModel()
+    dbp = tmp_path / "l.db"
+    build_index(photos, dbp, model=model)
+    res = label_index(dbp, "red, green，blue、猫", label_set="colours", model=model)
+    assert res["labels"] == ["red", "green", "blue", "猫"] and res["labeled"] == res["images"] == 6
+    t = load_templates()
+    assert len(model.texts) == 3 * len(t["en_short"]) + len(t["zh_short"])               # ensembled per language
+    assert sum(1 for x in model.texts if "猫" in x) == len(t["zh_short"])
+    top = {Path(r["path"]).name: r for r in labels_of(dbp, "colours", top_only=True)}
+    assert top["red.jpg"]["label"] == "red" and top["green.png"]["label"] == "green"
+    assert top["blue.webp"]["label"] == "blue" and top["cat.jpg"]["label"] == "猫"
+    assert all(0 < r["score"] <= 1 and r["rank"] == 1 and -1 <= r["cosine"] <= 1 for r in top.values())
+    assert sum(res["counts"].values()) == 6
+    assert label_sets(dbp)[0]["label_set"] == "colours" and label_sets(dbp)[0]["images"] == 6
+
+    # same set again: only new photos get labelled; --relabel / other labels redo all
+    make_image(photos / "new red.jpg", COLOURS["red"], 40)
+    build_index(photos, dbp, model=model)
+    assert label_index(dbp, "red,green,blue,猫", label_set="colours", model=model)["labeled"] == 1
+    assert label_index(dbp, "red,green,blue,猫", label_set="colours", model=model)["labeled"] == 0
+    r2 = label_index(dbp, ["red", "blue"], label_set="colours", model=model, top=2)
+    assert r2["labeled"] == 7 and len(labels_of(dbp, "colours")) == 14
+    with pytest.raises(LabelError):
+        label_index(dbp, " ,", model=model)
+    with pytest.raises(LabelError):
+        labels_of(dbp, "nope")
+    with pytest.raises(LabelError):
+        label_index(dbp, "red", model=FakeModel(hash="other"))                 # nothing embedded by that model
+
+    # export: CSV (BOM, Chinese intact) and JSON
+    label_index(dbp, "red,green,blue,猫", label_set="colours", model=model)
+    n = export_labels(dbp, "colours", "csv", tmp_path / "out" / "c.csv")
+    rows = list(csv.DictReader((tmp_path / "out" / "c.csv").open(encoding="utf-8-sig")))
+    assert n == len(rows) == 7 and set(rows[0]) == {"path", "label", "score", "cosine", "rank"}
+    assert any(r["label"] == "猫" for r in rows)
+    export_labels(dbp, "colours", "json", tmp_path / "c.json")
+    data = json.loads((tmp_path / "c.json").read_text(encoding="utf-8"))
+    assert len(data) == 7 and {d["label"] for d in data} <= {"red", "green", "blue", "猫"}
+
+    # CLI: label / export / remove / stats
+    code, out, _ = run_cli(["label", "--db", dbp, "--labels", "猫,red", "--label-set", "two", "--json"], model,
+                           monkeypatch, capsys)
+    assert code == 0 and json.loads(out)["label_set"] == "two" and json.loads(out)["images"] == 7
+    code, out, _ = run_cli(["label", "--db", dbp, "--labels", "猫,red", "--label-set", "two", "--quiet"], model,
+                           monkeypatch, capsys)
+    assert code == 0 and "0 photos labelled now, 7 in the set" in out
+    code, out, err = run_cli(["export", "--db", dbp, "--label-set", "two", "--out", tmp_path / "t.json", "--json"],
+                             model, monkeypatch, capsys)
+    assert code == 0 and json.loads(out)["rows"] == 7 and json.loads(out)["format"] == "json"
+    code, out, err = run_cli(["export", "--db", dbp, "--label-set", "two", "--format", "csv"], model, monkeypatch,
+                             capsys)
+    assert code == 0 and out.splitlines()[0] == "path,label,score,cosine,rank" and len(out.splitlines()) == 8
+    code, out, err = run_cli(["export", "--db", dbp], model, monkeypatch, capsys)          # two sets: which?
+    assert code == 2 and "colours" in err and "two" in err
+    code, out, err = run_cli(["export", "--db", dbp, "--label-set", "nope"], model, monkeypatch, capsys)
+    assert code == 2 and "no label set" in err
+    code, out, err = run_cli(["label", "--db", dbp, "--labels", ","], model, monkeypatch, capsys)
+    assert code == 2 and "no labels" in err
+
+    code, out, err = run_cli(["remove", "--db", dbp, photos / "sub", "--json"], model, monkeypatch, capsys)
+    res = json.loads(out)
+    assert code == 0 and res["removed"] == 3 and res["not_found"] == []
+    code, out, err = run_cli(["remove", "--db", dbp, photos / "red.jpg", photos / "nothing.jpg"], model,
+                             monkeypatch, capsys)
+    assert code == 2 and "removed 1 photos" in out and "nothing.jpg" in err
+    assert remove_paths(dbp, [photos / "empty.jpg"]) == {"removed": 0, "errors_removed": 1, "not_found": []}
+    s = Searcher(dbp, model=model)
+    st = s.stats()
+    assert st["images"] == 3 and st["errors"] == 2
+    assert {Path(r["path"]).name for r in s.search("red", k=10)} == {"new red.jpg", "green.png", "blue.webp"}
+    assert len(labels_of(dbp, "two")) == 3                                  # labels went with the rows
+    st = build_index(photos, dbp, model=model)                              # a later build brings them back
+    assert st["images"] == 7
+
+
+# ---- CLI polish ------------------------------------------------------------------------------------------
+def test_cli_help_json_and_exit_codes(photos, tmp_path, monkeypatch, capsys):
+    for cmd in ["build", "search", "stats", "duplicates", "label", "export", "remove"]:
+        with pytest.raises(SystemExit) as e:
+            cli.main([cmd, "--help"])
+        out = capsys.readouterr().out
+        assert e.value.code == 0 and "--json" in out and "usage: python -m index " + cmd in out
+    with pytest.raises(SystemExit) as e:
+        cli.main(["frobnicate"])
+    assert e.value.code == 2
+    capsys.readouterr()
+    model = FakeModel()
+    dbp = tmp_path / "c.db"
+    code, out, _ = run_cli(["build", photos, "--db", dbp, "--json", "--quiet", "--index-kind", "flat"], model,
+                           monkeypatch, capsys)
+    st = json.loads(out)
+    assert code == 0 and st["images"] == 6 and st["errors"] == 3
+    code, out, err = run_cli(["search", "--db", dbp], model, monkeypatch, capsys)
+    assert code == 2 and "QUERY" in err
+    code, out, _ = run_cli(["stats", "--db", dbp, "--json"], None, monkeypatch, capsys)
+    st = json.loads(out)
+    assert st["errors_by_reason"] == {"empty file": 1, "not an image": 1, "truncated or corrupt image data": 1}
+    assert st["index"]["kind"] == "flat" and st["index"]["file"] and st["label_sets"] == []
+    code, out, _ = run_cli(["stats", "--db", dbp], None, monkeypatch, capsys)
+    assert code == 0 and "empty file (0 bytes)" in out and "errors     3  (" in out and "index      flat" in out
+    with pytest.raises(SystemExit) as e:
+        cli.main(["build", str(photos), "--db", str(dbp), "--index-kind", "annoy"])
+    assert e.value.code == 2
