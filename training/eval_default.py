@@ -124,6 +124,14 @@ def run(args: argparse.Namespace) -> dict:
         from safetensors.torch import load_file
         from training.teachers.e5 import load_e5_teacher
         teacher = load_e5_teacher()
+        _raw_encode, _memo = teacher.encode, {}
+
+        def _cached_encode(texts, **kw):          # the teacher runs once per distinct text (slow on CPU)
+            todo = [t for t in dict.fromkeys(texts) if t not in _memo]
+            if todo:
+                _memo.update(zip(todo, _raw_encode(todo, **kw)))
+            return np.stack([_memo[t] for t in texts]) if texts else np.zeros((0, 384), np.float32)
+        teacher.encode = _cached_encode
         ta_path = Path(args.work) / "teacher_align.safetensors"
         ta = load_file(str(ta_path))
         from safetensors import safe_open
