@@ -136,7 +136,7 @@ def find_ours(name: str, build_dir: Path | None, log) -> Ours:
             def make(threads: int, _p=p):
                 m = Model(d, threads=threads)
                 if _p.name != files.get("text_onnx"):
-                    m.config = dataclasses.replace(m.config, files={**m.config.files, "text_onnx": str(_p)})
+                    m.config = dataclasses.replace(m.config, files={**m.config.files, "text_onnx": str(_p.resolve())})
                 return lambda texts: m.encode_text(texts)
             ours.texts.append(TextEncoder("ours", prec, p, make))
     if not ours.images and not ours.texts:

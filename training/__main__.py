@@ -25,7 +25,7 @@ COMMANDS = {
     "eval": ("training.evaluate", "zero-shot evaluation on an ImageFolder or ELEVATER dataset"),
     "export": ("training.export_default", "export a model directory to ONNX fp32/int8 with parity checks"),
     "fewshot": ("training.fewshot", "few-shot prompt learning / baselines on an ImageFolder dataset"),
-    "build-default": ("training.build_default", "build the embedded default model (about 60 min on 2 cores)"),
+    "build-default": ("training.build_default", "build the embedded default model (about 90 min on 2 cores)"),
     "eval-default": ("training.eval_default", "evaluate the default model: ImageNet prototypes + real photos"),
 }
 
