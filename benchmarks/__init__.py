@@ -13,6 +13,10 @@ from __future__ import annotations
 SUITES: dict[str, tuple[str, str]] = {
     "encoders": ("benchmarks.encoders",
                  "image/text encoder speed and size: ours vs a ViT-B/32 CLIP reference (fp32, int8)"),
+    "fewshot": ("benchmarks.fewshot", "seconds to learn a few-shot prompt (CoOp, Tip-Adapter, ...) for 5 classes x 16 shots"),
+    "index": ("benchmarks.index", "photo index: indexing images/s vs the ViT-B/32 pipeline, query latency + recall "
+                                  "at 10k-1M vectors, peak RSS"),
+    "training": ("benchmarks.training", "training samples/s per stage (2 cores) and the teacher-feature cache speed-up"),
 }
 
 __all__ = ["SUITES"]

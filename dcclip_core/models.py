@@ -128,12 +128,105 @@ class EfficientNetLite(nn.Module):
         return self.feature_maps(x).mean((2, 3))      # [n, 1280]
 
 
+class ViTBlock(nn.Module):
+    """Pre-LN transformer block (attention written out, so ONNX export needs no special ops)."""
+
+    def __init__(self, width: int, heads: int, mlp_width: int):
+        super().__init__()
+        self.heads = heads
+        self.ln1 = nn.LayerNorm(width, eps=1e-6)
+        self.qkv = nn.Linear(width, 3 * width)
+        self.proj = nn.Linear(width, width)
+        self.ln2 = nn.LayerNorm(width, eps=1e-6)
+        self.fc1 = nn.Linear(width, mlp_width)
+        self.fc2 = nn.Linear(mlp_width, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, T, W = x.shape                                                      # [n, T, W]
+        h, dh = self.heads, W // self.heads
+        q, k, v = self.qkv(self.ln1(x)).view(n, T, 3, h, dh).permute(2, 0, 3, 1, 4)   # 3 x [n, h, T, dh]
+        a = ((q @ k.transpose(-1, -2)) * (1.0 / math.sqrt(dh))).softmax(-1) @ v        # [n, h, T, dh]
+        x = x + self.proj(a.transpose(1, 2).reshape(n, T, W))
+        return x + self.fc2(F.gelu(self.fc1(self.ln2(x))))
+
+
+# name -> (depth, heads, patch); the width is ImageConfig.feature_dim
+VIT_PRESETS = {"vit-micro": (2, 2, 8), "vit-tiny": (12, 3, 16), "vit-small": (12, 6, 16)}
+
+
+def vit_shape(tower: str) -> tuple[int, int, int]:
+    """A preset name (vit-micro / vit-tiny / vit-small) or vit-L<depth>-H<heads>-P<patch> -> (depth, heads, patch)."""
+    if tower in VIT_PRESETS:
+        return VIT_PRESETS[tower]
+    import re
+    m = re.fullmatch(r"vit-L(\d+)-H(\d+)-P(\d+)", tower)
+    if not m:
+        raise ValueError(f"unknown ViT tower {tower!r} (have {sorted(VIT_PRESETS)} or vit-L<depth>-H<heads>-P<patch>)")
+    return int(m[1]), int(m[2]), int(m[3])
+
+
+class SmallViT(nn.Module):
+    """A small ViT image student: pixels [n,3,S,S] -> pooled [n, W] (final LayerNorm of the CLS token).
+
+    ``features`` also returns intermediate patch-token grids for stage-1 feature matching (layer 0 = patch
+    embeddings, k = after block k), like the HF teachers' ``hidden_states``.
+    """
+
+    def __init__(self, image_size: int, width: int, depth: int, heads: int, patch: int, mlp_ratio: int = 4):
+        super().__init__()
+        if image_size % patch or width % heads:
+            raise ValueError(f"ViT: image_size {image_size} must divide by patch {patch}, width {width} by heads {heads}")
+        self.image_size, self.patch_size, self.width = image_size, patch, width
+        self.grid = image_size // patch
+        self.patch = nn.Conv2d(3, width, patch, patch)
+        self.cls = nn.Parameter(torch.zeros(1, 1, width))
+        self.pos = nn.Parameter(torch.randn(1, 1 + self.grid ** 2, width) * 0.02)
+        self.blocks = nn.ModuleList(ViTBlock(width, heads, mlp_ratio * width) for _ in range(depth))
+        self.ln = nn.LayerNorm(width, eps=1e-6)
+
+    def _pos(self, g: int) -> torch.Tensor:
+        if g == self.grid:
+            return self.pos
+        grid = self.pos[:, 1:].reshape(1, self.grid, self.grid, -1).permute(0, 3, 1, 2)
+        grid = F.interpolate(grid, size=(g, g), mode="bicubic", align_corners=False)
+        return torch.cat([self.pos[:, :1], grid.flatten(2).transpose(1, 2)], 1)
+
+    def features(self, x: torch.Tensor, layers=(), pool: str = "grid", grid: int = 2):
+        """-> (pooled [n, W], {"layer<k>": [n, W, grid, grid] | [n, W]})."""
+        p = self.patch(x)                                                    # [n, W, g, g]
+        g = p.shape[-1]
+        t = torch.cat([self.cls.expand(len(x), -1, -1), p.flatten(2).transpose(1, 2)], 1) + self._pos(g)
+        out = {}
+        want = set(layers)
+
+        def keep(k, t):
+            tok = t[:, 1:]                                                   # [n, g*g, W]
+            if pool == "mean":
+                out[f"layer{k}"] = tok.mean(1)
+            else:
+                out[f"layer{k}"] = F.adaptive_avg_pool2d(tok.transpose(1, 2).reshape(len(t), -1, g, g), grid)
+        if 0 in want:
+            keep(0, t)
+        for i, blk in enumerate(self.blocks):
+            t = blk(t)                                                       # [n, 1+g*g, W]
+            if i + 1 in want:
+                keep(i + 1, t)
+        return self.ln(t[:, 0]), out
+
+    def forward(self, x):
+        return self.features(x)[0]                                           # [n, W]
+
+
 def build_backbone(cfg: ImageConfig) -> nn.Module:
     if cfg.tower == "tiny-cnn":
         return TinyCNN(cfg.feature_dim)
     if cfg.tower.startswith("efficientnet-lite"):
         return EfficientNetLite(cfg.tower)
-    raise ValueError(f"unknown image tower {cfg.tower!r} (have: tiny-cnn, efficientnet-lite0/1/2)")
+    if cfg.tower.startswith("vit-"):
+        depth, heads, patch = vit_shape(cfg.tower)
+        return SmallViT(cfg.image_size, cfg.feature_dim, depth, heads, patch)
+    raise ValueError(f"unknown image tower {cfg.tower!r} (have: tiny-cnn, efficientnet-lite0/1/2, "
+                     f"vit-micro/tiny/small, vit-L<depth>-H<heads>-P<patch>)")
 
 
 class ImageTower(nn.Module):

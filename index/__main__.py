@@ -30,6 +30,11 @@ def cmd_build(a) -> int:
         print(f"error: folder not found: {a.dir}" if not os.path.exists(a.dir) else f"error: not a folder: {a.dir}",
               file=sys.stderr)
         return EXIT_INPUT
+    if a.ray:
+        from .distributed import available
+        if not available():
+            print("error: --ray needs ray[data]: pip install -r requirements-cluster.txt", file=sys.stderr)
+            return EXIT_INPUT
     model = _load_model(a.model)
     bar = None
     if not a.quiet:
@@ -45,7 +50,7 @@ def cmd_build(a) -> int:
 
     try:
         stats = build_index(a.dir, a.db, model=model, progress=progress, batch_size=a.batch_size, workers=a.workers,
-                            index_kind=a.index_kind)
+                            index_kind=a.index_kind, ray=a.ray)
     finally:
         if bar is not None:
             bar.close()
@@ -247,7 +252,11 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--batch-size", type=int, default=32)
     b.add_argument("--workers", type=int, default=2, help="decode/preprocess threads")
     b.add_argument("--quiet", action="store_true", help="no progress bar")
-    b.add_argument("--index-kind", choices=["auto", "flat", "hnsw", "ivf-sq8", "ivf-pq"], default=None,
+    b.add_argument("--ray", nargs="?", const=True, default=None, metavar="ADDRESS",
+                   help="decode + embed with Ray Data: a local Ray with --workers CPUs, or the cluster at ADDRESS "
+                        "(e.g. auto, ray://host:10001; workers must see the same paths); needs "
+                        "requirements-cluster.txt")
+    b.add_argument("--index-kind", choices=["auto", "flat", "hnsw", "ivf-flat", "ivf-sq8", "ivf-pq"], default=None,
                    help="vector index: auto = exact up to 200k photos, HNSW above (default: keep the DB's "
                         "setting, initially auto); ivf-sq8/ivf-pq use 4-8x less memory for millions")
     b.set_defaults(fn=cmd_build)

@@ -122,7 +122,8 @@ def prepared(jobs: list[_Job], model, target: int, orphan_shas, address: str | N
                              override_num_blocks=max(1, min(len(jobs) // max(1, batch_size), 64)))
     ds = ds.map_batches(_Embedder, fn_constructor_kwargs={"spec": model_spec(model), "target": target,
                                                           "orphan_shas": sorted(orphan_shas), "threads": 1},
-                        batch_size=batch_size, concurrency=max(1, workers), num_cpus=1, batch_format="numpy")
+                        batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=max(1, workers)),
+                        num_cpus=1, batch_format="numpy")
     for batch in ds.iter_batches(batch_size=batch_size, batch_format="numpy", prefetch_batches=2):
         for path, kind, sha, reason, fields, emb, enc_err in zip(batch["path"], batch["kind"], batch["sha256"],
                                                                    batch["reason"], batch["fields"], batch["emb"],

@@ -79,7 +79,9 @@ def find_duplicates(searcher, threshold: float = 0.95, max_hamming: int | None =
                     floor: float = FLOOR) -> list[dict]:
     """Pairs of near-identical indexed photos, best first:
     [{"a": path, "b": path, "score": cosine, "hamming": int | None, "match": str}] (see module doc).
-    ``max_hamming=None`` uses the embedding alone."""
+    ``max_hamming=None`` uses the embedding alone. Rows without a hash (older DBs) get one first."""
+    if max_hamming is not None:
+        fill_missing_phash(searcher.db)
     with searcher._lock:
         vi = searcher._ensure()
         db, mhash, dim = searcher.db, searcher._hash, vi.dim

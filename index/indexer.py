@@ -230,7 +230,7 @@ def build_index(root, db_path, model=None, progress: Progress | None = None, bat
                 ray: bool | str | None = None) -> dict:
     """Index every image below ``root`` into ``db_path``; returns counts of this run (see module doc).
 
-    ``index_kind``: "auto" (exact up to 200k vectors, HNSW above), "flat", "hnsw", "ivf-sq8" or "ivf-pq";
+    ``index_kind``: "auto" (exact up to 200k vectors, HNSW above), "flat", "hnsw", "ivf-flat", "ivf-sq8", "ivf-pq";
     remembered in the DB (meta ``index_kind``); None keeps what the DB has.
     ``ray``: decode + embed on Ray Data workers (True: a local Ray with ``workers`` CPUs; a string: the
     cluster address, e.g. "auto"); needs ``ray[data]`` (see index.distributed)."""

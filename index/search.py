@@ -170,7 +170,7 @@ class Searcher:
                 "errors_by_reason": dict(sorted(by_reason.items(), key=lambda kv: -kv[1])),
                 "model_id": m["model_id"], "model_hash": m["model_hash"], "db": str(self.db_path),
                 "dim": m["dim"], "vectors": count, "generation": self.db.generation(),
-                "index": {"kind": V.choose_kind(count, V.configured_kind(self.db)),
+                "index": {"kind": head.get("kind") or V.choose_kind(count, V.configured_kind(self.db)),
                           "configured": V.configured_kind(self.db), "file": bool(head),
                           "file_kind": head.get("kind"), "file_generation": head.get("generation"),
                           "params": {k: v for k, v in (head.get("params") or {}).items() if k != "tuned"}},

@@ -3,14 +3,19 @@
 Kinds (``choose_kind``): ``flat`` (exact IndexFlatIP) up to ``HNSW_MIN`` vectors (200k; env INDEX_HNSW_MIN),
 ``hnsw`` (IndexHNSWFlat, M=32, efSearch tuned at build time so recall@10 >= 0.95 on text-like queries)
 above; ``ivf-sq8`` / ``ivf-pq`` (IVF with 8-bit scalar or product quantisation, nprobe tuned the same way)
-on request (``kind=``, meta ``index_kind``) for sets that do not fit in memory as float32. Exact ``flat``
+on request (``kind=``, meta ``index_kind``) for sets that do not fit in memory as float32. When HNSW cannot
+reach the recall target (queries far from every photo, as text queries are, on data without the structure a
+graph can follow), the build falls back to ``ivf-flat`` (exact scores in the probed lists), tuned the same
+way; ``asked`` in the header keeps the kind asked for. Exact ``flat``
 removes natively; the others cannot, so removed rows become tombstones (id -1, never returned) until the
 next rebuild.
 
 The index is a cache of the ``vectors`` table: it is saved beside the DB as ``<db>.faiss`` (temp file +
 os.replace, so a reader never sees half a file), with a small header (model hash, dim, DB generation, count,
-max id) inside the same file and the same numbers in meta (``faiss_*``). ``load_for_db`` uses the file only
-when the header agrees with the DB, otherwise it rebuilds from the DB (and re-saves).
+max id, kind, search parameters, tombstones) inside the same file and the same numbers in meta
+(``faiss_*``). ``load_for_db`` uses the file when the header agrees with the DB; an older save of the same
+DB is brought up to date with what changed since (``apply_delta``); anything else is rebuilt from the DB
+(and re-saved).
 """
 from __future__ import annotations
 
@@ -32,7 +37,7 @@ import numpy as np  # noqa: E402
 
 MAGIC = b"DCIDX001"
 
-KINDS = ("flat", "hnsw", "ivf-sq8", "ivf-pq")
+KINDS = ("flat", "hnsw", "ivf-flat", "ivf-sq8", "ivf-pq")
 HNSW_MIN = int(os.environ.get("INDEX_HNSW_MIN", 200_000))    # above this many vectors "auto" means HNSW
 HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 64
@@ -59,7 +64,7 @@ def choose_kind(count: int, kind: str | None = "auto") -> str:
         raise ValueError(f"unknown index kind {kind!r} (one of: auto, {', '.join(KINDS)})")
     if kind == "ivf-pq" and count < 10_000:
         kind = "ivf-sq8"                     # too few vectors to train PQ codebooks
-    if kind == "ivf-sq8" and count < 16 * 39:
+    if kind in ("ivf-flat", "ivf-sq8") and count < 16 * 39:
         kind = "flat"                        # too few to train 16 lists; exact is fast at this size anyway
     return kind
 
@@ -68,8 +73,8 @@ def choose_kind(count: int, kind: str | None = "auto") -> str:
 def build_threads(n: int | None = None):
     """Use ``n`` (default: all usable cores) OpenMP threads for a bulk build, then restore the search setting."""
     before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(max(1, n or len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                                  else (n or os.cpu_count() or 1)))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    faiss.omp_set_num_threads(max(1, n or cores))
     try:
         yield
     finally:
@@ -102,9 +107,11 @@ class VectorIndex:
     ``params``: search-time settings of approximate kinds ({"ef": int} for hnsw, {"nprobe": int} for ivf-*).
     """
 
-    def __init__(self, dim: int, index=None, kind: str = "flat", params: dict | None = None, dead: int = 0):
+    def __init__(self, dim: int, index=None, kind: str = "flat", params: dict | None = None, dead: int = 0,
+                 asked: str | None = None):
         self.dim = int(dim)
         self.kind = kind if kind in KINDS else "flat"
+        self.asked = asked or self.kind              # the kind asked for (differs after a fallback)
         self.params = dict(params or {})
         self.index = index if index is not None else faiss.IndexIDMap2(faiss.IndexFlatIP(self.dim))
         self._dead = int(dead)                       # tombstones (approximate kinds): ids set to -1
@@ -121,14 +128,16 @@ class VectorIndex:
             h = faiss.IndexHNSWFlat(dim, HNSW_M, faiss.METRIC_INNER_PRODUCT)
             h.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
             return cls(dim, faiss.IndexIDMap2(h), "hnsw", {"ef": 64})
-        if kind in ("ivf-sq8", "ivf-pq"):
+        if kind in ("ivf-flat", "ivf-sq8", "ivf-pq"):
             n_train = 0 if train is None else len(train)
             if kind == "ivf-pq" and n_train < 10_000:
                 kind = "ivf-sq8"                        # PQ codebooks need ~40 x 256 points per sub-quantiser
             nlist = min(_ivf_nlist(count or n_train), n_train // 39)
             if nlist < 16:
                 return cls(dim)                         # too few to train: exact is small and fast anyway
-            if kind == "ivf-sq8":
+            if kind == "ivf-flat":
+                spec = f"IVF{nlist},Flat"
+            elif kind == "ivf-sq8":
                 spec = f"IVF{nlist},SQ8"
             else:
                 d_pq = dim - dim % 4 if dim % 4 else dim
@@ -217,7 +226,7 @@ class VectorIndex:
             ids = np.ascontiguousarray(ids, dtype=np.int64)
             if self.kind != "flat" and len(ids) <= max(20_000, self.ntotal // 20):
                 return self._search_subset(q, k, ids)   # a graph / IVF search through a narrow filter misses
-        refine = self.refine if self.kind.startswith("ivf") else None
+        refine = self.refine if self.kind in REFINE else None
         kk = min(k * REFINE[self.kind], self.ntotal) if refine is not None else k
         sel = faiss.IDSelectorBatch(ids) if ids is not None else None
         params = self._params(sel, k=kk)
@@ -242,7 +251,7 @@ class VectorIndex:
 
     def _search_subset(self, q: np.ndarray, k: int, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Exact search over the stored vectors of ``ids`` (a narrow filter on an approximate index)."""
-        if self.refine is not None and self.kind.startswith("ivf"):
+        if self.refine is not None and self.kind in REFINE:
             keep, vecs = self.refine(ids)
             keep = keep.tolist()
         else:
@@ -275,7 +284,7 @@ class VectorIndex:
         return self.index.range_search(q, float(np.nextafter(np.float32(threshold), np.float32(-np.inf))))
 
     # ---- tuning ---------------------------------------------------------------------------------------
-    def tune(self, sample: np.ndarray, exact_batches=None, target: float = TARGET_RECALL, margin: float = 0.02,
+    def tune(self, sample: np.ndarray, exact_batches=None, target: float = TARGET_RECALL, margin: float = 0.04,
              k: int = 10, n_queries: int = 400, seed: int = 0) -> dict:
         """Pick the smallest efSearch (hnsw) / nprobe (ivf-*) reaching recall@k >= target + margin on
         queries made from ``sample`` (stored vectors): half text-like (a vector plus heavy noise, so its
@@ -317,7 +326,8 @@ class VectorIndex:
     def save(self, path: str | os.PathLike, header: dict | None = None) -> None:
         """Write atomically: temp file in the same folder, fsync, os.replace."""
         path = Path(path)
-        head = json.dumps({"dim": self.dim, "count": self.ntotal, "kind": self.kind, "params": self.params,
+        head = json.dumps({"dim": self.dim, "count": self.ntotal, "kind": self.kind, "asked": self.asked,
+                           "params": self.params,
                            "dead": self._dead, **(header or {})}).encode()
         fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=str(path.parent))
         try:
@@ -357,7 +367,8 @@ class VectorIndex:
         dead = int(header.get("dead", 0))
         if int(index.d) != int(header["dim"]) or int(index.ntotal) - dead != int(header["count"]):
             raise ValueError(f"{path}: header does not match the index")
-        return cls(int(header["dim"]), index, header.get("kind", "flat"), header.get("params"), dead), header
+        return cls(int(header["dim"]), index, header.get("kind", "flat"), header.get("params"), dead,
+                   header.get("asked")), header
 
 
 def exact_topk(q: np.ndarray, k: int, batches) -> np.ndarray:
@@ -425,12 +436,31 @@ def build_from_db(db, model_hash: str, dim: int, min_gen: int | None = None, kin
         attach_refine(db, vi)
         if tune and vi.kind != "flat":
             vi.params["tuned"] = vi.tune(sample, exact_batches=exact)
+            if vi.kind == "hnsw" and vi.params["tuned"].get("recall", 1.0) < TARGET_RECALL:
+                tuned = vi.params["tuned"]
+                del vi                                          # free the graph before building the lists
+                vi = _fallback_ivf(db, model_hash, dim, count, tuned)
+    return vi
+
+
+def _fallback_ivf(db, model_hash: str, dim: int, count: int, hnsw_tuned: dict) -> VectorIndex:
+    """HNSW misses the recall target even at its largest efSearch (queries far from every photo, on data
+    without structure a graph can follow): an IVF-Flat index, tuned the same way, is used instead (its
+    quantiser finds the right region without following a graph; scores in the probed lists are exact)."""
+    n_train = min(count, max(50_000, _ivf_nlist(count) * 39))
+    sample = _sample(db, model_hash, dim, n_train, count)
+    vi = VectorIndex.create(dim, "ivf-flat", count, train=sample)
+    for ids, vecs in db.iter_vectors(model_hash, dim):
+        vi.add(ids, vecs)
+    vi.params["tuned"] = vi.tune(sample, exact_batches=lambda: db.iter_vectors(model_hash, dim))
+    vi.params["fallback_from"] = {"kind": "hnsw", **hnsw_tuned}
+    vi.asked = "hnsw"
     return vi
 
 
 def attach_refine(db, vi: VectorIndex) -> VectorIndex:
-    """ivf-* kinds: re-rank their candidates with the exact vectors stored in the DB."""
-    if vi.kind.startswith("ivf"):
+    """ivf-sq8 / ivf-pq: re-rank their candidates with the exact vectors stored in the DB."""
+    if vi.kind in REFINE:
         vi.refine = lambda ids, _dim=vi.dim: db.vectors_by_ids(ids, _dim)
     return vi
 
@@ -438,7 +468,7 @@ def attach_refine(db, vi: VectorIndex) -> VectorIndex:
 def _expected(db, model_hash: str, dim: int, generation: int) -> dict:
     count, max_id = db.vector_stats(model_hash)
     return {"model_hash": model_hash, "dim": int(dim), "generation": int(generation), "count": count,
-            "max_id": max_id, "kind": choose_kind(count, configured_kind(db))}
+            "max_id": max_id, "asked": choose_kind(count, configured_kind(db))}
 
 
 def header_matches(db, head: dict | None, want: dict) -> bool:
@@ -451,7 +481,7 @@ def save_for_db(db, vi: VectorIndex, model_hash: str, generation: int) -> bool:
     """Save ``vi`` (built at DB ``generation``) as ``<db>.faiss`` and record it in meta. Best effort:
     returns False when the file or meta could not be written (read-only folder, DB busy)."""
     header = {"model_hash": model_hash, "dim": vi.dim, "generation": int(generation), "count": vi.ntotal,
-              "max_id": vi.max_id(), "kind": vi.kind}
+              "max_id": vi.max_id(), "kind": vi.kind, "asked": vi.asked}
     try:
         vi.save(faiss_path(db.path), header)
         with db.transaction():
@@ -497,7 +527,7 @@ def load_for_db(db, model_hash: str, dim: int, save: bool = True) -> tuple[Vecto
                     return attach_refine(db, vi), generation, True
             except (OSError, ValueError, RuntimeError, KeyError, struct.error):
                 pass                                    # corrupt: rebuild below
-        elif head is not None and all(head.get(k) == want[k] for k in ("model_hash", "dim", "kind")) \
+        elif head is not None and all(head.get(k) == want[k] for k in ("model_hash", "dim", "asked")) \
                 and isinstance(head.get("generation"), int) and head["generation"] < generation \
                 and str(db.get_meta("faiss_generation")) == str(head["generation"]):
             try:                                        # an older save of this DB: apply what changed since

@@ -245,3 +245,16 @@ def test_cli_help_json_and_exit_codes(photos, tmp_path, monkeypatch, capsys):
     with pytest.raises(SystemExit) as e:
         cli.main(["build", str(photos), "--db", str(dbp), "--index-kind", "annoy"])
     assert e.value.code == 2
+
+
+def test_missing_phash_is_filled_for_duplicates(dup_photos, tmp_path):
+    model = FakeModel()
+    dbp = tmp_path / "h.db"
+    build_index(dup_photos, dbp, model=model)
+    db = PhotoDB(dbp)
+    want = {r["path"]: r["phash"] for r in db.query("SELECT path, phash FROM images")}
+    db.execute("UPDATE images SET phash=NULL")                     # as an older version left them
+    pairs = Searcher(dbp, model=model).duplicates(threshold=0.99999, max_hamming=6)
+    assert any(p["match"] == "near" or p["match"] == "identical" for p in pairs)
+    got = {r["path"]: r["phash"] for r in db.query("SELECT path, phash FROM images")}
+    assert all(got[p] is not None and hamming(got[p], want[p]) <= 6 for p in want)

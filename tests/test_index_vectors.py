@@ -42,7 +42,7 @@ def test_choose_kind():
         V.choose_kind(5, "annoy")
 
 
-@pytest.mark.parametrize("kind", ["hnsw", "ivf-sq8", "ivf-pq"])
+@pytest.mark.parametrize("kind", ["hnsw", "ivf-flat", "ivf-sq8", "ivf-pq"])
 def test_approximate_kinds_reach_recall_and_handle_removal(kind, tmp_path):
     n = 12_000
     x = clustered(n)
@@ -50,7 +50,7 @@ def test_approximate_kinds_reach_recall_and_handle_removal(kind, tmp_path):
     vi = V.VectorIndex.create(DIM, kind, n, train=x)
     assert vi.kind == kind
     vi.add(ids, x)
-    if kind.startswith("ivf"):                                          # exact re-ranking from "the DB"
+    if kind in V.REFINE:                                                # exact re-ranking from "the DB"
         lookup = {int(i): r for i, r in zip(ids, x)}
         vi.refine = lambda want: (np.asarray([i for i in want if int(i) in lookup], np.int64),
                                   np.asarray([lookup[int(i)] for i in want if int(i) in lookup], np.float32))
@@ -72,7 +72,7 @@ def test_approximate_kinds_reach_recall_and_handle_removal(kind, tmp_path):
     assert vi.reconstruct(int(gone[0])) is None
     # upsert: an id re-added with a new vector is found by it
     vi.upsert(ids[10:11], x[20:21])
-    if kind.startswith("ivf"):
+    if kind in V.REFINE:
         lookup[int(ids[10])] = x[20]
     _, I = vi.search(x[20:21], 2)
     assert set(I[0].tolist()) == {int(ids[10]), int(ids[20])}
@@ -91,7 +91,7 @@ def test_approximate_kinds_reach_recall_and_handle_removal(kind, tmp_path):
     vi2, head = V.VectorIndex.load(path)
     assert (vi2.kind, vi2.ntotal, vi2.dead, head["kind"]) == (kind, vi.ntotal, vi.dead, kind)
     assert vi2.params[tuned["param"]] == tuned["value"]
-    if kind.startswith("ivf"):
+    if kind in V.REFINE:
         vi2.refine = vi.refine
     assert np.array_equal(vi2.search(q[:10], 10)[1], vi.search(q[:10], 10)[1])
 
@@ -174,3 +174,23 @@ def test_auto_kind_switches_to_hnsw_above_threshold(tmp_path, monkeypatch):
     vi3, _, from_file = V.load_for_db(db, "syn", DIM)
     assert vi3.kind == "hnsw" and not from_file
     assert V.load_for_db(db, "syn", DIM)[2]
+
+
+def test_hnsw_missing_the_recall_target_falls_back_to_ivf_flat(tmp_path, monkeypatch):
+    """Isotropic clusters + text-like queries give a graph nothing to follow; at a capped efSearch HNSW misses
+    the target, and the build keeps an IVF-Flat index instead (saved, reloaded, not rebuilt every time)."""
+    monkeypatch.setattr(V, "HNSW_MIN", 1000)
+    monkeypatch.setattr(V, "_EF_STEPS", (10,))
+    rng = np.random.default_rng(0)
+    centres = rng.standard_normal((20, DIM)).astype(np.float32)
+    x = centres[rng.integers(0, 20, 4000)] + rng.standard_normal((4000, DIM)).astype(np.float32) * 0.7
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    dbp = tmp_path / "f.db"
+    db = fill_db(dbp, x)
+    vi, _, from_file = V.load_for_db(db, "syn", DIM)
+    assert (vi.kind, vi.asked, from_file) == ("ivf-flat", "hnsw", False)
+    assert vi.params["fallback_from"]["recall"] < 0.95 <= vi.params["tuned"]["recall"]
+    q = text_like(x, 100, seed=3)
+    assert V.recall_at_k(vi.search(q, 10)[1], exact_ids(x, np.arange(1, 4001), q)) >= 0.95
+    vi2, _, from_file = V.load_for_db(db, "syn", DIM)
+    assert from_file and vi2.kind == "ivf-flat" and vi2.asked == "hnsw"
