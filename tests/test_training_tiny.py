@@ -109,3 +109,22 @@ def test_align_stage2_steps_and_calibration():
     model.set_gamma(0.2)
     e = model.text(*map(torch.from_numpy, fake_tokenize(["x", "一只猫"])))
     assert e.shape == (2, 16) and torch.allclose(e.norm(dim=-1), torch.ones(2), atol=1e-5)
+
+
+def test_build_default_caches_teacher_alignment_features(tmp_path):
+    """Stage 2 of build-default encodes ~30k texts with the e5 teacher; a resumed build reuses them."""
+    from training.build_default import _cached_teacher
+
+    class FakeTeacher:
+        calls = 0
+
+        def encode(self, texts):
+            FakeTeacher.calls += 1
+            return np.array([[len(t), 1.0] for t in texts], np.float32)
+
+    t = FakeTeacher()
+    a = _cached_teacher(t, ["猫", "a cat"], tmp_path / "items")
+    b = _cached_teacher(t, ["猫", "a cat"], tmp_path / "items")
+    assert FakeTeacher.calls == 1 and np.array_equal(a, b) and a.shape == (2, 2)
+    _cached_teacher(t, ["狗"], tmp_path / "items")                       # different texts: recomputed
+    assert FakeTeacher.calls == 2
