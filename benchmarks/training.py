@@ -62,7 +62,6 @@ def _speedup(teacher_sps: float, student_sps: float, epochs: int = 3) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    import numpy as np
     import torch
 
     from dcclip_core.config import model_dir

@@ -2,7 +2,6 @@
 prototypes under one symmetric InfoNCE with a learnable temperature; mixed-language batches; held-out recall;
 checkpoints, resume and export. Tiny student, real photos."""
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -72,7 +72,7 @@ def test_distill_views_are_deterministic_and_augmented(env):
     assert a.shape == (64, 64, 3) and np.array_equal(a, b)                     # same (seed, image, view)
     assert not np.array_equal(np.asarray(v1.view(5)), np.asarray(v1.view(6)))   # another view differs
     plain = np.asarray(v1.view(4))                                            # view 0 = centre crop
-    from dcclip_core.preprocess import load_image, resize_center_crop
+    from dcclip_core.preprocess import resize_center_crop
     ref = np.asarray(resize_center_crop(v1.image(1), 64))
     assert np.array_equal(plain, ref)
     px = v1.pixels([0, 5], 32, [0.5] * 3, [0.5] * 3)

@@ -3,7 +3,6 @@ loaded back offline (tiny local tokenizers, never the hub), EfficientNet-Lite fr
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
