@@ -396,3 +396,130 @@ def test_stub_files_outside_roots_not_served(stub_app):
         code, body = _get(url + "/gradio_api/file=" + target)
         assert code in (400, 403, 404) and b"root:" not in body, (target, code)
     assert _get(url + "/gradio_api/file=" + str(CAT))[0] == 200  # inside the indexed root: allowed
+
+
+# ------------------------------------------------------------------------------ Index tab (runs last: it adds a folder)
+def _rows(df) -> list:
+    return df["data"] if isinstance(df, dict) else list(df)
+
+
+def test_stub_index_tab(stub_app):
+    app, url = stub_app
+    c = gradio_client.Client(url, verbose=False)
+    md, df = c.predict(api_name="/index_info")
+    assert str(DEMO.resolve()) in md and "16 photos" in md.replace(str(len(list(DEMO.glob('*.jpg')))), "16")
+    md, df, msg = c.predict("", api_name="/add_folder")
+    assert msg == A.EN["msg_no_folder"]
+    md, df, msg = c.predict("/no/such/folder", api_name="/add_folder")
+    assert "/no/such/folder" in msg
+
+
+@pytest.mark.parametrize("stub_app", [True], indirect=True)
+def test_stub_index_tab_demo_readonly(stub_app):
+    app, url = stub_app
+    c = gradio_client.Client(url, verbose=False)
+    md, df = c.predict(api_name="/index_info")
+    assert str(DEMO) not in md and A.EN["index_readonly"] in md
+    md, df, msg = c.predict("/tmp", api_name="/add_folder")
+    assert msg == A.EN["index_readonly"]
+
+
+@needs_model
+def test_index_tab_add_folder_and_rescan(server, tmp_path):
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    (extra / "broken.jpg").write_bytes(b"not a jpeg at all")
+    import shutil
+    shutil.copy(DEMO / "coffee.jpg", extra / "my_coffee.jpg")
+    c = server.client
+    md, df, msg = c.predict(str(extra), api_name="/add_folder")
+    assert "1 new" in msg and "1 unreadable" in msg, msg
+    assert str(extra.resolve()) in md
+    n = len(list(DEMO.glob("*.jpg")))
+    assert f"{n + 1} photos · 1 unreadable" in md, md
+    bad = _rows(df)
+    assert any(r[0].endswith("broken.jpg") and r[1] for r in bad), bad
+    assert c.predict(api_name="/status")["images"] == n + 1
+    res = c.predict("a cup of coffee", 3, api_name="/search_json")
+    assert {"coffee.jpg", "my_coffee.jpg"} <= {r["name"] for r in res[:3]}, res
+    md2, df2, msg2 = c.predict(api_name="/rescan")
+    assert "2 folder" in msg2 and "0 new" in msg2, msg2
+    assert md2 == md
+
+
+def test_model_tab_metrics(stub_app):
+    md = A.metrics_md("default", "en")
+    m = json.loads((ROOT / "assets" / "models" / "default" / "metrics.json").read_text(encoding="utf-8"))
+    r1 = 100 * m["real_photos"]["student/en"]["recall@1"]
+    assert f"{r1:.1f}%" in md and "English" in md and "中文" in md and "ImageNet" in md
+    assert "default" in A.installed_models()
+    app, url = stub_app
+    c = gradio_client.Client(url, verbose=False)
+    md, about = c.predict("default", api_name="/model_card")
+    assert f"{r1:.1f}%" in md and "dcclip-stub" in about
+    zh = gradio_client.Client(url, verbose=False, headers={"Accept-Language": "zh-CN"})
+    assert "真实照片" in zh.predict("default", api_name="/model_card")[0]
+
+
+@needs_model
+def test_search_filters_and_detail(server):
+    c = server.client
+    gallery, msg = c.predict("猫", 20, A.SCORE_MIN, "", "", "", api_name="/search")
+    assert "cat_chelsea.jpg" in gallery[0]["caption"]
+    gallery, msg = c.predict("猫", 20, A.SCORE_MIN, str(DEMO.resolve()), "1970-01-01", "2999-12-31",
+                             api_name="/search")
+    assert gallery and "cat_chelsea.jpg" in gallery[0]["caption"]
+    gallery, msg = c.predict("猫", 20, A.SCORE_MIN, "", "2999-01-01", "", api_name="/search")
+    assert gallery == []
+    gallery, msg = c.predict("猫", 20, A.SCORE_MIN, "", "yesterday", "", api_name="/search")
+    assert gallery == [] and "2024-05-31" in msg
+    d = c.predict("cat_chelsea.jpg", api_name="/detail")
+    assert d["neighbours"] and all(n["name"] != "cat_chelsea.jpg" for n in d["neighbours"])
+    scores = [n["score"] for n in d["neighbours"]]
+    assert scores == sorted(scores, reverse=True)
+
+
+@needs_model
+def test_label_tab_and_export(server):
+    c = server.client
+    review, msg = c.predict("", api_name="/label")
+    assert review == [] and msg == A.EN["msg_no_labels"]
+    review, msg = c.predict("猫, 咖啡, rocket, 花", api_name="/label")
+    assert review and "· " in review[0]["caption"], msg
+    caps = {Path(g["caption"]).name for g in review}
+    assert any(cap.startswith("猫 · ") for cap in caps), caps
+    f, msg = c.predict(api_name="/export_csv")
+    text = Path(f).read_text(encoding="utf-8-sig")
+    assert text.startswith("path,label,score") and "cat_chelsea.jpg,猫," in text, text[:500]
+    f, msg = c.predict(api_name="/export_json")
+    rows = json.loads(Path(f).read_text(encoding="utf-8"))
+    cat = [r for r in rows if r["path"].endswith("cat_chelsea.jpg")]
+    assert cat and cat[0]["label"] == "猫"
+
+
+@needs_model
+def test_browser_tabs(server):
+    """Click a result (detail with neighbours), label the photos and open the Index and Model tabs (screenshots)."""
+    sync_playwright = _browser()
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(locale="zh-CN", viewport={"width": 1366, "height": 1000})
+            _search_in_page(page, server.url, "猫")
+            page.locator("#gallery .caption-label").first.click()
+            page.wait_for_timeout(3000)
+            page.screenshot(path=str(SHOTS / "detail_zh.png"), full_page=True)
+            page.get_by_role("tab", name="标注").click()
+            page.locator("#label-btn").click()
+            page.locator("#review .caption-label").first.wait_for(state="visible", timeout=60_000)
+            page.wait_for_timeout(800)
+            page.screenshot(path=str(SHOTS / "label_zh.png"), full_page=True)
+            page.get_by_role("tab", name="索引").click()
+            page.locator("#bad-files").wait_for(state="visible", timeout=30_000)
+            page.screenshot(path=str(SHOTS / "index_zh.png"), full_page=True)
+            page.get_by_role("tab", name="模型").click()
+            page.get_by_text("真实照片 recall@1").first.wait_for(state="visible", timeout=30_000)
+            page.screenshot(path=str(SHOTS / "model_zh.png"), full_page=True)
+        finally:
+            browser.close()
