@@ -1,0 +1,136 @@
+"""Frozen features, computed once: image embeddings + backbone features per file, zero-shot class embeddings.
+
+A prompt that does not change the image tower (CoOp, Tip-Adapter, linear probe, feature-map VPT, UPT) trains
+on these cached arrays only, which is what makes prompt learning take seconds on a CPU.
+
+    cache = FeatureCache(model)                      # model = dcclip_core.load(); stores under the model hash
+    emb, feat = cache.encode(paths)                  # (n, 257) joint embeddings, (n, 1280) pooled features
+
+Cache files: ``$DCCLIP_CACHE/fewshot/<model hash>/<sha1 of the image folder>.npz``, one per folder, keyed by
+file name + size + mtime (a changed file is re-encoded). No torch.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from dcclip_core.config import ASSETS_DIR, cache_dir
+
+TEMPLATES_FILE = ASSETS_DIR / "data" / "templates.json"
+_templates: dict | None = None
+
+
+def templates(lang: str, kind: str = "short") -> list[str]:
+    """Prompt templates ``{}`` -> class name, from assets/data/templates.json (``en_short``, ``zh`` ...)."""
+    global _templates
+    if _templates is None:
+        _templates = json.loads(TEMPLATES_FILE.read_text(encoding="utf-8"))
+    key = f"{lang}_short" if kind == "short" else lang
+    return list(_templates[key])
+
+
+def l2n(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+def class_embeddings(model, names: dict[str, Sequence[str]] | Sequence[str], lang: str = "en",
+                     tmpl: dict[str, Sequence[str]] | None = None) -> np.ndarray:
+    """Zero-shot class embeddings (C, d): normalised mean over templates (and over EN + ZH for ``both``).
+
+    ``names`` is {"en": [...], "zh": [...]} or a plain list (used for every language asked for).
+    """
+    langs = ["en", "zh"] if lang == "both" else [lang]
+    if not isinstance(names, dict):
+        names = {lg: list(names) for lg in ("en", "zh")}
+    out = None
+    for lg in langs:
+        ts = list((tmpl or {}).get(lg) or templates(lg))
+        texts = [t.format(n) for n in names[lg] for t in ts]
+        e = model.encode_text(texts).reshape(len(names[lg]), len(ts), -1).mean(1)      # (C, d)
+        e = l2n(e)
+        out = e if out is None else out + e
+    return l2n(out)
+
+
+def _file_key(p: Path) -> str:
+    st = p.stat()
+    return f"{p.name}|{st.st_size}|{st.st_mtime_ns}"
+
+
+class FeatureCache:
+    """Per-folder ``.npz`` stores of (embedding, features) for image files, under the model's hash."""
+
+    def __init__(self, model, root: str | Path | None = None, progress: bool = False):
+        self.model = model
+        self.root = Path(root) if root else cache_dir() / "fewshot" / model.hash
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.progress = progress
+        self._lock = threading.Lock()
+
+    def _store(self, folder: Path) -> Path:
+        h = hashlib.sha1(str(folder.resolve()).encode()).hexdigest()[:20]
+        return self.root / f"{h}.npz"
+
+    @staticmethod
+    def _read(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        if not path.is_file():
+            return {}
+        try:
+            z = np.load(path, allow_pickle=False)
+            return {k: (e, f) for k, e, f in zip(z["keys"].tolist(), z["emb"], z["feat"])}
+        except Exception:                                       # a torn or stale file: rebuild it
+            return {}
+
+    def encode(self, paths: Sequence[str | Path], batch_size: int = 32,
+               on_progress: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """paths -> (emb (n, d) float32, feat (n, F) float32); only files not cached yet are encoded."""
+        paths = [Path(p) for p in paths]
+        d, F = self.model.dim, self.model.config.image.feature_dim
+        emb, feat = np.zeros((len(paths), d), np.float32), np.zeros((len(paths), F), np.float32)
+        by_folder: dict[Path, list[int]] = {}
+        for i, p in enumerate(paths):
+            by_folder.setdefault(p.parent, []).append(i)
+        todo_total = 0
+        plan = []
+        for folder, idx in by_folder.items():
+            store = self._read(self._store(folder))
+            keys = [_file_key(paths[i]) for i in idx]
+            missing = [j for j, k in enumerate(keys) if k not in store]
+            todo_total += len(missing)
+            plan.append((folder, idx, keys, store, missing))
+        done = 0
+        for folder, idx, keys, store, missing in plan:
+            for s in range(0, len(missing), batch_size):
+                chunk = missing[s:s + batch_size]
+                px = np.stack([self.model.preprocess(paths[idx[j]]) for j in chunk])   # (b, 3, S, S)
+                e, f = self.model.encode_pixels(px, return_features=True)
+                for j, ej, fj in zip(chunk, e, f):
+                    store[keys[j]] = (ej.astype(np.float32), fj.astype(np.float32))
+                done += len(chunk)
+                if on_progress:
+                    on_progress(done, todo_total)
+            if missing:
+                self._write(self._store(folder), store)
+            for j, i in enumerate(idx):
+                emb[i], feat[i] = store[keys[j]]
+        return emb, feat
+
+    def _write(self, path: Path, store: dict) -> None:
+        keys = sorted(store)
+        tmp = path.with_suffix(f".tmp{os.getpid()}.npz")
+        with self._lock:
+            np.savez(tmp, keys=np.array(keys), emb=np.stack([store[k][0] for k in keys]),
+                     feat=np.stack([store[k][1] for k in keys]))
+            os.replace(tmp, path)
+
+
+def encode_images(model, images: Sequence, batch_size: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    """Uncached: paths / PIL images / bytes -> (emb, feat) (for the app's in-memory examples)."""
+    return model.encode_image(list(images), batch_size=batch_size, return_features=True)
