@@ -11,6 +11,7 @@ from __future__ import annotations
 
 # suite name -> (module, one-line help)
 SUITES: dict[str, tuple[str, str]] = {
+    "app": ("benchmarks.app", "Gradio app: search p50/p95 with 1 and 8 gradio_client clients at 10k/100k photos, cold start"),
     "encoders": ("benchmarks.encoders",
                  "image/text encoder speed and size: ours vs a ViT-B/32 CLIP reference (fp32, int8)"),
     "fewshot": ("benchmarks.fewshot", "seconds to learn a few-shot prompt (CoOp, Tip-Adapter, ...) for 5 classes x 16 shots"),
