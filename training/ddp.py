@@ -177,7 +177,13 @@ def save_checkpoint(out: str | Path, modules: dict[str, nn.Module], optimizer, s
     out.mkdir(parents=True, exist_ok=True)
     state = {f"{name}.{k}": v.detach().contiguous() for name, m in modules.items() for k, v in m.state_dict().items()}
     _atomic(out / f"{prefix}.safetensors", lambda p: save_file(state, str(p)))
-    rng = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    # only tensors, numbers, strings and lists, so resuming can load it with torch.load(weights_only=True)
+    np_name, np_keys, np_pos, np_has_gauss, np_cached = np.random.get_state()
+    py_version, py_internal, py_gauss = random.getstate()
+    rng = {"torch": torch.get_rng_state(),
+           "numpy": {"name": np_name, "keys": torch.from_numpy(np_keys.astype(np.int64)), "pos": int(np_pos),
+                     "has_gauss": int(np_has_gauss), "cached": float(np_cached)},
+           "python": {"version": py_version, "internal": list(py_internal), "gauss": py_gauss}}
     _atomic(out / f"{prefix}.pt", lambda p: torch.save({"optimizer": optimizer.state_dict(), "rng": rng}, p))
     meta = {"step": int(step), "time": time.strftime("%Y-%m-%d %H:%M:%S"), **(extra or {})}
     _atomic(out / f"{prefix}.json", lambda p: p.write_text(json.dumps(meta, indent=1, default=str)))
@@ -194,11 +200,13 @@ def load_checkpoint(out: str | Path, modules: dict[str, nn.Module], optimizer=No
         sub = {k[len(name) + 1:]: v for k, v in state.items() if k.startswith(name + ".")}
         m.load_state_dict(sub)
     if optimizer is not None and (out / f"{prefix}.pt").is_file():
-        blob = torch.load(out / f"{prefix}.pt", map_location="cpu", weights_only=False)
+        blob = torch.load(out / f"{prefix}.pt", map_location="cpu", weights_only=True)   # never unpickle code
         optimizer.load_state_dict(blob["optimizer"])
         torch.set_rng_state(blob["rng"]["torch"])
-        np.random.set_state(blob["rng"]["numpy"])
-        random.setstate(blob["rng"]["python"])
+        n = blob["rng"]["numpy"]
+        np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+        py = blob["rng"]["python"]
+        random.setstate((py["version"], tuple(py["internal"]), py["gauss"]))
     return int(json.loads((out / f"{prefix}.json").read_text())["step"])
 
 
