@@ -245,8 +245,9 @@ def test_cli_contract(task_dir, tmp_path):
     assert r.returncode == 2 and "not found" in r.stderr
 
 
-def test_cli_mvlpt_with_the_shipped_source_and_a_group(task_dir, tmp_path, capsys):
+def test_cli_mvlpt_with_the_shipped_source_and_a_group(task_dir, tmp_path, capsys, monkeypatch):
     from training.__main__ import main
+    monkeypatch.setenv("DCCLIP_CACHE", str(tmp_path / "cache"))
     other = make_digits_task(tmp_path / "other", (1, 2, 3), 6, 2, offset=60, name="other")
     rc = main(["fewshot", "--dataset", str(task_dir), "--method", "mvlpt", "--shots", "2", "--steps", "3",
                "--json", "--quiet", "--group", str(other)])
