@@ -18,6 +18,7 @@ it is at least 5% faster; ``parity`` / ``check_parity`` compare every file again
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import statistics
@@ -310,8 +311,6 @@ def _preprocess(src: Path, workdir: Path) -> Path:
     Tries symbolic shape inference first, then without it (it gives up on some dynamic-seq transformer
     graphs: "Incomplete symbolic shape inference"); returns ``src`` unchanged if both fail.
     """
-    import contextlib
-
     import onnx
 
     try:
@@ -333,23 +332,16 @@ def _preprocess(src: Path, workdir: Path) -> Path:
     return src
 
 
-def quantize_dynamic_int8(src, dst) -> Path:
-    """fp32 ONNX -> dynamic int8 (weights QInt8 per channel; MatMul/Gemm + the embedding Gather). For the transformer."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
+@contextlib.contextmanager
+def _quantizing(src, dst):
+    """Shared frame of both quantisers: yields (pre-processed fp32 input, temp output); on success the temp
+    output is checked and atomically renamed to ``dst``; scratch files never outlive the call."""
     src, dst = Path(src), Path(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix=f".{dst.stem}.q-", dir=dst.parent))
     tmp = _tmp_path(dst, "quant")
     try:
-        pre = _preprocess(src, workdir)
-        # per-channel weights: per-tensor scales cost 0.04 mean cosine on the real text tower (0.959 vs 0.994);
-        # Gather = the token-embedding table, 4x smaller on disk (the largest tensor of a small transformer)
-        quantize_dynamic(str(pre), str(tmp), weight_type=QuantType.QInt8, per_channel=True,
-                         op_types_to_quantize=["MatMul", "Gemm", "Gather"],
-                         # activation x activation MatMuls (attention scores) stay fp32: quantising them
-                         # costs accuracy and buys little speed
-                         extra_options={"MatMulConstBOnly": True})
+        yield _preprocess(src, workdir), tmp
         import onnx
 
         onnx.checker.check_model(str(tmp))
@@ -357,7 +349,21 @@ def quantize_dynamic_int8(src, dst) -> Path:
     finally:
         _unlink(tmp)
         shutil.rmtree(workdir, ignore_errors=True)
-    return dst
+
+
+def quantize_dynamic_int8(src, dst) -> Path:
+    """fp32 ONNX -> dynamic int8 (weights QInt8 per channel; MatMul/Gemm + the embedding Gather). For the transformer."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with _quantizing(src, dst) as (pre, tmp):
+        # per-channel weights: per-tensor scales cost 0.04 mean cosine on the real text tower (0.959 vs 0.994);
+        # Gather = the token-embedding table, 4x smaller on disk (the largest tensor of a small transformer)
+        quantize_dynamic(str(pre), str(tmp), weight_type=QuantType.QInt8, per_channel=True,
+                         op_types_to_quantize=["MatMul", "Gemm", "Gather"],
+                         # activation x activation MatMuls (attention scores) stay fp32: quantising them
+                         # costs accuracy and buys little speed
+                         extra_options={"MatMulConstBOnly": True})
+    return Path(dst)
 
 
 def _calibration_reader(feeds: list[dict]):
@@ -393,26 +399,14 @@ def quantize_static_int8(src, dst, calib_feeds: list[dict[str, np.ndarray]], met
                "entropy": CalibrationMethod.Entropy}
     if method.lower() not in methods:
         raise ValueError(f"unknown calibration method {method!r}; one of {sorted(methods)}")
-    src, dst = Path(src), Path(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    workdir = Path(tempfile.mkdtemp(prefix=f".{dst.stem}.q-", dir=dst.parent))
-    tmp = _tmp_path(dst, "quant")
-    try:
-        pre = _preprocess(src, workdir)
+    with _quantizing(src, dst) as (pre, tmp):
         extra = {}
         if method.lower() == "percentile":
             extra["CalibPercentile"] = 99.999
         quantize_static(str(pre), str(tmp), _calibration_reader(calib_feeds), quant_format=QuantFormat.QDQ,
                         per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         calibrate_method=methods[method.lower()], extra_options=extra)
-        import onnx
-
-        onnx.checker.check_model(str(tmp))
-        os.replace(tmp, dst)
-    finally:
-        _unlink(tmp)
-        shutil.rmtree(workdir, ignore_errors=True)
-    return dst
+    return Path(dst)
 
 
 # ---------------------------------------------------------------------------------------------------------
