@@ -308,12 +308,7 @@ def run_align(s: AlignSettings, progress: bool = True) -> dict:
     from training.cmd_distill import DistillSettings, _set_bn_eval, build_student, export_model_dir
     from training.data import read_pairs
 
-    d = ddp.setup()
-    threads = ddp.set_threads(s.threads, d)
-    precision = ddp.resolve_precision(s.precision)
-    ddp.seed_everything(s.seed)
-    out = Path(s.out)
-    out.mkdir(parents=True, exist_ok=True)
+    d, threads, precision, out = ddp.start_run(s)
     model, cfg, src, notes = build_student(DistillSettings(student=s.student, student_init=s.student_init, seed=s.seed))
     tok_path = Path(s.tokenizer) if s.tokenizer else (src / cfg.files.get("tokenizer", "tokenizer.json") if src else None)
     if tok_path is None or not tok_path.is_file():

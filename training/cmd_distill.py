@@ -184,7 +184,6 @@ def _adapter(src_shape, dst_shape):
 
 
 def _distill_net_class():
-    import torch
     from torch import nn
 
     class DistillNet(nn.Module):
@@ -393,12 +392,7 @@ def run_distill(s: DistillSettings, progress: bool = True) -> dict:
     from training.data import AugmentConfig, FeatureCache, ImageViews, cache_key, list_images, read_texts
     from training.teachers import teacher_fingerprint
 
-    d = ddp.setup()
-    threads = ddp.set_threads(s.threads, d)
-    precision = ddp.resolve_precision(s.precision)
-    ddp.seed_everything(s.seed)
-    out = Path(s.out)
-    out.mkdir(parents=True, exist_ok=True)
+    d, threads, precision, out = ddp.start_run(s)
     cache_root = Path(s.cache) if s.cache else out / "cache"
     model, cfg, src, notes = build_student(s)
     t_layers = sorted({int(b) for _, b in s.layers})

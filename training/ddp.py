@@ -91,6 +91,19 @@ def rank_slice(idx: np.ndarray, d: Dist) -> np.ndarray:
     return idx[d.rank * n:(d.rank + 1) * n]
 
 
+def start_run(settings) -> tuple[Dist, int, str, Path]:
+    """The prologue every training command shares: join the process group, set threads, resolve precision,
+    seed, create the run directory. ``settings`` has .threads, .precision, .seed and .out.
+    Returns (dist, threads, precision, out_dir)."""
+    d = setup()
+    threads = set_threads(settings.threads, d)
+    precision = resolve_precision(settings.precision)
+    seed_everything(settings.seed)
+    out = Path(settings.out)
+    out.mkdir(parents=True, exist_ok=True)
+    return d, threads, precision, out
+
+
 def set_threads(threads: int | None, d: Dist) -> int:
     """intra-op threads: ``threads`` or the usable cores divided among the local processes."""
     try:
@@ -164,9 +177,9 @@ def cosine_lr(step: int, total: int, warmup: int, base: float) -> float:
 
 # ---- checkpoints --------------------------------------------------------------------------------------------
 def _atomic(path: Path, write: Callable[[Path], None]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
+    from dcclip_core.atomic import atomic_path
+    with atomic_path(path) as tmp:
+        write(tmp)
 
 
 def save_checkpoint(out: str | Path, modules: dict[str, nn.Module], optimizer, step: int, extra: dict | None = None,

@@ -29,6 +29,8 @@ from typing import Sequence
 
 import numpy as np
 
+from dcclip_core.atomic import atomic_path
+
 
 class ParityError(RuntimeError):
     """An exported ONNX file disagrees with the torch reference (cosine below the threshold)."""
@@ -37,14 +39,6 @@ class ParityError(RuntimeError):
 # ---------------------------------------------------------------------------------------------------------
 # small helpers
 # ---------------------------------------------------------------------------------------------------------
-def _tmp_path(final: Path, tag: str = "tmp") -> Path:
-    """A unique temporary file next to ``final`` (same filesystem, so os.replace is atomic)."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{final.stem}.{tag}-", suffix=".onnx", dir=final.parent)
-    os.close(fd)
-    return Path(name)
-
-
 def _clear(d: Path) -> None:
     """Empty directory ``d`` (a failed exporter's leftovers)."""
     for f in d.iterdir():
@@ -62,13 +56,9 @@ def _save_single_file(model, dst: Path) -> None:
     """Save an in-memory onnx.ModelProto as ONE self-contained file (no external .data), atomically."""
     import onnx
 
-    tmp = _tmp_path(dst, "save")
-    try:
+    with atomic_path(dst, suffix=".onnx") as tmp:
         onnx.save_model(model, str(tmp), save_as_external_data=False)
         onnx.checker.check_model(str(tmp))
-        os.replace(tmp, dst)
-    finally:
-        _unlink(tmp)
 
 
 def _session(path, threads: int = 2):
@@ -339,15 +329,13 @@ def _quantizing(src, dst):
     src, dst = Path(src), Path(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix=f".{dst.stem}.q-", dir=dst.parent))
-    tmp = _tmp_path(dst, "quant")
     try:
-        yield _preprocess(src, workdir), tmp
-        import onnx
+        with atomic_path(dst, suffix=".onnx") as tmp:
+            yield _preprocess(src, workdir), tmp
+            import onnx
 
-        onnx.checker.check_model(str(tmp))
-        os.replace(tmp, dst)
+            onnx.checker.check_model(str(tmp))
     finally:
-        _unlink(tmp)
         shutil.rmtree(workdir, ignore_errors=True)
 
 
@@ -574,12 +562,7 @@ def calibration_images(n: int = 32, size: int = 224) -> list[Path]:
     for i in range(int(n)):
         p = d / f"calib_{size}_{i:04d}.jpg"
         if not p.is_file() or p.stat().st_size == 0:
-            fd, tmp = tempfile.mkstemp(prefix=f".{p.stem}-", suffix=".jpg", dir=d)
-            os.close(fd)
-            try:
+            with atomic_path(p, suffix=".jpg") as tmp:
                 _synthetic_image(i, size).save(tmp, format="JPEG", quality=92)
-                os.replace(tmp, p)
-            finally:
-                _unlink(Path(tmp))
         paths.append(p)
     return sorted(paths)
