@@ -9,6 +9,8 @@ what inference needs, precomputed by the trainer:
                             preprocessing, then the ONNX image model)
     feature_tokens [T, F]   feature-map prompt tokens appended to the CNN's last map before mean pooling
                             (applied to the ONNX ``features`` output, then the numpy image head)
+    vpt_tokens  [L, T, W]   deep (L = depth) or shallow (L = 1) VPT tokens of a ViT image tower; run by the
+                            prompted-tower ONNX graph (tokens as an input) cached per model: ``vpt_graph_path``
     cache_keys     [N, F]   Tip-Adapter cache (L2-normalised backbone features) with cache_values [N, C]
     weight, bias   [C, F]   linear probe on L2-normalised backbone features
     ctx / upt.*             the trainable state itself (to fine-tune it or to initialise another prompt)
@@ -105,7 +107,7 @@ class Prompt:
 
     @property
     def visual(self) -> str | None:
-        """None, "pixel" or "feature"."""
+        """None, "pixel", "feature", "deep" or "shallow" (VPT for ViT towers)."""
         return (self.meta.get("visual") or {}).get("type")
 
     def check_model(self, model) -> None:
@@ -326,6 +328,34 @@ class ImageHead:
         return (e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)).astype(np.float32)
 
 
+def vpt_graph_path(model, mode: str) -> Path:
+    """Where the prompted ViT tower (``pixels``, ``tokens`` -> ``embedding``, ``features``) of ``model`` is
+    cached for deep / shallow VPT prompts: ``$DCCLIP_CACHE/vpt/<model hash>/<mode>.onnx``."""
+    return cache_dir() / "vpt" / model.hash / f"{mode}.onnx"
+
+
+_vpt_sessions: dict[str, object] = {}
+
+
+def _vpt_session(model, mode: str):
+    path = vpt_graph_path(model, mode)
+    key = str(path)
+    with _heads_lock:
+        if key not in _vpt_sessions:
+            if not path.is_file():
+                raise PromptError(
+                    f"this {mode} VPT prompt runs through the prompted ViT tower of model {model.info['id']!r}, "
+                    f"not built on this machine yet ({path}); build it once with `python -m training.prompts.vit "
+                    f"export --model {model.path}` (needs torch; inference afterwards does not)")
+            import onnxruntime as ort
+            opts = ort.SessionOptions()
+            opts.intra_op_num_threads = getattr(model, "threads", 2) or 2
+            opts.inter_op_num_threads = 1
+            _vpt_sessions[key] = ort.InferenceSession(str(path), sess_options=opts,
+                                                      providers=["CPUExecutionProvider"])
+        return _vpt_sessions[key]
+
+
 def apply_feature_tokens(feat: np.ndarray, tokens: np.ndarray, hw: int) -> np.ndarray:
     """Pooled features of a map with T prompt tokens appended: (hw * f + sum(tokens)) / (hw + T)."""
     return (hw * feat + tokens.astype(np.float32).sum(0)) / (hw + len(tokens))
@@ -350,10 +380,12 @@ class PromptClassifier:
         self.model, self.prompt = model, prompt
         t, m = prompt.tensors, prompt.meta
         self.scale = float(m.get("logit_scale", 100.0))
-        self._pixel = None
+        self._pixel = self._vpt = None
         if prompt.visual == "pixel":
             v = m["visual"]
             self._pixel = pixel_prompt_image(t["pixel_frame"], int(v["size"]), int(v["pad"]))
+        elif prompt.visual in ("deep", "shallow"):
+            self._vpt = (_vpt_session(model, prompt.visual), np.ascontiguousarray(t["vpt_tokens"], np.float32))
 
     def preprocess(self, image) -> np.ndarray:
         px = self.model.preprocess(image)                                             # (3, S, S)
@@ -365,7 +397,12 @@ class PromptClassifier:
         es, fs = [], []
         for i in range(0, len(images), batch_size):
             px = np.stack([self.preprocess(im) for im in images[i:i + batch_size]])
-            e, f = self.model.encode_pixels(px, return_features=True)
+            if self._vpt is not None:                                                 # ViT with VPT tokens
+                sess, tokens = self._vpt
+                e, f = sess.run(["embedding", "features"], {"pixels": px.astype(np.float32), "tokens": tokens})
+                e = _l2n(e)
+            else:
+                e, f = self.model.encode_pixels(px, return_features=True)
             es.append(e)
             fs.append(f)
         if not es:

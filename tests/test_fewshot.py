@@ -99,6 +99,85 @@ def test_task_builder_makes_imagefolders_and_keeps_heldout_out_of_sources(tmp_pa
     assert [t.name for t in T.source_tasks(ts + [fake])] == [t.name for t in ts]
 
 
+def make_elevater(root, digits_dir, fmt="iris", zipped=True):
+    """The ImageFolder digits task re-packed as ELEVATER: labels.txt, a dataset-info JSON, train/test indexes
+    (iris ``train.zip@train/x.png 2`` lines or coco JSON), images in stored zips or extracted beside them."""
+    import zipfile
+    root.mkdir(parents=True, exist_ok=True)
+    classes = sorted(d.name for d in (digits_dir / "test").iterdir())
+    (root / "labels.txt").write_text("\n".join(f"digit {c}" for c in classes) + "\n")
+    info = {"name": "toy-digits", "version": 1, "type": "classification_multiclass", "format": fmt,
+            "labelmap": "labels.txt", "num_classes": len(classes)}
+    for split in ("train", "test"):
+        files = [(k, p) for k, c in enumerate(classes) for p in sorted((digits_dir / split / c).iterdir())]
+        members = [f"{split}/{k}_{p.name}" for k, p in files]
+        if zipped:
+            with zipfile.ZipFile(root / f"{split}.zip", "w", compression=zipfile.ZIP_STORED) as z:
+                for (k, p), m in zip(files, members):
+                    z.write(p, m)
+        else:
+            for (k, p), m in zip(files, members):
+                (root / m).parent.mkdir(parents=True, exist_ok=True)
+                (root / m).write_bytes(p.read_bytes())
+        if fmt == "iris":
+            (root / f"{split}.txt").write_text("".join(f"{split}.zip@{m} {k}\n" for (k, _), m in zip(files, members)))
+            info[split] = {"index_path": f"{split}.txt", "files_for_local_usage": [f"{split}.zip"]}
+        else:
+            coco = {"images": [{"id": i + 1, "file_name": m, "zip_file": f"{split}.zip"}
+                               for i, m in enumerate(members)],
+                    "annotations": [{"id": i + 1, "image_id": i + 1, "category_id": k + 1}
+                                    for i, (k, _) in enumerate(files)],
+                    "categories": [{"id": k + 1, "name": f"digit {c}"} for k, c in enumerate(classes)]}
+            (root / f"{split}.json").write_text(json.dumps(coco))
+            info[split] = {"index_path": f"{split}.json"}
+    (root / "dataset_info.json").write_text(json.dumps(info))
+    (root / "classnames.json").write_text(json.dumps({f"digit {c}": {"en": NAMES[int(c)], "zh": ZH[int(c)]}
+                                                      for c in classes}, ensure_ascii=False))
+    return root
+
+
+def test_elevater_layouts_read_as_tasks_and_extract_only_what_a_split_needs(task_dir, tmp_path, monkeypatch):
+    from training.prompts.data import materialise
+    monkeypatch.setenv("DCCLIP_CACHE", str(tmp_path / "cache"))
+    ref = load_task(task_dir)
+    for fmt, zipped in (("iris", True), ("coco", True), ("iris", False), ("coco", False)):
+        t = load_task(make_elevater(tmp_path / f"{fmt}-{zipped}", task_dir, fmt, zipped))
+        assert t.name == "toy-digits" and t.classes == ["digit 0", "digit 1", "digit 2"], (fmt, zipped)
+        assert t.class_names("zh") == ["零", "一", "二"] and t.class_names("en") == ["zero", "one", "two"]
+        assert t.train_labels.tolist() == ref.train_labels.tolist()
+        assert t.test_labels.tolist() == ref.test_labels.tolist()
+        assert isinstance(t.train_paths[0], tuple) == zipped
+        got = materialise(t.train_paths[:2])
+        assert [p.read_bytes() for p in got] == [p.read_bytes() for p in ref.train_paths[:2]]
+    extracted = list((tmp_path / "cache" / "elevater").rglob("*.png"))
+    assert len(extracted) == 4                         # 2 members per zipped layout, nothing else unpacked
+    (tmp_path / "multi").mkdir()
+    (tmp_path / "multi" / "test.txt").write_text(f"{ref.test_paths[0]} 0,1\n")
+    with pytest.raises(DatasetError, match="multilabel"):
+        load_task(tmp_path / "multi")
+
+
+@pytest.mark.parametrize("fmt", ["iris", "coco"])
+def test_cli_contract_on_an_elevater_dataset(task_dir, tmp_path, fmt):
+    root = make_elevater(tmp_path / "elevater", task_dir, fmt, zipped=(fmt == "iris"))
+    env = dict(os.environ, DCCLIP_CACHE=str(tmp_path / "cache"))
+
+    def run(dataset, method):
+        r = subprocess.run([sys.executable, "-m", "training", "fewshot", "--dataset", str(dataset), "--method", method,
+                            "--shots", "3", "--seed", "0", "--json"], capture_output=True, text=True, cwd=REPO_DIR,
+                           env=env, timeout=300)
+        assert r.returncode == 0, r.stderr
+        return json.loads(r.stdout.strip().splitlines()[-1])
+
+    for method in ("linear-probe", "zeroshot"):
+        res = run(root, method)
+        assert res["method"] == method and res["shots"] == 3 and res["dataset"] == "toy-digits"
+        assert isinstance(res["accuracy"], float) and 0 <= res["accuracy"] <= 1 and isinstance(res["train_s"], float)
+        assert res["test_images"] == 12 and res["classes"] == 3
+        # the same images, labels and split as the ImageFolder it was packed from: the same accuracy
+        assert res["accuracy"] == pytest.approx(run(task_dir, method)["accuracy"], abs=1e-6)
+
+
 # ---- CoOp internals ----------------------------------------------------------------------------------------
 
 def test_coop_with_template_context_reproduces_the_text_encoder(env):
@@ -174,6 +253,19 @@ def test_saved_prompt_scores_like_training_evaluation(env, data, tmp_path):
     assert abs(float((S.argmax(1) == data.test.y).mean()) - evaluate(prompt, data.test, env)) < 1e-9
 
 
+def test_deep_vpt_on_the_cnn_model_is_refused_clearly(env, data):
+    with pytest.raises(TypeError, match="needs a ViT image tower"):
+        learn("vpt", data, env, FAST.replace(visual="deep"))
+
+
+def test_cli_deep_vpt_on_the_cnn_model_exits_2(task_dir, tmp_path, capsys, monkeypatch):
+    from training.__main__ import main
+    monkeypatch.setenv("DCCLIP_CACHE", str(tmp_path / "cache"))
+    rc = main(["fewshot", "--dataset", str(task_dir), "--method", "vpt", "--visual", "deep", "--shots", "2",
+               "--json", "--quiet"])
+    assert rc == 2 and "use --visual pixel or --visual feature" in capsys.readouterr().err
+
+
 def test_vpt_feature_and_pixel(env, data):
     p, _ = learn("vpt", data, env, FAST.replace(visual="feature"))
     assert p.visual == "feature" and p.tensors["feature_tokens"].shape == (4, 1280)
@@ -181,6 +273,25 @@ def test_vpt_feature_and_pixel(env, data):
     assert p.visual == "pixel" and p.tensors["pixel_frame"].shape == (3, 224 * 224 - 208 * 208)
     assert np.abs(p.tensors["pixel_frame"]).max() > 0                      # one step moved the frame
     assert 0 <= evaluate(p, data.test, env) <= 1                           # re-encoded through ONNX
+
+
+def test_pixel_vpt_cheaper_options_keep_the_full_size_frame(env, data):
+    p, info = learn("vpt", data, env, FAST.replace(visual="pixel", pad=8, vpt_train_size=112, vpt_steps=2))
+    assert p.tensors["pixel_frame"].shape == (3, 224 * 224 - 208 * 208) and p.meta["visual"]["size"] == 224
+    assert np.abs(p.tensors["pixel_frame"]).max() > 0 and info["steps_run"] == 2
+
+
+def test_train_loop_stops_early_when_the_loss_stalls():
+    from training.prompts.methods import train_loop
+    w = torch.nn.Parameter(torch.tensor([3.0]))
+    seen = []
+    res = train_loop([w], lambda idx: (w - 1.0).abs().sum().clamp(min=0.5), 4, 200, 0.5, FAST, None,
+                     lambda: {"w": w.detach().clone()}, lambda s, n, loss: seen.append(s), patience=3)
+    assert res["history"][-1]["stopped_early"] and res["history"][-1]["step"] < 200
+    assert seen[-1] == 200                                  # progress reports the end
+    full = train_loop([torch.nn.Parameter(torch.tensor([3.0]))], lambda idx: torch.tensor(1.0, requires_grad=True),
+                      4, 5, 0.1, FAST, None, dict)
+    assert full["history"] == []                             # patience 0: every step runs
 
 
 def test_mvlpt_source_target_and_group(env, tmp_path, data):

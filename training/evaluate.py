@@ -303,6 +303,28 @@ def _elevater(root: Path, name: str | None) -> Dataset:
                    root=root)
 
 
+ELEVATER_INDEXES = ("test.txt", "test_images.txt", "test_ic.txt", "test.json", "test_coco.json")
+
+
+def is_elevater(root: str | Path) -> bool:
+    """True when ``root`` has an ELEVATER index (a bare ``test.txt`` / ``test.json``) or a dataset-info JSON."""
+    root = Path(root)
+    if any((root / f).is_file() for f in ELEVATER_INDEXES):
+        return True
+    try:
+        return _find_info(root, None) is not None
+    except DatasetError:                                       # several datasets described: still ELEVATER
+        return True
+
+
+def load_elevater(root: str | Path, name: str | None = None) -> Dataset:
+    """Read an ELEVATER directory (dataset-info JSON or bare index; iris / coco; zipped or extracted)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"{root}: dataset directory not found")
+    return _elevater(root, name)
+
+
 def default_metric(name: str, multilabel: bool = False) -> str:
     key = name.lower().replace("_", "-")
     if key in ELEVATER_METRICS:

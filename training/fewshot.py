@@ -2,7 +2,9 @@
 
     python -m training fewshot --dataset DIR --method coop --shots 16 --seed 0 --json [--out PROMPT]
 
-DIR is an ImageFolder task (``train/<class>/*``, ``test/<class>/*``, ``classnames.json`` with EN/ZH names).
+DIR is an ImageFolder task (``train/<class>/*``, ``test/<class>/*``, ``classnames.json`` with EN/ZH names) or an
+ELEVATER dataset (dataset-info JSON or ``train.txt`` / ``test.txt`` + ``labels.txt``; iris or coco index; images
+in zips or extracted; ``--elevater-name`` picks one of several datasets an info JSON lists).
 K shots per class and a balanced validation split (max(1, round(K/4)) per class) are drawn from ``train/``
 with ``--seed``; accuracy is top-1 on ``test/`` through the inference path (numpy + ONNX Runtime). The last
 stdout line with ``--json``: ``{"method", "shots", "accuracy", "train_s", ...}``; ``train_s`` is the time to
@@ -23,7 +25,9 @@ import time
 
 def add_args(p: argparse.ArgumentParser) -> None:
     from_here = p.add_argument
-    from_here("--dataset", required=True, help="ImageFolder task directory (train/, test/, classnames.json)")
+    from_here("--dataset", required=True, help="ImageFolder task directory (train/, test/, classnames.json) or "
+                                                "an ELEVATER dataset directory")
+    from_here("--elevater-name", default=None, help="ELEVATER: dataset name when the info JSON lists several")
     from_here("--method", default="coop",
               choices=["zeroshot", "tip-adapter", "tip-adapter-f", "linear-probe", "coop", "vpt", "upt", "mvlpt"])
     from_here("--shots", type=int, default=16, help="training images per class (default 16)")
@@ -39,9 +43,17 @@ def add_args(p: argparse.ArgumentParser) -> None:
     from_here("--position", default=None, choices=["end", "middle", "front"], help="class token position")
     from_here("--steps", type=int, default=None, help="optimisation steps (coop/upt/mvlpt/vpt-feature)")
     from_here("--lr", type=float, default=None, help="learning rate (coop/upt/mvlpt)")
-    from_here("--visual", default=None, choices=["pixel", "feature"],
-              help="VPT prompt: a pixel frame (trained through the CNN, slow) or feature-map tokens")
-    from_here("--vpt-steps", type=int, default=None, help="steps of pixel VPT (each = a batch through the CNN)")
+    from_here("--visual", default=None, choices=["pixel", "feature", "deep", "shallow"],
+              help="VPT prompt: CNN towers: a pixel frame (trained through the CNN, slow) or feature-map tokens; "
+                   "ViT towers: deep (tokens at every layer) or shallow (first layer)")
+    from_here("--vpt-steps", type=int, default=None,
+              help="steps of pixel / deep / shallow VPT (each = a batch through the image tower)")
+    from_here("--vpt-tokens", type=int, default=None, help="deep / shallow VPT: prompt tokens per layer (8)")
+    from_here("--vpt-batch", type=int, default=None, help="pixel / deep / shallow VPT: images per step (16)")
+    from_here("--vpt-train-size", type=int, default=None,
+              help="pixel VPT: run the CNN at this size while training (cheaper; inference stays full size)")
+    from_here("--vpt-patience", type=int, default=None,
+              help="pixel / deep / shallow VPT: stop when the loss has not improved for N steps")
     from_here("--source", default=None, help="mvlpt: source prompt (name or file)")
     from_here("--group", nargs="*", default=None, metavar="DIR",
               help="mvlpt: other ImageFolder tasks sharing one prompt with --dataset (multitask group)")
@@ -57,7 +69,9 @@ def config_from_args(args):
     if args.ctx_init is not None:
         cfg = cfg.replace(ctx_init="" if args.ctx_init.lower() in ("random", "none", "") else args.ctx_init)
     for a, f in (("n_ctx", "n_ctx"), ("position", "position"), ("steps", "steps"), ("lr", "lr"),
-                 ("visual", "visual"), ("vpt_steps", "vpt_steps"), ("threads", "threads")):
+                 ("visual", "visual"), ("vpt_steps", "vpt_steps"), ("vpt_tokens", "vit_tokens"),
+                 ("vpt_batch", "vpt_batch"), ("vpt_train_size", "vpt_train_size"), ("vpt_patience", "vpt_patience"),
+                 ("threads", "threads")):
         v = getattr(args, a)
         if v is not None:
             cfg = cfg.replace(**{f: v})
@@ -75,13 +89,13 @@ def default_source(model):
 
 
 def run(args) -> int:
-    from .prompts.data import DatasetError, load_task
+    from .prompts.data import DatasetError, load_task, materialise
     from .prompts.methods import Env, evaluate, fit_group, learn, prepare
 
     t_total = time.perf_counter()
     log = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr, flush=True))
     try:
-        task = load_task(args.dataset)
+        task = load_task(args.dataset, args.elevater_name)
     except DatasetError as e:
         print(f"fewshot: {e}", file=sys.stderr)
         return 2
@@ -91,16 +105,26 @@ def run(args) -> int:
         return 2
     cfg = config_from_args(args)
     env = Env(model_name=args.model)
+    if args.visual is None and env.model.config.image.tower.startswith("vit-"):
+        cfg = cfg.replace(visual="deep")                     # a ViT tower: deep VPT unless asked otherwise
     log(f"{task.name}: {task.num_classes} classes, {len(task.train_paths)} train / {len(task.test_paths)} test "
         f"images; encoding (cached per model)...")
     if args.method == "zeroshot" and not len(task.train_paths):
         from .prompts.methods import FewShotData, Split
         import numpy as np
-        e, f = env.cache.encode(task.test_paths)
+        idx = np.arange(len(task.test_paths))
+        if args.max_test and len(idx) > args.max_test:
+            idx = np.sort(np.random.default_rng(1234).permutation(len(idx))[:args.max_test])
+        try:
+            paths = materialise([task.test_paths[i] for i in idx])
+        except DatasetError as e:
+            print(f"fewshot: {e}", file=sys.stderr)
+            return 2
+        e, f = env.cache.encode(paths)
         z = np.zeros((0, env.model.dim), np.float32)
         data = FewShotData(task.name, task.classes, task.names, Split(z, np.zeros((0, f.shape[1]), np.float32),
                                                                       np.zeros(0, np.int64)), None,
-                           Split(e, f, task.test_labels, list(task.test_paths)), 0, args.seed)
+                           Split(e, f, task.test_labels[idx], paths), 0, args.seed)
     else:
         try:
             data = prepare(task, env, args.shots, args.seed, max_test=args.max_test)
@@ -144,7 +168,13 @@ def run(args) -> int:
                 return 2
             prompt, info = learn("mvlpt", data, env, cfg, progress=progress, source=source)
     else:
-        prompt, info = learn(args.method, data, env, cfg, progress=progress)
+        try:
+            prompt, info = learn(args.method, data, env, cfg, progress=progress)
+        except TypeError as e:                     # e.g. deep VPT asked of a CNN image tower
+            if "VPT" not in str(e):
+                raise
+            print(f"fewshot: {e}", file=sys.stderr)
+            return 2
     t_eval = time.perf_counter()
     acc = evaluate(prompt, data.test, env)
     prompt.meta["test_accuracy"] = acc

@@ -60,6 +60,8 @@ def learn_prompt(examples: Mapping[str, Sequence], method: str = "coop", *, name
         val_fraction = 0.2 if min(len(v) for v in examples.values()) >= 10 else 0.0
     data = data_from_examples(dict(examples), env, nm, val_fraction=val_fraction, seed=seed)
     cfg = config or FewShotConfig(lang=lang)
+    if config is None and env.model.config.image.tower.startswith("vit-"):
+        cfg = cfg.replace(visual="deep")                     # VPT on a ViT tower: tokens at every layer
     kw = {}
     if method == "mvlpt":
         from training.fewshot import default_source

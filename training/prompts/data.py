@@ -5,11 +5,17 @@
     DIR/classnames.json      {folder: {"en": "...", "zh": "..."}} (a plain string = the English name)
     DIR/task.json            optional {"name", "role": "source" | "target" | "heldout", "description", ...}
 
+ELEVATER directories are read too (``training.evaluate.load_elevater``: a dataset-info JSON or a bare
+``train.txt`` / ``test.txt`` + ``labels.txt`` index, iris or coco format, images in zips or extracted), single-label
+only. Images inside a zip stay ``(zip, member)`` sources until a split needs them: ``materialise`` extracts just
+those members once into ``$DCCLIP_CACHE/elevater/<zip key>/`` (so features are cached per file as usual).
+
 ``fewshot_split(labels, shots, seed)`` draws K images per class and a *balanced* validation split of
 max(1, round(K / 4)) images per class (20 % of all labelled images, as in MVLPT), disjoint from the shots.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,14 +92,72 @@ def read_classnames(path: Path, classes: Sequence[str]) -> dict[str, list[str]]:
     return {"en": en, "zh": zh}
 
 
-def load_task(root: str | Path) -> Task:
-    """Read ``root`` as an ImageFolder task (train/ optional, test/ optional, at least one of them)."""
+def _elevater_task(root: Path, name: str | None = None) -> Task:
+    from training import evaluate as ev
+    try:
+        ds = ev.load_elevater(root, name)
+    except ev.DatasetError as e:
+        raise DatasetError(str(e)) from None
+    if ds.multilabel:
+        raise DatasetError(f"{root}: {ds.name} is multilabel; few-shot prompt learning needs one label per image")
+    en = ds.class_names("en")
+    names = {"en": en, "zh": [z or e for z, e in zip(ds.class_names("zh"), en)]}
+    empty = ev.Split([], np.zeros(0, np.int64))
+    tr, te = ds.splits.get("train", empty), ds.splits.get("test", empty)
+    meta = {"name": ds.name, "layout": ds.layout, "role": "target"}
+    return Task(name=ds.name, root=root, classes=list(ds.classes), names=names, train_paths=list(tr.images),
+                train_labels=np.asarray(tr.labels, np.int64), test_paths=list(te.images),
+                test_labels=np.asarray(te.labels, np.int64), meta=meta)
+
+
+def _zip_key(zpath: Path) -> str:
+    st = zpath.stat()
+    return hashlib.sha1(f"{zpath.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:16]
+
+
+def materialise(sources: Sequence) -> list:
+    """Image sources -> file paths: ``(zip, member)`` entries are extracted once into the cache (others pass)."""
+    import zipfile
+
+    from dcclip_core.config import cache_dir
+    out, open_zips = [], {}
+    try:
+        for src in sources:
+            if not isinstance(src, tuple):
+                out.append(src)
+                continue
+            zpath, member = Path(src[0]), str(src[1])
+            safe = [p for p in Path(member).parts if p not in ("..", "/", "\\") and not p.endswith(":")]
+            dst = cache_dir() / "elevater" / _zip_key(zpath) / Path(*safe)
+            if not dst.is_file():
+                z = open_zips.get(zpath) or open_zips.setdefault(zpath, zipfile.ZipFile(zpath))
+                try:
+                    data = z.read(member)
+                except KeyError:
+                    raise DatasetError(f"{zpath}: no member {member!r} (named by the index file)") from None
+                from dcclip_core.atomic import atomic_write_bytes
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                atomic_write_bytes(dst, data)
+            out.append(dst)
+    finally:
+        for z in open_zips.values():
+            z.close()
+    return out
+
+
+def load_task(root: str | Path, name: str | None = None) -> Task:
+    """Read ``root`` as an ImageFolder task (train/ optional, test/ optional, at least one of them) or, when it
+    has an ELEVATER index / dataset-info JSON, as an ELEVATER dataset (``name`` picks one of several)."""
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"dataset directory not found: {root}")
+    from training.evaluate import is_elevater
+    if is_elevater(root):
+        return _elevater_task(root, name)
     tr, te = root / "train", root / "test"
     if not tr.is_dir() and not te.is_dir():
-        raise DatasetError(f"{root}: expected train/<class>/ and/or test/<class>/ folders (ImageFolder layout)")
+        raise DatasetError(f"{root}: expected train/<class>/ and/or test/<class>/ folders (ImageFolder layout) "
+                           f"or an ELEVATER index (test.txt / dataset-info JSON)")
     classes = None
     train_paths, train_labels, test_paths, test_labels = [], np.zeros(0, np.int64), [], np.zeros(0, np.int64)
     if tr.is_dir():

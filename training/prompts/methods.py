@@ -12,6 +12,7 @@
 | linear-probe  | logistic regression (C searched on val)  | cached features        | linear head          |
 | coop          | M context vectors (text student frozen)  | cached embeddings      | class embeddings     |
 | vpt           | pixel frame (or feature-map tokens)      | pixels through the CNN | numpy pre-processing |
+| vpt deep/shallow | tokens per ViT layer / first layer    | pixels through the ViT | prompted ViT (ONNX)  |
 | upt           | one shared net -> text ctx + feature tokens | cached features     | both                 |
 | mvlpt         | coop/upt initialised from a source prompt; or a group of tasks sharing one prompt   |
 Validation (balanced, disjoint from the shots) picks the best step and the training-free hyper-parameters.
@@ -28,7 +29,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from dcclip_core.prompts import Prompt, PromptClassifier, model_ref
-from .data import Task, fewshot_split
+from .data import Task, fewshot_split, materialise
 from .features import FeatureCache, class_embeddings, l2n
 
 METHODS = ("zeroshot", "tip-adapter", "tip-adapter-f", "linear-probe", "coop", "vpt", "upt", "mvlpt")
@@ -49,13 +50,18 @@ class FewShotConfig:
     batch_size: int = 256               # images per step (all shots when fewer)
     eval_every: int = 20                # validation interval; the best step is kept
     # VPT
-    visual: str = "pixel"               # pixel (frame prompt, trained through the CNN) | feature (map tokens)
+    visual: str = "pixel"               # CNN: pixel (frame, trained through the CNN) | feature (map tokens);
+                                        # ViT towers: deep (tokens per layer) | shallow (first layer only)
     pad: int = 16                       # frame width in pixels
     vpt_steps: int = 20
     vpt_lr: float = 0.02
     vpt_batch: int = 16
+    vpt_train_size: int = 0             # pixel VPT: run the CNN at this size while training (0 = full size)
+    vpt_patience: int = 0               # pixel / deep VPT: stop when the loss (EMA) has not improved for N steps
     feature_tokens: int = 4
     feature_lr: float = 0.05
+    vit_tokens: int = 8                 # deep / shallow VPT: T tokens per layer
+    vit_lr: float = 0.05
     # UPT
     upt_dim: int = 128
     upt_text_tokens: int = 4            # text context of UPT when upt_ctx_init is ""
@@ -151,7 +157,7 @@ def prepare(task: Task, env: Env, shots: int, seed: int, with_test: bool = True,
     tr_idx, va_idx = fewshot_split(task.train_labels, shots, seed, num_classes=task.num_classes)
 
     def split(paths, labels, idx):
-        ps = [paths[i] for i in idx]
+        ps = materialise([paths[i] for i in idx])                  # ELEVATER zip members -> cached files
         e, f = env.cache.encode(ps)
         return Split(e, f, np.asarray(labels)[idx], ps)
 
@@ -217,7 +223,7 @@ def evaluate(prompt: Prompt, split: Split | None, env: Env) -> float:
     if split is None or not len(split):
         return float("nan")
     clf = PromptClassifier(env.model, prompt, check=False)
-    if prompt.visual == "pixel":
+    if prompt.visual in ("pixel", "deep", "shallow"):
         emb, feat = clf.encode(split.paths)
     else:
         emb, feat = split.emb, split.feat
@@ -247,8 +253,11 @@ def _t(x, dtype=None):
 def train_loop(params: list, loss_fn: Callable, n: int, steps: int, lr: float, cfg: FewShotConfig,
                val_fn: Callable[[], tuple[float, float]] | None, snapshot: Callable[[], dict],
                progress: Progress | None = None, seed: int = 0, batch_size: int | None = None,
-               weight_decay: float | None = None) -> dict:
-    """AdamW + cosine schedule (5 % warm-up); keeps the snapshot with the best validation (accuracy, -loss)."""
+               weight_decay: float | None = None, patience: int = 0) -> dict:
+    """AdamW + cosine schedule (5 % warm-up); keeps the snapshot with the best validation (accuracy, -loss).
+
+    ``patience`` > 0 (runs without validation only): stop once the EMA of the loss has not improved by 1 % for
+    that many steps; progress then jumps to (steps, steps) so callers see the end."""
     import torch
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -256,6 +265,7 @@ def train_loop(params: list, loss_fn: Callable, n: int, steps: int, lr: float, c
     B = min(batch_size or cfg.batch_size, n)
     warm = max(1, steps // 20)
     best, best_key, history = snapshot(), (-1.0, -math.inf), []
+    ema, ema_best, since = None, math.inf, 0
     if val_fn is not None:
         acc, vloss = val_fn()
         best_key = (acc, -vloss)
@@ -270,8 +280,20 @@ def train_loop(params: list, loss_fn: Callable, n: int, steps: int, lr: float, c
         loss.backward()
         opt.step()
         lv = float(loss.detach())
+        stop = False
+        if patience and val_fn is None:
+            ema = lv if ema is None else 0.7 * ema + 0.3 * lv
+            if ema < 0.99 * ema_best:
+                ema_best, since = ema, 0
+            else:
+                since += 1
+            stop = since >= patience and step < steps
         if progress:
-            progress(step, steps, lv)
+            progress(steps if stop else step, steps, lv)
+        if stop:
+            best = snapshot()
+            history.append({"step": step, "loss": lv, "stopped_early": True})
+            break
         if val_fn is not None and (step % cfg.eval_every == 0 or step == steps):
             acc, vloss = val_fn()
             history.append({"step": step, "loss": lv, "val_accuracy": acc, "val_loss": vloss})
@@ -670,14 +692,37 @@ def train_source(datas: Sequence[FewShotData] | Callable[[int], Sequence[FewShot
 
 
 def fit_vpt(data: FewShotData, env: Env, cfg: FewShotConfig, progress=None, class_embeds=None, **_):
-    """VPT with fixed class embeddings (zero-shot templates unless given): pixel frame or feature tokens."""
+    """VPT with fixed class embeddings (zero-shot templates unless given): pixel frame or feature tokens
+    (CNN tower), deep or shallow prompt tokens (ViT tower)."""
     import torch
     import torch.nn.functional as F
     from .visual import FeaturePrompt, PixelPrompt
+    if cfg.visual not in ("pixel", "feature", "deep", "shallow"):
+        raise ValueError(f"visual must be pixel | feature (CNN) or deep | shallow (ViT), not {cfg.visual!r}")
     torch.set_num_threads(cfg.threads if cfg.visual == "feature" else max(cfg.threads, 2))
     W = _t(class_embeds if class_embeds is not None else env.zeroshot(data.names, cfg.lang))   # [C, d]
     y = _t(data.train.y, torch.long)
-    if cfg.visual == "feature":
+    if cfg.visual in ("deep", "shallow"):
+        from .vit import DeepPrompt, ViTTower, ensure_model_graph
+        tower = ViTTower.wrap(env.image_tower())                 # TypeError with a clear message for a CNN
+        vp = DeepPrompt(tower.depth, cfg.vit_tokens, tower.width, cfg.visual, seed=data.seed)
+        px = _t(np.stack([env.model.preprocess(p) for p in data.train.paths]))      # [N, 3, S, S]
+
+        def loss_fn(idx):
+            i = _t(idx, torch.long)
+            emb = F.normalize(tower.embed(tower(px[i], vp.tokens, vp.mode)), dim=-1)
+            return F.cross_entropy(cfg.logit_scale * emb @ W.T, y[i])
+
+        res = train_loop([vp.tokens], loss_fn, len(y), cfg.vpt_steps, cfg.vit_lr, cfg, None,
+                         lambda: {"tokens": vp.tokens.detach().clone()}, progress, seed=data.seed,
+                         batch_size=cfg.vpt_batch, patience=cfg.vpt_patience)
+        ensure_model_graph(env.model, cfg.visual, tower)         # the ONNX graph inference runs (once per model)
+        tokens = res["state"]["tokens"]
+        tensors = {"class_embeds": W.numpy(), "vpt_tokens": tokens.numpy().astype(np.float32)}
+        visual = {"type": cfg.visual, "tokens": int(tokens.shape[1]), "layers": int(tokens.shape[0]),
+                  "width": int(tokens.shape[2])}
+        info = {"final_loss": res["final_loss"]}
+    elif cfg.visual == "feature":
         head, fp = env.image_head(), FeaturePrompt(cfg.feature_tokens, env.model.config.image.feature_dim, env.hw)
         Ft = _t(data.train.feat)
 
@@ -696,20 +741,25 @@ def fit_vpt(data: FewShotData, env: Env, cfg: FewShotConfig, progress=None, clas
         S = env.model.config.image.image_size
         pp = PixelPrompt(S, cfg.pad)
         px = _t(np.stack([env.model.preprocess(p) for p in data.train.paths]))      # [N, 3, S, S]
+        ts = int(cfg.vpt_train_size or S)
 
         def loss_fn(idx):
             i = _t(idx, torch.long)
-            emb, _ = tower(pp(px[i]))
+            x = pp(px[i])                                                          # frame added at full size
+            if ts < S:                                                             # cheaper: a smaller CNN pass
+                x = F.interpolate(x, size=(ts, ts), mode="bilinear", antialias=True, align_corners=False)
+            emb, _ = tower(x)
             return F.cross_entropy(cfg.logit_scale * emb @ W.T, y[i])
 
         res = train_loop([pp.frame], loss_fn, len(y), cfg.vpt_steps, cfg.vpt_lr, cfg, None,
                          lambda: {"frame": pp.frame.detach().clone()}, progress, seed=data.seed,
-                         batch_size=cfg.vpt_batch)
+                         batch_size=cfg.vpt_batch, patience=cfg.vpt_patience)
         tensors = {"class_embeds": W.numpy(), "pixel_frame": res["state"]["frame"].numpy().astype(np.float16)}
         visual = {"type": "pixel", "size": S, "pad": cfg.pad}
-        info = {"final_loss": res["final_loss"]}
+        info = {"final_loss": res["final_loss"], "steps_run": len(res["history"]) and res["history"][-1]["step"]
+                or cfg.vpt_steps}
     p = make_prompt("vpt", data, env, cfg, tensors, {"visual": visual})
-    if cfg.visual == "pixel" and data.val is not None:
+    if cfg.visual != "feature" and data.val is not None:
         info["val_accuracy"] = evaluate(p, data.val, env)
     return p, info
 

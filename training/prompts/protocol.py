@@ -1,7 +1,7 @@
 """The few-shot protocol: methods x {1, 5, 16} shots x 3 seeds on a held-out target task; table + plot.
 
     python -m training.prompts.protocol --collection DIR [--target cv-digits] [--source PROMPT]
-        [--methods ...] [--shots 1 5 16] [--seeds 0 1 2] [--out benchmarks/results/fewshot.json]
+        [--source-upt PROMPT] [--methods ...] [--shots 1 5 16] [--seeds 0 1 2] [--out benchmarks/results/fewshot.json]
         [--plot docs/fewshot.png]
 
 Every method sees the same split per (shots, seed): K shots per class and a balanced validation split
@@ -9,6 +9,9 @@ Every method sees the same split per (shots, seed): K shots per class and a bala
 
     zeroshot, tip-adapter, tip-adapter-f, linear-probe, coop (16 random vectors), coop-tmpl ("a photo of a"),
     vpt-feature, vpt-pixel, upt, source-only (the source prompt, not tuned), mvlpt (coop from the source),
+    source-only-upt / mvlpt-upt (the same with a UPT source prompt: ``--source-upt``, trained with
+    ``python -m training.prompts.source --base upt``; the target is a UPT prompt initialised from it),
+    source-only-upt1 / mvlpt-upt1 (a UPT source of one seed, not averaged: ``--source-upt1``),
     mcoop-digits / mvlpt-digits (the target shares one prompt with sk-digits + printed-digits at K shots
     each, without / with source init), mcoop-mixed (shares with unrelated tasks: shapes + colours).
 
@@ -25,15 +28,19 @@ from pathlib import Path
 import numpy as np
 
 VARIANTS = ["zeroshot", "tip-adapter", "tip-adapter-f", "linear-probe", "coop", "coop-tmpl", "vpt-feature",
-            "vpt-pixel", "upt", "source-only", "mvlpt", "mcoop-digits", "mvlpt-digits", "mcoop-mixed"]
+            "vpt-pixel", "upt", "source-only", "mvlpt", "source-only-upt", "mvlpt-upt", "source-only-upt1",
+            "mvlpt-upt1", "mcoop-digits", "mvlpt-digits", "mcoop-mixed"]
+UPT_VARIANTS = {"source-only-upt": "upt", "mvlpt-upt": "upt", "source-only-upt1": "upt1", "mvlpt-upt1": "upt1"}
 GROUPS = {"digits": ["sk-digits", "printed-digits"], "mixed": ["shapes", "colours"]}
 
 
-def run_variant(name: str, data, env, cfg, source, group_data) -> tuple[float, float, float, dict]:
+def run_variant(name: str, data, env, cfg, source, group_data, upt_sources=None) -> tuple[float, float, float, dict]:
     """(test accuracy, val accuracy, learn seconds, extra) for one variant on one split."""
     from .methods import evaluate, fit_group, learn
     extra = {}
     t0 = time.perf_counter()
+    if name in UPT_VARIANTS:
+        name, source = name.rsplit("-", 1)[0], (upt_sources or {})[UPT_VARIANTS[name]]
     if name in ("zeroshot", "tip-adapter", "tip-adapter-f", "linear-probe", "coop", "upt"):
         p, info = learn(name, data, env, cfg)
     elif name == "coop-tmpl":
@@ -92,11 +99,13 @@ def plot(summary: dict, shots: list[int], order: list[str], path: Path, title: s
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(8.5, 5.2), dpi=110)
+    fig, ax = plt.subplots(figsize=(10.5, 5.6), dpi=110)
     styles = {"zeroshot": ("grey", ":"), "tip-adapter": ("tab:orange", "--"), "tip-adapter-f": ("tab:orange", "-"),
               "linear-probe": ("black", "-"), "coop": ("tab:blue", "-"), "coop-tmpl": ("tab:blue", ":"),
               "vpt-feature": ("tab:brown", ":"), "vpt-pixel": ("tab:brown", "-"), "upt": ("tab:purple", "-"),
-              "source-only": ("tab:green", ":"), "mvlpt": ("tab:green", "-"), "mcoop-digits": ("tab:red", "--"),
+              "source-only": ("tab:green", ":"), "mvlpt": ("tab:green", "-"),
+              "source-only-upt": ("tab:olive", ":"), "mvlpt-upt": ("tab:olive", "-"),
+              "source-only-upt1": ("tab:cyan", ":"), "mvlpt-upt1": ("tab:cyan", "-"), "mcoop-digits": ("tab:red", "--"),
               "mvlpt-digits": ("tab:red", "-"), "mcoop-mixed": ("tab:pink", "--")}
     for v in order:
         if v not in summary:
@@ -113,7 +122,7 @@ def plot(summary: dict, shots: list[int], order: list[str], path: Path, title: s
     ax.set_ylabel("test accuracy (%), mean ± std over seeds")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, ncol=2, loc="upper left")
+    ax.legend(fontsize=8, ncol=1, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
@@ -128,6 +137,8 @@ def main(argv=None) -> int:
     ap.add_argument("--collection", required=True)
     ap.add_argument("--target", default="cv-digits")
     ap.add_argument("--source", default=None, help="source prompt (default: the shipped mvlpt-source)")
+    ap.add_argument("--source-upt", default=None, help="UPT source prompt for source-only-upt / mvlpt-upt")
+    ap.add_argument("--source-upt1", default=None, help="one-seed UPT source for source-only-upt1 / mvlpt-upt1")
     ap.add_argument("--methods", nargs="+", default=VARIANTS)
     ap.add_argument("--shots", type=int, nargs="+", default=[1, 5, 16])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -146,6 +157,7 @@ def main(argv=None) -> int:
     results = [r for r in prot.get("results", []) if r.get("target") == args.target
                and r.get("model_hash", model_hash) == model_hash]        # results of another model are dropped
     done = {(r["variant"], r["shots"], r["seed"]) for r in results}
+    order = VARIANTS + [v for v in args.methods if v not in VARIANTS]    # the table shows every variant measured
 
     def save():
         from benchmarks.common import write_json
@@ -153,8 +165,9 @@ def main(argv=None) -> int:
         doc["protocol"] = {"target": args.target, "model_hash": model_hash, "collection": str(args.collection),
                            "shots": args.shots,
                            "seeds": args.seeds, "validation": "balanced, max(1, round(K/4)) per class",
-                           "source": prot.get("source"), "groups": GROUPS, "results": results, "summary": summ,
-                           "table": table(summ, args.shots, args.methods)}
+                           "source": prot.get("source"), "source_upt": prot.get("source_upt"),
+                           "source_upt1": prot.get("source_upt1"), "groups": GROUPS,
+                           "results": results, "summary": summ, "table": table(summ, args.shots, order)}
         write_json(args.out, doc)
 
     if not args.report_only:
@@ -174,6 +187,19 @@ def main(argv=None) -> int:
                 raise SystemExit(f"the source prompt was trained on {sorted(leak)}: not a held-out evaluation")
             prot["source"] = {"name": source.name, "tasks": source.meta.get("tasks"),
                               "created": source.meta.get("created")}
+        upt_sources = {}
+        for key, arg in (("upt", args.source_upt), ("upt1", args.source_upt1)):
+            if not arg:
+                continue
+            src = upt_sources[key] = load_prompt(arg, model=env.model)
+            leak = set(src.meta.get("tasks", [])) & ({args.target} | set(HELDOUT))
+            if leak or src.meta.get("base") != "upt":
+                raise SystemExit(f"{arg}: needs a UPT source prompt without {sorted(leak or [args.target])}")
+            prot[f"source_{key}"] = {"name": src.name, "tasks": src.meta.get("tasks"), "seeds": src.meta.get("seeds"),
+                                     "created": src.meta.get("created"), "train_s": src.meta.get("train_s"),
+                                     "val_accuracy": src.meta.get("val_accuracy"),
+                                     "val_per_task": src.meta.get("val_per_task"),
+                                     "description": src.meta.get("description")}
         cfg = FewShotConfig(threads=args.threads)
         for k in args.shots:
             for seed in args.seeds:
@@ -188,7 +214,10 @@ def main(argv=None) -> int:
                     if v in ("source-only", "mvlpt", "mvlpt-digits") and source is None:
                         log(f"{v}: no source prompt, skipped")
                         continue
-                    acc, va, dt, extra = run_variant(v, data, env, cfg, source, group_data)
+                    if v in UPT_VARIANTS and UPT_VARIANTS[v] not in upt_sources:
+                        log(f"{v}: no --source-{UPT_VARIANTS[v]} prompt, skipped")
+                        continue
+                    acc, va, dt, extra = run_variant(v, data, env, cfg, source, group_data, upt_sources)
                     results.append({"target": args.target, "model_hash": model_hash, "variant": v, "shots": k,
                                     "seed": seed,
                                     "accuracy": round(acc, 4), "val_accuracy": round(va, 4), "learn_s": round(dt, 2),
@@ -198,9 +227,9 @@ def main(argv=None) -> int:
                     save()
     summ = summarise(results)
     save()
-    print(table(summ, args.shots, args.methods))
+    print(table(summ, args.shots, order))
     if args.plot:
-        p = plot(summ, args.shots, args.methods, args.plot,
+        p = plot(summ, args.shots, order, args.plot,
                  f"held-out target {args.target}: few-shot accuracy (dcclip default model, CPU)")
         log(f"wrote {p}")
     return 0

@@ -11,11 +11,8 @@ non-persistent buffers: ``CoOp.state_dict()`` holds ``ctx`` and nothing else.
 """
 from __future__ import annotations
 
-import math
-from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn

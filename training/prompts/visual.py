@@ -7,7 +7,7 @@
   pooling, i.e. pooled' = (hw * f + sum(tokens)) / (hw + T) -- for a mean-pooled CNN this is all a prompt at
   that layer can do. Trains on cached pooled features; applied at inference to the ONNX ``features`` output
   followed by the numpy image head (``dcclip_core.prompts.ImageHead``).
-Deep VPT (tokens per transformer layer) needs a ViT tower; ours is a CNN, so it is not offered here.
+Deep VPT (tokens per transformer layer) needs a ViT tower: see ``training/prompts/vit.py``.
 """
 from __future__ import annotations
 
