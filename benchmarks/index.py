@@ -1,18 +1,24 @@
 """Photo index benchmark: indexing throughput, query latency + recall by collection size, memory.
 
-    python -m benchmarks index [--quick] [--photos 200] [--sizes 10000,100000,1000000] [--out ...]
+    python -m benchmarks index [--quick] [--photos 200] [--sizes 10000,100000,1000000] [--repeats 3]
+                               [--skip-indexing | --skip-search] [--ann-compare 300000] [--out ...]
 
 (a) Indexing: ``index.build_index`` end to end (scan, SHA-256, decode with JPEG DCT scaling, preprocess,
     encode, SQLite commits per batch, FAISS save) on real ~12 MP JPEGs (package photos upscaled to 4000x3000
     with sensor-like grain; more than the sources give are mirrored / zoomed variants), 2 decode workers,
-    batch 32 — our model and, in the same run, the same pipeline with the ViT-B/32 int8 reference encoder.
+    batch 32, encoder with ``--index-threads`` (1) ONNX threads — our model and, in the same run, the same
+    pipeline with the ViT-B/32 int8 reference encoder (also with ``--threads``; its faster run is compared).
+    Per-stage CPU ms/image from ``build_index(profile=...)``, and the decode-bound ceiling of the ratio.
 (b) Search: synthetic clustered vectors (dim = our model's), in an index DB as the indexer writes them; a
-    ``Searcher`` per size picks the index as in production (exact up to 200k, HNSW above). Per query, top-10:
+    ``Searcher`` per size picks the index as in production (exact up to 200k, IVF-Flat above). Per query, top-10:
     index-only latency and end-to-end ``Searcher.search`` latency (real text encoder, result rows from SQLite),
     p50/p95 over 200 queries; recall@10 against exact search for text-like synthetic queries (neighbours at
     cosine ~0.3, like text vs images) and for the real text queries.
 (c) Peak RSS of a process serving the largest size (loading the saved index) and of the one building it.
-Sizes run in child processes so their memory is measured alone.
+Sizes run in child processes so their memory is measured alone. ``--ann-compare N``: HNSW vs IVF-Flat build
+time / recall / latency on N vectors (why "auto" is IVF-Flat above 200k). Sections a run skips are carried
+over from the existing results file, with the time they were measured. The load average and ``uptime`` are
+recorded; run with ``DCCLIP_PRIORITY=1`` where a watcher demotes other jobs.
 """
 from __future__ import annotations
 
@@ -116,47 +122,114 @@ class ReferenceModel:
         return e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
 
 
-def bench_indexing(n: int, model_name: str, reference: bool, threads: int, repeats: int) -> dict:
+# per-image stages of the indexing pipeline, in pipeline order: (key in build_index's profile, label)
+STAGES = [("read", "read file"), ("hash", "content hash (SHA-256)"), ("exif", "EXIF / header metadata"),
+          ("decode", "JPEG decode (DCT-scaled, libjpeg-turbo)"), ("preprocess", "resize + centre crop + normalise"),
+          ("phash", "perceptual hash (dHash, same decoded image)"), ("thumbnail", "thumbnail (none made)"),
+          ("encode", "image encoder (batch 32)"), ("commit", "SQLite commit (one per batch)"),
+          ("scan", "folder scan"), ("faiss", "FAISS index save"), ("other", "other (threads, queues, Python)")]
+
+
+def _stage_ms(prof: dict, n: int, cpu_ms: float) -> dict:
+    """ms per image of every stage from ``build_index(profile=...)``; worker stages are thread CPU time, the
+    encoder is the encoding thread's CPU (all of it with 1 ONNX thread), the rest wall time; "other" is the
+    process CPU not attributed to a stage."""
+    ms = {k: 1000 * v / n for k, v in prof["cpu_s"].items()}
+    ms.update({"thumbnail": 0.0, "encode": 1000 * prof["encode_cpu_s"] / n, "commit": 1000 * prof["commit_s"] / n,
+               "scan": 1000 * prof["scan_s"] / n, "faiss": 1000 * prof["faiss_s"] / n})
+    ms["other"] = max(0.0, cpu_ms - sum(ms.values()))
+    return {k: round(ms[k], 2) for k, _ in STAGES}
+
+
+def _decoder_info(path: Path) -> dict:
+    """Which JPEG decoder the pipeline uses and the size a 12 MP photo is decoded at."""
+    from dcclip_core import preprocess as pp
+    from PIL import Image
+    with Image.open(path) as im:
+        full = im.size
+    got = pp.load_image(path.read_bytes(), target_size=224).size
+    dec = f"simplejpeg {pp.simplejpeg.__version__} (libjpeg-turbo)" if pp.FAST_JPEG else "PIL draft (libjpeg-turbo)"
+    return {"decoder": dec, "photo_px": list(full), "decoded_px": list(got), "dct_scale": f"1/{full[0] // got[0]}"}
+
+
+def _uptime() -> str:
+    try:
+        return subprocess.run(["uptime"], capture_output=True, text=True, timeout=5).stdout.strip()
+    except Exception:
+        return _load()
+
+
+def bench_indexing(n: int, model_name: str, reference: bool, threads: int, repeats: int,
+                   index_threads: int = 1) -> dict:
+    """build_index end to end on ``n`` 12 MP photos with our encoder and (same run, same pipeline) the
+    ViT-B/32 int8 reference; per-stage ms/image; the decode-bound ceiling of the ratio."""
     import dcclip_core
     from index import build_index
     folder = index_photos(n)
     files = sorted(folder.glob("*.jpg"))
     mb = sum(p.stat().st_size for p in files) / len(files) / 1e6
-    models = [("ours", lambda: dcclip_core.load(model_name, threads=threads))]
+    # the indexer runs its encoder with ``index_threads`` ONNX threads (decode workers use the other core);
+    # the reference is also run with ``threads`` and its faster setting is the one compared against
+    runs_cfg = [("ours", index_threads, lambda t: dcclip_core.load(model_name, threads=t))]
     if reference:
         from . import reference as ref
         vit = ref.vit_b32(files[:16], threads=threads, log=_log)
-        models.append(("ViT-B/32 int8 (reference)", lambda: ReferenceModel(vit.files["int8"], threads)))
+        for t in dict.fromkeys([index_threads, threads]):
+            runs_cfg.append(("ViT-B/32 int8 (reference)", t, lambda t: ReferenceModel(vit.files["int8"], t)))
     rows = []
-    for name, make in models:
-        model = make()
+    for name, t, make in runs_cfg:
+        model = make(t)
         if hasattr(model, "warmup"):
             model.warmup()
-        runs, cpu = [], []
+        else:
+            model.encode_pixels(np.zeros((2, 3, 224, 224), np.float32))
+        runs, cpu, profs = [], [], []
         for r in range(repeats):
             work = Path(tempfile.mkdtemp(prefix="bench-index-"))
             try:
+                prof: dict = {}
                 c0 = _cpu_s()
                 t0 = time.perf_counter()
-                st = build_index(folder, work / "bench.db", model=model, workers=2, batch_size=32)
+                st = build_index(folder, work / "bench.db", model=model, workers=2, batch_size=32, profile=prof,
+                                 encoder_threads=t)
                 runs.append(time.perf_counter() - t0)
                 cpu.append(_cpu_s() - c0)
+                profs.append(prof)
                 assert st["images"] == len(files) and st["errors"] == 0, st
             finally:
                 shutil.rmtree(work, ignore_errors=True)
-            _log(f"  {name}: {len(files)} photos in {runs[-1]:.1f}s = {len(files) / runs[-1]:.1f} images/s "
-                 f"(load {_load()})")
-        best = float(np.median(runs))
-        cpu_img = float(np.median(cpu)) / len(files)
-        rows.append({"model": name, "photos": len(files), "seconds": round(best, 2),
-                     "images_s": round(len(files) / best, 1), "runs_s": [round(x, 2) for x in runs],
+            _log(f"  {name}, encoder threads {t}: {len(files)} photos in {runs[-1]:.1f}s = "
+                 f"{len(files) / runs[-1]:.1f} images/s, CPU {1000 * cpu[-1] / len(files):.1f} ms/image (load {_load()})")
+        mid = int(np.argsort(runs)[len(runs) // 2])                       # the median run, and its profile
+        cpu_img = cpu[mid] / len(files)
+        rows.append({"model": name, "encoder_threads": t, "photos": len(files), "seconds": round(runs[mid], 2),
+                     "images_s": round(len(files) / runs[mid], 1), "runs_s": [round(x, 2) for x in runs],
                      "cpu_ms_per_image": round(cpu_img * 1000, 1),
-                     "images_per_cpu_s_x2": round(2 / cpu_img, 1)})
-    out = {"photos": len(files), "mean_file_mb": round(mb, 2), "workers": 2, "batch": 32, "threads": threads,
-           "rows": rows}
-    if len(rows) == 2:
-        out["ratio"] = round(rows[0]["images_s"] / rows[1]["images_s"], 2)
-        out["cpu_ratio"] = round(rows[1]["cpu_ms_per_image"] / rows[0]["cpu_ms_per_image"], 2)
+                     "images_per_cpu_s_x2": round(2 / cpu_img, 1),
+                     "stages_ms": _stage_ms(profs[mid], len(files), cpu_img * 1000)})
+    out = {"photos": len(files), "mean_file_mb": round(mb, 2), "workers": 2, "batch": 32,
+           "encoder_threads": index_threads, **_decoder_info(files[0]), "rows": rows,
+           "stage_labels": dict(STAGES)}
+    ours = rows[0]
+    refs = [r for r in rows[1:]]
+    if refs:
+        best = max(refs, key=lambda r: r["images_s"])
+        cheapest = min(refs, key=lambda r: r["cpu_ms_per_image"])
+        out["ratio"] = round(ours["images_s"] / best["images_s"], 2)
+        out["cpu_ratio"] = round(cheapest["cpu_ms_per_image"] / ours["cpu_ms_per_image"], 2)
+        # decode bounds both pipelines: even with a free encoder ours would still pay everything else
+        no_enc = ours["cpu_ms_per_image"] - ours["stages_ms"]["encode"]
+        dec = ours["stages_ms"]["decode"]
+        out["ceiling"] = {
+            "ours_cpu_ms_without_encoder": round(no_enc, 1),
+            "decode_ms": dec,
+            "reference_cpu_ms": cheapest["cpu_ms_per_image"],
+            "ratio_if_our_encoder_were_free": round(cheapest["cpu_ms_per_image"] / no_enc, 2),
+            "ratio_if_only_decoding_remained": round(cheapest["cpu_ms_per_image"] / dec, 2),
+            "images_s_decode_only_2_cores": round(2000 / dec, 1),
+            "images_s_without_encoder_2_cores": round(2000 / no_enc, 1),
+            "ours_cpu_ms_needed_for_3x": round(cheapest["cpu_ms_per_image"] / TARGET_RATIO, 1),
+        }
     return out
 
 
@@ -288,13 +361,17 @@ def child_search(db_path: str, n: int, model_name: str, n_queries: int, exact_to
         _, I = vi.search(q[None], 10)
         idx_ms.append((time.perf_counter() - a) * 1000)
         found_s.append(I[0])
+    idx_ms_t = []
     for q in qt:
+        a = time.perf_counter()
         found_t.append(vi.search(q[None], 10)[1][0])
+        idx_ms_t.append((time.perf_counter() - a) * 1000)
     with V.build_threads():
         truth_s = V.exact_topk(qs, 10, s.db.iter_vectors(s._hash, dim))
         truth_t = V.exact_topk(qt, 10, s.db.iter_vectors(s._hash, dim))
     out.update({
         "index_ms_p50": _percentiles(idx_ms)[0], "index_ms_p95": _percentiles(idx_ms)[1],
+        "index_ms_p50_real_text": _percentiles(idx_ms_t)[0],
         "e2e_ms_p50": _percentiles(e2e)[0], "e2e_ms_p95": _percentiles(e2e)[1],
         "encode_ms_p50": _percentiles(enc)[0],
         "recall10_textlike": round(V.recall_at_k(np.stack(found_s), truth_s), 4),
@@ -375,6 +452,48 @@ def bench_search(sizes: list[int], model_name: str, n_queries: int, keep: bool) 
     return rows
 
 
+def bench_ann_choice(n: int, n_queries: int = 200) -> dict:
+    """Why "auto" uses IVF-Flat above 200k: HNSW (M=32, efConstruction 64 and 256) vs IVF-Flat on ``n`` clustered
+    vectors, text-like queries: build seconds (all cores), recall@10 and ms/query (1 thread) per search setting."""
+    import faiss
+    from index import vectors as V
+    dim = 257
+    x = np.concatenate(list(clustered(n, dim)))
+    q = text_like_queries(n, dim, n_queries)
+    truth = V.exact_topk(q, 10, [(np.arange(n), x)])
+    rows = []
+
+    def measure(index, kind, build_s, params, name, value):
+        faiss.omp_set_num_threads(1)
+        t = time.perf_counter()
+        _, I = index.search(q, 10, params=params)
+        rows.append({"kind": kind, "build_s": round(build_s, 1), "param": name, "value": value,
+                     "recall10": round(V.recall_at_k(I, truth), 3),
+                     "ms_per_query": round((time.perf_counter() - t) / len(q) * 1000, 2)})
+        _log(f"  ann @ {n:,}: {rows[-1]}")
+
+    for m, efc in ((32, 64), (32, 256)):
+        with V.build_threads():
+            h = faiss.IndexHNSWFlat(dim, m, faiss.METRIC_INNER_PRODUCT)
+            h.hnsw.efConstruction = efc
+            t = time.perf_counter()
+            h.add(x)
+            bt = time.perf_counter() - t
+        for ef in (128, 512, 2048):
+            measure(h, f"hnsw M={m} efC={efc}", bt, faiss.SearchParametersHNSW(efSearch=ef), "efSearch", ef)
+        del h
+    nl = V._ivf_nlist(n)
+    with V.build_threads():
+        iv = faiss.index_factory(dim, f"IVF{nl},Flat", faiss.METRIC_INNER_PRODUCT)
+        t = time.perf_counter()
+        iv.train(x[:: max(1, n // (nl * 39))][: nl * 39])
+        iv.add(x)
+        bt = time.perf_counter() - t
+    for npb in (32, 64, 128):
+        measure(iv, f"ivf-flat nlist={nl}", bt, faiss.SearchParametersIVF(nprobe=npb), "nprobe", npb)
+    return {"n": n, "queries": n_queries, "rows": rows}
+
+
 # ---- report -------------------------------------------------------------------------------------------
 def _kind_label(r: dict) -> str:
     p = r.get("params") or {}
@@ -391,14 +510,33 @@ def report(res: dict) -> str:
     ix = res.get("indexing")
     if ix:
         parts += [f"### Indexing ({ix['photos']} real photos, 4000×3000 JPEG, {ix['mean_file_mb']} MB each; "
-                  f"build_index end to end, {ix['workers']} decode workers, batch {ix['batch']}, 2 cores)", "",
-                  markdown_table(["encoder", "photos", "seconds", "images/s", "CPU ms/image",
+                  f"build_index end to end, {ix['workers']} decode workers, batch {ix['batch']}, 2 cores; "
+                  f"decoder {ix.get('decoder')}, decoded at {ix.get('dct_scale')} scale)", "",
+                  markdown_table(["encoder", "encoder threads", "photos", "seconds", "images/s", "CPU ms/image",
                                   "2 ÷ CPU s/image (2 idle cores)"],
-                                 [[r["model"], r["photos"], r["seconds"], r["images_s"], r["cpu_ms_per_image"],
-                                   r["images_per_cpu_s_x2"]] for r in ix["rows"]])]
+                                 [[r["model"], r.get("encoder_threads"), r["photos"], r["seconds"], r["images_s"],
+                                   r["cpu_ms_per_image"], r["images_per_cpu_s_x2"]] for r in ix["rows"]])]
+        if ix["rows"] and "stages_ms" in ix["rows"][0]:
+            labels = ix.get("stage_labels") or dict(STAGES)
+            heads = [f"{r['model'].split(' (')[0]} ({r.get('encoder_threads')} thr) ms/image" for r in ix["rows"]]
+            body = [[labels.get(k, k)] + [r["stages_ms"].get(k) for r in ix["rows"]] for k, _ in STAGES]
+            body.append(["total CPU"] + [r["cpu_ms_per_image"] for r in ix["rows"]])
+            parts += ["", "Per-stage CPU per image (worker stages: thread CPU; encoder: its thread's CPU; commit, "
+                          "scan, FAISS: wall):", "", markdown_table(["stage"] + heads, body)]
         if "ratio" in ix:
             parts += ["", f"ours ÷ reference: **{ix['ratio']}×** wall clock, **{ix['cpu_ratio']}×** CPU per image "
                           f"(target ≥ {TARGET_RATIO:g}×); target ≥ {TARGET_IPS:g} images/s"]
+        c = ix.get("ceiling")
+        if c:
+            parts += ["", f"Decode bounds both pipelines: ours spends {c['ours_cpu_ms_without_encoder']} ms/image "
+                          f"outside the encoder ({c['decode_ms']} ms of it JPEG decoding), the reference "
+                          f"{c['reference_cpu_ms']} ms in all. Even with a free encoder the ratio could be at most "
+                          f"{c['reference_cpu_ms']} ÷ {c['ours_cpu_ms_without_encoder']} = "
+                          f"**{c['ratio_if_our_encoder_were_free']}×** (decode alone: "
+                          f"{c['reference_cpu_ms']} ÷ {c['decode_ms']} = {c['ratio_if_only_decoding_remained']}×); "
+                          f"3× would need ≤ {c['ours_cpu_ms_needed_for_3x']} ms/image, less than the decode alone. "
+                          f"Images/s ceilings on 2 idle cores: decode only {c['images_s_decode_only_2_cores']}, "
+                          f"everything but the encoder {c['images_s_without_encoder_2_cores']}."]
     if res.get("search"):
         parts += ["", "### Text query → top-10 (synthetic clustered vectors, dim "
                   f"{res['settings'].get('dim')}, {res['settings']['queries']} queries, one at a time)", "",
@@ -410,7 +548,20 @@ def report(res: dict) -> str:
                                    r["recall10_textlike"], r["recall10_real_text"], r["build_s"],
                                    f"{r['peak_rss_mb']:,.0f} ({r['baseline_rss_mb']:,.0f})",
                                    r["build_peak_rss_mb"]] for r in res["search"]])]
-    parts += ["", f"Load average during the run: {res['settings'].get('load_before')} → {res['settings'].get('load_after')}"]
+    ann = res.get("ann_choice")
+    if ann:
+        parts += ["", f"### Index kind above 200k: HNSW vs IVF-Flat ({ann['n']:,} clustered vectors, "
+                      f"{ann['queries']} text-like queries)", "",
+                  markdown_table(["index", "build s (2 cores)", "search setting", "recall@10", "ms/query (1 thread)"],
+                                 [[r["kind"], r["build_s"], f"{r['param']} {r['value']}", r["recall10"],
+                                   r["ms_per_query"]] for r in ann["rows"]])]
+    parts += ["", f"Load average during the run: {res['settings'].get('load_before')} → {res['settings'].get('load_after')}"
+                  + (" (run with DCCLIP_PRIORITY=1: other jobs demoted)" if res["settings"].get("priority") else "")]
+    for key, when in (res.get("carried_over") or {}).items():
+        st = when.get("settings") or {}
+        parts += [f"Section {key!r} carried over from the run of {when.get('created')}: load average "
+                  f"{st.get('load_before')} → {st.get('load_after')}"
+                  + (" (DCCLIP_PRIORITY=1: other jobs demoted)" if st.get("priority") else "")]
     return "\n".join(parts)
 
 
@@ -423,13 +574,32 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--queries", type=int, help="queries per size (default 200, --quick 50)")
     p.add_argument("--repeats", type=int, default=1, help="indexing runs per encoder, median kept")
     p.add_argument("--threads", type=int, default=2, help="ONNX Runtime threads for the encoders (default 2)")
+    p.add_argument("--index-threads", type=int, default=1,
+                   help="encoder threads inside the indexing pipeline (default 1: the decode workers use the "
+                        "other core); the reference also runs with --threads and its faster run is compared")
     p.add_argument("--no-reference", action="store_true", help="skip the ViT-B/32 reference pipeline")
     p.add_argument("--skip-indexing", action="store_true")
     p.add_argument("--skip-search", action="store_true")
     p.add_argument("--keep", action="store_true", help="keep the synthetic DBs in the cache dir")
+    p.add_argument("--ann-compare", type=int, default=0, metavar="N",
+                   help="also compare HNSW and IVF-Flat build time / recall / latency on N vectors (slow)")
     p.add_argument("--out", type=Path, help="JSON results (default benchmarks/results/index.json; --quick: "
                                             "index-quick.json in the cache dir); '-' to skip writing")
     p.add_argument("--json", action="store_true", help="print the JSON results instead of the tables")
+
+
+def _carry_over(path: Path, res: dict) -> None:
+    """Sections of the results file this run skipped are kept (with the time they were measured)."""
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    for key in ("indexing", "search", "ann_choice"):
+        if key not in res and key in old:
+            res[key] = old[key]
+            when = (old.get("carried_over") or {}).get(key) or {"created": old.get("created"),
+                                                                 "settings": old.get("settings")}
+            res.setdefault("carried_over", {})[key] = when
 
 
 def run(args: argparse.Namespace) -> int:
@@ -441,18 +611,24 @@ def run(args: argparse.Namespace) -> int:
     dim = dcclip_core.load(args.model).dim
     res: dict = {"suite": "index", "quick": bool(args.quick),
                  "settings": {"photos": n_photos, "sizes": sizes, "queries": n_queries, "dim": dim,
-                              "threads": args.threads, "load_before": _load()}}
+                              "threads": args.threads, "load_before": _load(), "uptime_before": _uptime(),
+                              "priority": os.environ.get("DCCLIP_PRIORITY") == "1"}}
     if not args.skip_indexing:
         _log(f"indexing {n_photos} photos (load {_load()}) ...")
-        res["indexing"] = bench_indexing(n_photos, args.model, not args.no_reference, args.threads, args.repeats)
+        res["indexing"] = bench_indexing(n_photos, args.model, not args.no_reference, args.threads, args.repeats,
+                                         args.index_threads)
     if not args.skip_search:
         res["search"] = bench_search(sizes, args.model, n_queries, args.keep)
+    if args.ann_compare:
+        res["ann_choice"] = bench_ann_choice(args.ann_compare)
     res["settings"]["load_after"] = _load()
+    res["settings"]["uptime_after"] = _uptime()
     res["targets"] = {"images_s": TARGET_IPS, "ratio": TARGET_RATIO, "p50_ms": TARGET_P50_MS,
                       "recall10": TARGET_RECALL}
     res["seconds"] = round(time.perf_counter() - t_start, 1)
     out = args.out or (cache_dir() / "index-quick.json" if args.quick else RESULTS_DIR / "index.json")
     if str(out) != "-":
+        _carry_over(Path(out), res)
         _log(f"wrote {write_json(out, res)} ({res['seconds']} s)")
     print(json.dumps(res, indent=2, ensure_ascii=False) if args.json else report(res))
     return 0

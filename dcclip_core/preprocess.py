@@ -5,9 +5,15 @@ to_pixels(im)  : RGB PIL.Image -> float32 (3, S, S): shorter side -> S (bicubic)
 
 Every failure is an ``ImageLoadError`` carrying the path and a human-readable reason; huge images are refused
 before decoding (pixel cap, env ``DCCLIP_MAX_PIXELS``).
+
+JPEG files and bytes are decoded by libjpeg-turbo through ``simplejpeg`` when it is installed (one call, GIL
+released, DCT scaling to the same power-of-two scale PIL's ``draft`` picks, EXIF orientation applied), which
+skips PIL's chunked decoder loop; anything it declines (CMYK, damaged data, other formats, PIL images) goes
+through PIL, which also produces every error message.
 """
 from __future__ import annotations
 
+import functools
 import io
 import os
 import warnings
@@ -22,6 +28,18 @@ ImageInput = Union[str, os.PathLike, bytes, Image.Image]
 MAX_PIXELS = int(os.environ.get("DCCLIP_MAX_PIXELS", 120_000_000))
 Image.MAX_IMAGE_PIXELS = None          # we check the cap ourselves, with a clear message
 ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+try:                                    # libjpeg-turbo in one GIL-free call (optional; PIL is the fallback)
+    import simplejpeg
+except Exception:                       # pragma: no cover - optional at runtime
+    simplejpeg = None
+FAST_JPEG = simplejpeg is not None and os.environ.get("DCCLIP_FAST_JPEG", "1") != "0"
+FAST_JPEG_MAX_BYTES = 64 << 20          # larger .jpg files are left to PIL (which streams them)
+_JPEG_EXT = frozenset({".jpg", ".jpeg", ".jpe", ".jfif"})
+# EXIF orientation -> the transpose that makes the image upright (as ImageOps.exif_transpose)
+_ORIENT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+           5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+           8: Image.Transpose.ROTATE_90}
 
 try:                                    # HEIC / HEIF / AVIF from phones
     import pillow_heif
@@ -124,14 +142,64 @@ def load_image(image: ImageInput, target_size: int | None = 224) -> Image.Image:
     which makes 12 MP photos several times cheaper. Raises ImageLoadError with a clear reason.
     """
     name = _describe(image)
+    if FAST_JPEG and isinstance(image, (bytes, bytearray, memoryview)):
+        im = _decode_jpeg_fast(image, target_size)
+        if im is not None:
+            return im
+    elif FAST_JPEG and isinstance(image, (str, os.PathLike)) and Path(image).suffix.lower() in _JPEG_EXT:
+        try:
+            if 0 < os.path.getsize(image) <= FAST_JPEG_MAX_BYTES:
+                with open(image, "rb") as f:
+                    im = _decode_jpeg_fast(f.read(), target_size)
+                if im is not None:
+                    return im
+        except OSError:
+            pass                                        # PIL below says what is wrong, in its words
     caller_owned = isinstance(image, Image.Image)      # never shrink or close the caller's own image object
-    im = _open(image)
+    im = _open(bytes(image) if isinstance(image, memoryview) else image)
     try:
         return _decode(im, name, target_size, allow_draft=not caller_owned)
     except BaseException:
         if not caller_owned:
             im.close()                                  # release the file handle before the error escapes
         raise
+
+
+def draft_scale(w: int, h: int, target_size: int | None) -> int:
+    """The JPEG DCT scale denominator (1, 2, 4 or 8) PIL's ``draft`` picks so the shorter side stays >= target."""
+    if not target_size or min(w, h) <= target_size:
+        return 1
+    s = target_size / min(w, h)
+    rw, rh = max(1, int(np.ceil(w * s))), max(1, int(np.ceil(h * s)))
+    ratio = min(w // rw, h // rh)
+    return next(a for a in (8, 4, 2, 1) if ratio >= a)
+
+
+def _decode_jpeg_fast(data, target_size: int | None) -> Image.Image | None:
+    """A YCbCr / gray JPEG decoded by libjpeg-turbo (simplejpeg) at ``draft_scale``, EXIF-rotated, as RGB;
+    None when simplejpeg declines it (not a JPEG, CMYK, over the pixel cap, damaged: PIL decides then)."""
+    if len(data) < 4 or bytes(data[:3]) != b"\xff\xd8\xff":
+        return None
+    try:
+        h, w, colorspace, _ = simplejpeg.decode_jpeg_header(data)
+        if colorspace not in ("YCbCr", "Gray") or w <= 0 or h <= 0 or w * h > MAX_PIXELS:
+            return None
+        a = draft_scale(w, h, target_size)
+        arr = simplejpeg.decode_jpeg(data, colorspace="RGB", min_height=-(-h // a), min_width=-(-w // a),
+                                     strict=True)                           # (h / a, w / a, 3) uint8
+        orientation = _exif_orientation(data)
+    except Exception:                                   # damaged, truncated, unsupported: PIL's turn
+        return None
+    im = Image.fromarray(arr, "RGB")
+    return im.transpose(_ORIENT[orientation]) if orientation in _ORIENT else im
+
+
+def _exif_orientation(data) -> int:
+    """EXIF orientation tag (1 when absent) read from the JPEG headers only."""
+    with Image.open(io.BytesIO(data)) as im:
+        if im.format not in ("JPEG", "MPO"):
+            raise ValueError("not a JPEG")
+        return int(im.getexif().get(0x0112, 1) or 1)
 
 
 def _decode(im: Image.Image, name: str, target_size: int | None, allow_draft: bool) -> Image.Image:
@@ -144,7 +212,7 @@ def _decode(im: Image.Image, name: str, target_size: int | None, allow_draft: bo
                                        f"limit (DCCLIP_MAX_PIXELS)")
         if getattr(im, "n_frames", 1) > 1:
             im.seek(0)
-        if target_size and allow_draft and im.format == "JPEG" and im.mode in ("RGB", "L", "CMYK", "YCbCr"):
+        if target_size and allow_draft and im.format in ("JPEG", "MPO") and im.mode in ("RGB", "L", "CMYK", "YCbCr"):
             # draft picks the largest scale 1/1..1/8 whose result is >= the requested size
             scale = max(target_size / min(w, h), 0.0)
             if scale < 1:
@@ -187,9 +255,20 @@ def to_pixels(im: Image.Image, size: int = 224, mean: Sequence[float] = (0.5, 0.
     """RGB PIL image -> float32 (3, size, size), normalised (x / 255 - mean) / std."""
     if im.mode != "RGB":
         im = _to_rgb(im)
-    a = np.asarray(resize_center_crop(im, size), dtype=np.float32) / 255.0      # (S, S, 3)
-    a = (a - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
-    return np.ascontiguousarray(a.transpose(2, 0, 1))                           # (3, S, S)
+    u = np.asarray(resize_center_crop(im, size))                                # (S, S, 3) uint8
+    lut = _norm_lut(tuple(float(m) for m in mean), tuple(float(s) for s in std))   # (3, 256)
+    out = np.empty((3,) + u.shape[:2], np.float32)                              # (3, S, S)
+    for c in range(3):                # a table lookup per channel: the same float32 values, 3x cheaper
+        np.take(lut[c], u[..., c], out=out[c])
+    return out
+
+
+@functools.lru_cache(maxsize=8)
+def _norm_lut(mean: tuple, std: tuple) -> np.ndarray:
+    """float32 (3, 256): (v / 255 - mean[c]) / std[c] for every byte value v, computed as to_pixels always did."""
+    v = np.arange(256, dtype=np.float32)[:, None] / 255.0                       # (256, 1)
+    lut = (v - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)      # (256, 3)
+    return np.ascontiguousarray(lut.T)
 
 
 def image_info(path: str | os.PathLike) -> dict:

@@ -257,7 +257,7 @@ def parser() -> argparse.ArgumentParser:
                         "(e.g. auto, ray://host:10001; workers must see the same paths); needs "
                         "requirements-cluster.txt")
     b.add_argument("--index-kind", choices=["auto", "flat", "hnsw", "ivf-flat", "ivf-sq8", "ivf-pq"], default=None,
-                   help="vector index: auto = exact up to 200k photos, HNSW above (default: keep the DB's "
+                   help="vector index: auto = exact up to 200k photos, IVF-Flat above (HNSW on request) (default: keep the DB's "
                         "setting, initially auto); ivf-sq8/ivf-pq use 4-8x less memory for millions")
     b.set_defaults(fn=cmd_build)
 

@@ -59,6 +59,16 @@ def default_model():
     return dcclip_core.load()
 
 
+def with_threads(model, threads: int | None):
+    """``model`` with ``threads`` ONNX Runtime threads: a ``dcclip_core.Model`` set otherwise is re-loaded
+    from the same folder (cached by dcclip_core.load; same files, same hash); anything else as given."""
+    from dcclip_core.runtime import Model
+    if not threads or not isinstance(model, Model) or model.threads == int(threads):
+        return model
+    import dcclip_core
+    return dcclip_core.load(str(model.path), threads=int(threads))
+
+
 _EXIF_DATE = re.compile(r"^\s*(\d{4})[:\-/](\d{2})[:\-/](\d{2})(?:[ T](\d{2}):(\d{2})(?::(\d{2}))?)?")
 
 
@@ -141,14 +151,26 @@ class _Prepared:
     fields: dict = field(default_factory=dict)
     reason: str | None = None
     emb: np.ndarray | None = None        # already embedded (the Ray path)
+    times: dict = field(default_factory=dict)   # stage -> thread CPU seconds spent on it (see STAGES)
+
+
+# per-image stages of ``_prepare`` (timed with the worker thread's CPU clock) and of the main loop (encode,
+# commit: wall clock); ``build_index(profile=...)`` sums them
+STAGES = ("read", "hash", "decode", "preprocess", "phash", "exif")
 
 
 def _prepare(job: _Job, model, target: int, orphan_shas: frozenset | set = frozenset(),
              shortcuts: bool = True) -> _Prepared:
-    """Worker: read bytes, hash, and (unless it is an unchanged/moved file) decode + preprocess."""
+    """Worker: read bytes, hash, and (unless it is an unchanged/moved file) decode + preprocess.
+
+    One decode per file: the DCT-scaled image (>= target on its shorter side, e.g. 500x375 for 12 MP) feeds
+    the encoder's pixels and the perceptual hash; metadata comes from the headers."""
     if job.size > MAX_FILE_BYTES:
         return _Prepared(job, "error", reason=f"file too large ({job.size / 2**20:.0f} MB; limit "
                                               f"{MAX_FILE_BYTES / 2**20:.0f} MB, env INDEX_MAX_FILE_MB)")
+    clock = time.thread_time
+    times = {}
+    t = clock()
     try:
         with open(job.path, "rb") as f:
             data = f.read()
@@ -156,26 +178,32 @@ def _prepare(job: _Job, model, target: int, orphan_shas: frozenset | set = froze
         return _Prepared(job, "error", reason=_os_reason(e))
     if not data:
         return _Prepared(job, "error", reason="empty file (0 bytes)")
+    t, times["read"] = clock(), clock() - t
     sha = hashlib.sha256(data).hexdigest()
+    t, times["hash"] = clock(), clock() - t
     if shortcuts and job.known_sha and sha == job.known_sha:
-        return _Prepared(job, "same", sha)
+        return _Prepared(job, "same", sha, times=times)
     if shortcuts and sha in orphan_shas:
-        return _Prepared(job, "maybe_move", sha)
+        return _Prepared(job, "maybe_move", sha, times=times)
     try:
         im = load_image(data, target_size=target)            # first: it refuses bombs before decoding
+        t, times["decode"] = clock(), clock() - t
         px = np.asarray(model.preprocess(im), dtype=np.float32)
+        t, times["preprocess"] = clock(), clock() - t
         ph = dhash(im)
+        t, times["phash"] = clock(), clock() - t
         info = image_meta(data)
+        times["exif"] = clock() - t
     except ImageLoadError as e:
-        return _Prepared(job, "error", sha, reason=e.reason)
+        return _Prepared(job, "error", sha, reason=e.reason, times=times)
     except MemoryError:
-        return _Prepared(job, "error", sha, reason="out of memory while decoding")
+        return _Prepared(job, "error", sha, reason="out of memory while decoding", times=times)
     except Exception as e:                                   # never let one file abort the run
-        return _Prepared(job, "error", sha, reason=f"unexpected error: {type(e).__name__}: {e}")
+        return _Prepared(job, "error", sha, reason=f"unexpected error: {type(e).__name__}: {e}", times=times)
     fields = {"path": job.path, "size": len(data), "mtime": job.mtime, "sha256": sha, "phash": ph,
               "width": info.get("width"), "height": info.get("height"),
               "taken_at": exif_to_iso(info.get("exif_date")), "format": info.get("format")}
-    return _Prepared(job, "pixels", sha, px, fields)
+    return _Prepared(job, "pixels", sha, px, fields, times=times)
 
 
 def scan(root: str) -> tuple[list[_Job], list[tuple[str, str]], list[str]]:
@@ -227,19 +255,29 @@ def _under(path: str, dirs: list[str]) -> bool:
 # ---- the indexer ------------------------------------------------------------------------------------------
 def build_index(root, db_path, model=None, progress: Progress | None = None, batch_size: int = 32,
                 workers: int = 2, save_faiss: bool = True, index_kind: str | None = None,
-                ray: bool | str | None = None) -> dict:
+                ray: bool | str | None = None, profile: dict | None = None,
+                encoder_threads: int | None = 1) -> dict:
     """Index every image below ``root`` into ``db_path``; returns counts of this run (see module doc).
 
-    ``index_kind``: "auto" (exact up to 200k vectors, HNSW above), "flat", "hnsw", "ivf-flat", "ivf-sq8", "ivf-pq";
+    ``index_kind``: "auto" (exact up to 200k vectors, IVF-Flat above), "flat", "hnsw", "ivf-flat", "ivf-sq8", "ivf-pq";
     remembered in the DB (meta ``index_kind``); None keeps what the DB has.
     ``ray``: decode + embed on Ray Data workers (True: a local Ray with ``workers`` CPUs; a string: the
-    cluster address, e.g. "auto"); needs ``ray[data]`` (see index.distributed)."""
+    cluster address, e.g. "auto"); needs ``ray[data]`` (see index.distributed).
+    ``encoder_threads``: ONNX Runtime threads of the image encoder while the decode workers run; a
+    ``dcclip_core.Model`` with another setting is swapped for the same model (cached) with this many. 1 is the
+    cheapest on a laptop: decoding keeps the other cores busy and a second encoder thread mostly spins
+    (measured: 35 vs 40 CPU ms per 12 MP photo). None keeps the model as given.
+    ``profile``: a dict filled with seconds per stage summed over files ({"cpu_s": {stage: s}} for the worker
+    stages in STAGES, thread CPU; "scan_s", "encode_s", "encode_cpu_s", "commit_s", "faiss_s": wall /
+    main-thread CPU) and "decoded" (files that went through every stage), for benchmarks."""
     t0 = time.perf_counter()
     root_p = Path(root).expanduser()
     if not root_p.is_dir():
         raise RootNotFoundError(f"folder not found: {root}" if not root_p.exists() else f"not a folder: {root}")
     root_s = str(root_p.resolve())
     model = model if model is not None else default_model()
+    if not ray:
+        model = with_threads(model, encoder_threads)
     model_id, mhash, dim, target = model_identity(model)
     batch_size = max(1, int(batch_size))
     workers = max(1, int(workers))
@@ -248,11 +286,16 @@ def build_index(root, db_path, model=None, progress: Progress | None = None, bat
         V.choose_kind(0, index_kind)                            # ValueError on an unknown kind, before any work
     db = PhotoDB(db_path)
     counts = collections.Counter()
+    prof = profile if profile is not None else {}
+    prof.update({"cpu_s": dict.fromkeys(STAGES, 0.0), "decoded": 0, "scan_s": 0.0, "encode_s": 0.0,
+                 "encode_cpu_s": 0.0, "encode_batches": 0, "commit_s": 0.0, "faiss_s": 0.0})
     try:
         db.set_model_meta(model_id, mhash, dim)
         if index_kind is not None and index_kind != V.configured_kind(db):
             db.set_meta("index_kind", index_kind)
+        t_scan = time.perf_counter()
         jobs, bad, unreadable = scan(root_s)
+        prof["scan_s"] += time.perf_counter() - t_scan
         known = db.images_under(root_s)
         known_err = db.errors_under(root_s)
         present = {j.path for j in jobs}
@@ -320,6 +363,15 @@ def build_index(root, db_path, model=None, progress: Progress | None = None, bat
             return done + (encode_local(items) if items else [])
 
         def encode_local(items: list[_Prepared]) -> list[tuple[_Prepared, np.ndarray | None, str | None]]:
+            t_wall, t_cpu = time.perf_counter(), time.thread_time()
+            try:
+                return _encode_local(items)
+            finally:
+                prof["encode_s"] += time.perf_counter() - t_wall
+                prof["encode_cpu_s"] += time.thread_time() - t_cpu
+                prof["encode_batches"] += 1
+
+        def _encode_local(items: list[_Prepared]) -> list[tuple[_Prepared, np.ndarray | None, str | None]]:
             try:
                 embs = np.asarray(model.encode_pixels(np.stack([it.pixels for it in items])), np.float32)
                 return [(it, embs[i], None) for i, it in enumerate(items)]
@@ -339,6 +391,7 @@ def build_index(root, db_path, model=None, progress: Progress | None = None, bat
             if not encoded and not ops:
                 return
             when = now_iso()
+            t_commit = time.perf_counter()
             with db.transaction():
                 gen = db.bump_generation()
                 for it, emb, err in encoded:
@@ -363,10 +416,14 @@ def build_index(root, db_path, model=None, progress: Progress | None = None, bat
                         _, j, image_id = op
                         db.move_image(image_id, j.path, j.size, j.mtime)
                         db.clear_errors([j.path])
+            prof["commit_s"] += time.perf_counter() - t_commit
             batch, ops = [], []
 
         def handle(res: _Prepared):
             j = res.job
+            for k, v in res.times.items():
+                prof["cpu_s"][k] += v
+            prof["decoded"] += res.kind == "pixels"
             if res.kind == "error":
                 ops.append(("error", j, res.reason))
                 counts["errors"] += 1
@@ -409,7 +466,9 @@ def build_index(root, db_path, model=None, progress: Progress | None = None, bat
             counts["removed"] += len(set(gone))
 
         if save_faiss:
+            t_faiss = time.perf_counter()
             ensure_faiss(db, mhash, dim)
+            prof["faiss_s"] += time.perf_counter() - t_faiss
         n_images = db.count_images()
         n_err_total = db.count_errors()
     finally:

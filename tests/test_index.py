@@ -582,3 +582,30 @@ def test_kill_9_mid_run_loses_at_most_a_batch(tmp_path, model):
     assert db.integrity_check() == "ok" and db.vector_stats("fake-v1")[0] == 120
     assert db.execute("SELECT COUNT(DISTINCT path) FROM images").fetchone()[0] == 120
     assert len(Searcher(dbp, model=model).search("red", k=500)) == 120
+
+
+# ---- pipeline profile and encoder threads -----------------------------------------------------------------
+def test_profile_counts_every_stage_once_per_decoded_file(photos, tmp_path, model):
+    from index.indexer import STAGES
+    prof = {}
+    st = build_index(photos, tmp_path / "p.db", model=model, profile=prof)
+    assert st["indexed"] == len(GOOD) and prof["decoded"] == len(GOOD)
+    assert set(prof["cpu_s"]) == set(STAGES) and all(v >= 0 for v in prof["cpu_s"].values())
+    assert prof["cpu_s"]["decode"] > 0 and prof["encode_batches"] >= 1 and prof["commit_s"] > 0
+    prof2 = {}
+    st2 = build_index(photos, tmp_path / "p.db", model=model, profile=prof2)      # nothing changed: no decode
+    assert st2["skipped"] == len(GOOD) + len(BAD) and prof2["decoded"] == 0 and prof2["cpu_s"]["decode"] == 0
+
+
+@pytest.mark.skipif(not HAVE_MODEL, reason="default model not built")
+def test_encoder_threads_swap_keeps_the_model_identity(tmp_path):
+    import dcclip_core
+    from index.indexer import model_identity, with_threads
+    m2 = dcclip_core.load(threads=2)
+    m1 = with_threads(m2, 1)
+    assert m1.threads == 1 and m1 is with_threads(m2, 1) and with_threads(m1, 1) is m1
+    assert model_identity(m1) == model_identity(m2) and with_threads(m2, None) is m2
+    fake = FakeModel()
+    assert with_threads(fake, 1) is fake                                      # not a dcclip_core Model: as given
+    px = np.stack([m1.preprocess(DATA / "cat.jpg")])
+    assert np.allclose(m1.encode_pixels(px), m2.encode_pixels(px), atol=1e-5)

@@ -1,4 +1,4 @@
-"""index/vectors.py: index kind by size (flat / HNSW / IVF-SQ8 / IVF-PQ), tuning to recall@10 >= 0.95,
+"""index/vectors.py: index kind by size (flat / IVF-Flat; HNSW / IVF-SQ8 / IVF-PQ on request), tuning to recall@10 >= 0.95,
 tombstones, atomic save + header checks, incremental catch-up of an older save, and Searcher on each kind."""
 import numpy as np
 import pytest
@@ -33,8 +33,8 @@ def exact_ids(x, ids, q, k=10):
 
 
 def test_choose_kind():
-    assert V.choose_kind(10) == "flat" and V.choose_kind(V.HNSW_MIN) == "flat"
-    assert V.choose_kind(V.HNSW_MIN + 1) == "hnsw" and V.choose_kind(5, "auto") == "flat"
+    assert V.choose_kind(10) == "flat" and V.choose_kind(V.EXACT_MAX) == "flat"
+    assert V.choose_kind(V.EXACT_MAX + 1) == "ivf-flat" and V.choose_kind(5, "auto") == "flat"
     assert V.choose_kind(5, "hnsw") == "hnsw"
     assert V.choose_kind(100, "ivf-sq8") == "flat"          # too few vectors to train
     assert V.choose_kind(5000, "ivf-pq") == "ivf-sq8" and V.choose_kind(50_000, "ivf-pq") == "ivf-pq"
@@ -161,25 +161,30 @@ def test_searcher_on_approximate_index_saves_loads_and_catches_up(kind, tmp_path
     assert not {r["path"] for r in s.search("0", k=6048)} & {"/p/0000000.jpg", "/p/0000001.jpg"}
 
 
-def test_auto_kind_switches_to_hnsw_above_threshold(tmp_path, monkeypatch):
-    monkeypatch.setattr(V, "HNSW_MIN", 1000)
+def test_auto_kind_switches_to_ivf_flat_above_threshold(tmp_path, monkeypatch):
+    """Above EXACT_MAX "auto" builds IVF-Flat straight away (no HNSW build first), tuned to the recall target
+    for text-like and unrelated queries."""
+    monkeypatch.setattr(V, "EXACT_MAX", 1000)
     x = clustered(1500, seed=5)
     dbp = tmp_path / "a.db"
     db = fill_db(dbp, x[:900])
     assert V.build_from_db(db, "syn", DIM).kind == "flat"
     fill_db(dbp, x[900:], start=900)
     vi = V.build_from_db(db, "syn", DIM)
-    assert vi.kind == "hnsw" and vi.ntotal == 1500 and vi.params["tuned"]["recall"] >= 0.95
-    # a saved flat file no longer matches once the DB passed the threshold: rebuilt as HNSW
+    assert vi.kind == "ivf-flat" and vi.asked == "ivf-flat" and vi.ntotal == 1500
+    assert "fallback_from" not in vi.params
+    assert vi.params["tuned"]["recall"] >= 0.95 and vi.params["tuned"]["recall_unrelated"] >= 0.95
+    q = text_like(x, 100, seed=11)
+    assert V.recall_at_k(vi.search(q, 10)[1], exact_ids(x, np.arange(1, 1501), q)) >= 0.95
+    # a saved flat file no longer matches once the DB passed the threshold: rebuilt as IVF-Flat
     vi3, _, from_file = V.load_for_db(db, "syn", DIM)
-    assert vi3.kind == "hnsw" and not from_file
+    assert vi3.kind == "ivf-flat" and not from_file
     assert V.load_for_db(db, "syn", DIM)[2]
 
 
 def test_hnsw_missing_the_recall_target_falls_back_to_ivf_flat(tmp_path, monkeypatch):
     """Isotropic clusters + text-like queries give a graph nothing to follow; at a capped efSearch HNSW misses
     the target, and the build keeps an IVF-Flat index instead (saved, reloaded, not rebuilt every time)."""
-    monkeypatch.setattr(V, "HNSW_MIN", 1000)
     monkeypatch.setattr(V, "_EF_STEPS", (10,))
     rng = np.random.default_rng(0)
     centres = rng.standard_normal((20, DIM)).astype(np.float32)
@@ -187,6 +192,7 @@ def test_hnsw_missing_the_recall_target_falls_back_to_ivf_flat(tmp_path, monkeyp
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     dbp = tmp_path / "f.db"
     db = fill_db(dbp, x)
+    db.set_meta("index_kind", "hnsw")                                   # asked for explicitly
     vi, _, from_file = V.load_for_db(db, "syn", DIM)
     assert (vi.kind, vi.asked, from_file) == ("ivf-flat", "hnsw", False)
     assert vi.params["fallback_from"]["recall"] < 0.95 <= vi.params["tuned"]["recall"]

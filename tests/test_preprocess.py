@@ -354,3 +354,97 @@ def test_errors_do_not_keep_files_open():
             errors.append(e)
     assert len(errors) == 20
     assert len(os.listdir("/proc/self/fd")) - before < 5
+
+
+# ---------------------------------------------------------------- libjpeg-turbo fast path (simplejpeg)
+
+needs_fast = pytest.mark.skipif(not pp.FAST_JPEG, reason="simplejpeg not installed")
+
+
+def _pil_only(monkeypatch, fn):
+    monkeypatch.setattr(pp, "FAST_JPEG", False)
+    try:
+        return fn()
+    finally:
+        monkeypatch.setattr(pp, "FAST_JPEG", True)
+
+
+@needs_fast
+@pytest.mark.parametrize("name", ["cat.jpg", "coffee.jpg", "exif_rotated.jpg", UNICODE_NAME, "panorama.jpg",
+                                  "cmyk.jpg"])
+def test_fast_jpeg_path_gives_the_same_pixels_as_pil(name, monkeypatch):
+    p = DATA / name
+    for src in (p, p.read_bytes()):
+        for ts in (224, 100, None):
+            fast = load_image(src, target_size=ts)
+            slow = _pil_only(monkeypatch, lambda: load_image(src, target_size=ts))
+            assert fast.mode == "RGB" and fast.size == slow.size, (name, ts)
+            assert np.array_equal(np.asarray(fast), np.asarray(slow)), (name, ts)
+
+
+@needs_fast
+def test_fast_jpeg_path_is_taken_and_declines_what_it_cannot_decode():
+    assert pp._decode_jpeg_fast((DATA / "cat.jpg").read_bytes(), 224) is not None
+    assert pp._decode_jpeg_fast((DATA / "cmyk.jpg").read_bytes(), 224) is None          # CMYK: PIL
+    assert pp._decode_jpeg_fast((DATA / "truncated.jpg").read_bytes(), 224) is None     # damaged: PIL's error
+    assert pp._decode_jpeg_fast((DATA / "gray.png").read_bytes(), 224) is None          # not a JPEG
+    assert pp._decode_jpeg_fast(b"\xff\xd8\xff" + b"\x00" * 50, 224) is None
+
+
+@needs_fast
+def test_fast_jpeg_large_photo_same_draft_scale_rotation_and_cap(big_jpeg, tmp_path, monkeypatch):
+    data = big_jpeg.read_bytes()
+    assert pp._decode_jpeg_fast(data, 224).size == (375, 250)                           # 1/8 DCT scale
+    for ts in (224, 251, 501, 1001, 2500, None):
+        slow = _pil_only(monkeypatch, lambda: load_image(data, target_size=ts))
+        assert np.array_equal(np.asarray(load_image(data, target_size=ts)), np.asarray(slow)), ts
+    for orientation in range(1, 9):                                                      # every EXIF rotation
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        p = tmp_path / f"o{orientation}.jpg"
+        with Image.open(big_jpeg) as im:
+            im.save(p, quality=85, exif=exif.tobytes())
+        fast = load_image(p)
+        slow = _pil_only(monkeypatch, lambda: load_image(p))
+        assert fast.size == slow.size and np.array_equal(np.asarray(fast), np.asarray(slow)), orientation
+    monkeypatch.setattr(pp, "MAX_PIXELS", 1_000_000)                                     # the cap still holds
+    with pytest.raises(ImageLoadError, match="too large"):
+        load_image(data)
+
+
+def test_draft_scale_matches_pil_draft():
+    for w, h in [(4000, 3000), (3000, 4000), (1920, 1080), (800, 600), (640, 480), (450, 300), (224, 224),
+                 (100, 80), (1200, 100), (5000, 230), (4032, 3024)]:
+        with Image.new("RGB", (w, h)) as src:
+            buf = io.BytesIO()
+            src.save(buf, "JPEG")
+        for ts in (224, 100, 500):
+            with Image.open(io.BytesIO(buf.getvalue())) as im:
+                s = ts / min(w, h)
+                if s < 1:
+                    im.draft("RGB", (max(1, int(np.ceil(w * s))), max(1, int(np.ceil(h * s)))))
+                want = -(-w // im.size[0]) if s < 1 else 1
+                assert im.size == (-(-w // want), -(-h // want))
+            assert pp.draft_scale(w, h, ts) == want, (w, h, ts)
+
+
+def test_mpo_from_phones_is_drafted_too(big_jpeg, tmp_path, monkeypatch):
+    """Multi-picture JPEGs (MPO, e.g. portrait-mode phone photos) decode their first picture at reduced scale."""
+    p = tmp_path / "portrait.mpo.jpg"
+    with Image.open(big_jpeg) as im:
+        im.load()
+        im.save(p, "MPO", save_all=True, append_images=[im.resize((300, 200))])
+    with Image.open(p) as im:
+        assert im.format == "MPO" and im.n_frames == 2
+    assert _pil_only(monkeypatch, lambda: load_image(p)).size == (375, 250)
+    assert load_image(p).size == (375, 250)
+
+
+def test_to_pixels_table_matches_the_formula():
+    im = load_image(DATA / "coffee.jpg")
+    for mean, std in [((0.5,) * 3, (0.5,) * 3), ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258,
+                                                                                         0.27577711))]:
+        a = np.asarray(resize_center_crop(im, 224), np.float32) / 255.0
+        ref = ((a - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)).transpose(2, 0, 1)
+        got = to_pixels(im, 224, mean, std)
+        assert got.dtype == np.float32 and got.flags.c_contiguous and np.array_equal(got, ref)
