@@ -3,19 +3,34 @@
     python app.py [--host 127.0.0.1] [--port 7860] [--db PATH] [--root DIR] [--demo] [--auth user:pass]
 
 Without --db the bundled demo photos (assets/demo) are indexed into <cache>/demo.db, where <cache> is
-$DCCLIP_CACHE or ~/.cache/dcclip. The page is built at once; the model loads, warms up and the index is
-(re)built in a background thread while a status line reports progress. This module never imports torch.
+$DCCLIP_CACHE or ~/.cache/dcclip. The page is served first; then the model loads, warms up and the index is
+(re)built in a background thread while a status line reports progress.
+
+Tabs: Search (text / image, filters, detail with neighbours and duplicates), Label (typed labels or a library
+prompt, review grid with manual corrections, CSV/JSON export, copy into class folders), Few-shot (examples
+from search results or uploads; zero-shot, Tip-Adapter, linear probe, CoOp, VPT, UPT, MVLPT; live loss plot;
+save to the prompt library), Prompts (list, details, apply, import/export, delete), Index (add, re-scan,
+remove folders; bad files), Model (model card metrics, switch model). --demo hides everything that writes
+files or shows paths. Thumbnails are served by GET /thumb/<sha1>.jpg only (no original file path reaches
+the page). The logic lives in index/ (labels.py: labelling, corrections, copying) and training.prompts.api;
+this module wires it to Gradio. Searching never imports torch; learning a prompt does, lazily.
 """
 from __future__ import annotations
 
 import argparse
 import hashlib
 import os
+import re
 import sys
 import threading
 import time
 from pathlib import Path
 from typing import Any
+
+T_START = time.time()
+if __name__ == "__main__" and "IPython" not in sys.modules:
+    # a script, not a notebook: gradio's IPython extension would import IPython (0.25 s of start-up)
+    sys.modules["IPython"] = None  # type: ignore[assignment]
 
 import gradio as gr
 
@@ -31,7 +46,14 @@ DEFAULT_THRESHOLD = 0.0
 MAX_UPLOAD = "20mb"
 LABEL_SET = "app"          # the label set the Label tab writes
 REVIEW_MAX = 200           # photos shown in the label review grid
+FS_PICK = 24               # search results shown to pick few-shot examples from
+FS_STEPS = 50              # default optimisation steps of the prompt methods in the app
+FS_METHODS = [("Zero-shot", "zeroshot"), ("Tip-Adapter", "tip-adapter"), ("Tip-Adapter-F", "tip-adapter-f"),
+              ("Linear probe", "linear-probe"), ("CoOp", "coop"), ("VPT", "vpt"), ("UPT", "upt"),
+              ("MVLPT", "mvlpt")]
 ROOTS_META = "app_roots"   # DB meta key: JSON list of folders added in the Index tab
+THUMB_ROUTE = "/thumb"     # GET /thumb/<sha1>.jpg serves one cached thumbnail (and nothing else)
+THUMB_KEY = re.compile(r"[0-9a-f]{40}")
 
 # ---------------------------------------------------------------------------------------------------
 # Translations. Static labels use I18N(key) (translated in the browser from its language); messages
@@ -124,6 +146,88 @@ EN = {
     "m_in1": "ImageNet held-out top-1", "m_n": "queries",
     "m_note": "Real photos: {n} photos, each found by its own captions; ImageNet: classes never seen in training.",
     "m_none": "No metrics.json for this model.",
+    "label_prompt": "…or a prompt from the library",
+    "label_prompt_info": "Leave empty to use the labels typed on the left.",
+    "corr_photo": "Photo to correct",
+    "corr_photo_hint": "Click a photo in the grid above",
+    "corr_label": "Correct label",
+    "corr_btn": "Set label",
+    "copy_dir": "Copy into class folders under",
+    "copy_dir_hint": "Full path of an output folder, e.g. /home/me/Sorted",
+    "copy_btn": "Copy into folders",
+    "msg_pick_photo": "Click a photo in the review grid first.",
+    "msg_corrected": "{name} is now labelled “{label}” (your correction is kept when you label again).",
+    "msg_copy_where": "Type the full path of an output folder first.",
+    "msg_copying": "Copying photos",
+    "msg_copied": "Copied {n} photos into {k} folders under {out}: {folders}",
+    "msg_copy_missing": "{n} photos were missing on disk",
+    "msg_exported": "{n} rows → {f}",
+    "demo_readonly": "Demo mode: read-only.",
+    "tab_fewshot": "Few-shot",
+    "fs_intro": "Teach the model your own classes from a few examples: find photos (or upload some), "
+                "select them, add them to a class; at least two classes. Then choose a method and learn.",
+    "fs_find_label": "Find example photos, e.g. 猫 / a cat",
+    "fs_axis_step": "step", "fs_axis_loss": "loss",
+    "fs_pick_hint": "Click photos to select them (✓), then add them to a class.",
+    "fs_class": "Class name (中文 or English)",
+    "fs_class_hint": "e.g. 我的猫 / my cat",
+    "fs_upload": "…or upload example photos",
+    "fs_add": "Add to class",
+    "fs_clear": "Start over",
+    "fs_no_class": "Type a class name first.",
+    "fs_nothing_picked": "Select photos in the results or upload some first.",
+    "fs_added": "Added {n} examples to “{c}”.",
+    "fs_cleared": "Cleared: no classes yet.",
+    "fs_method": "Method",
+    "fs_method_info": "Zero-shot and Tip-Adapter take seconds; CoOp, VPT, UPT and MVLPT optimise for the steps below.",
+    "fs_steps": "Optimisation steps",
+    "fs_learn": "Learn",
+    "fs_loss": "Training loss",
+    "fs_need_two": "Add examples of at least two classes first.",
+    "fs_learning": "Learning ({m})… step {step}/{total}",
+    "fs_failed": "Learning failed: {err}",
+    "fs_done": "Learned a {m} prompt for {c} classes from {n} examples in {s} s.",
+    "fs_val": "Validation accuracy: {a:.1f}%.",
+    "fs_train_acc": "Accuracy on the examples: {a:.1f}% (a held-out validation needs 10 examples per class).",
+    "fs_name": "Name in the prompt library",
+    "fs_save": "Save",
+    "fs_learn_first": "Learn a prompt first.",
+    "fs_bad_name": "Type a name (letters, digits, - or _).",
+    "fs_name_taken": "A prompt called “{name}” already exists: choose another name.",
+    "fs_saved": "Saved “{name}” to the prompt library: use it in the Label tab.",
+    "tab_prompts": "Prompts",
+    "pr_pick_label": "Prompt",
+    "pr_pick": "Choose a prompt to see its details.",
+    "pr_missing": "No prompt called “{name}”.",
+    "pr_classes": "Classes", "pr_shots": "Examples per class", "pr_val": "Validation accuracy",
+    "pr_model": "Learned for model", "pr_created": "Created",
+    "pr_ok": "fits the loaded model", "pr_incompatible": "learned for another model: it cannot be used with this one",
+    "pr_shipped": "shipped", "pr_user": "yours",
+    "pr_apply": "Label all photos with it",
+    "pr_export": "Export",
+    "pr_delete": "Delete",
+    "pr_exported": "Exported “{name}”: the .safetensors prompt and its metadata as JSON.",
+    "pr_deleted": "Deleted “{name}”.",
+    "pr_failed": "Failed: {err}",
+    "pr_import_file": "Import a prompt (.safetensors)",
+    "pr_import_name": "Name (optional)",
+    "pr_import": "Import",
+    "pr_no_file": "Choose a .safetensors prompt file first.",
+    "pr_not_safetensors": "Refused “{f}”: only .safetensors prompt files are imported (nothing is unpickled).",
+    "pr_invalid": "Refused: not a valid prompt file ({err}).",
+    "pr_wrong_model": "Refused: {err}",
+    "pr_imported": "Imported “{name}” into your prompt library.",
+    "yes": "yes", "no": "no",
+    "remove_folder_label": "Remove a folder from the index",
+    "remove_folder_info": "Its photos stop appearing in searches; the files on disk are not touched.",
+    "remove_folder_btn": "Remove from index",
+    "msg_pick_folder": "Choose an indexed folder first.",
+    "msg_removed": "Removed {root} from the index: {n} photos, {e} unreadable files (nothing deleted on disk).",
+    "model_use": "Use this model",
+    "msg_model_failed": "Could not switch models: {err}",
+    "msg_model_ok": "Now searching with {model}: all {n} photos are embedded with it.",
+    "msg_model_reindex": "Now searching with {model}, but only {n} of {total} photos are embedded with it: "
+                         "re-scan the folders in the Index tab to re-embed the rest.",
 }
 ZH = {
     "title": "DC-CLIP 照片搜索 · Photo search",
@@ -210,6 +314,88 @@ ZH = {
     "m_in1": "ImageNet 未见类别 top-1", "m_n": "查询数",
     "m_note": "真实照片：{n} 张照片，用各自的描述检索；ImageNet：训练中从未见过的类别。",
     "m_none": "该模型没有 metrics.json。",
+    "label_prompt": "……或从提示库选择",
+    "label_prompt_info": "留空则使用左边输入的标签。",
+    "corr_photo": "要更正的照片",
+    "corr_photo_hint": "点击上方网格中的照片",
+    "corr_label": "正确的标签",
+    "corr_btn": "设为此标签",
+    "copy_dir": "复制到此文件夹下的分类文件夹",
+    "copy_dir_hint": "输出文件夹的完整路径，例如 /home/me/已分类",
+    "copy_btn": "复制到分类文件夹",
+    "msg_pick_photo": "请先点击检查网格中的一张照片。",
+    "msg_corrected": "{name} 的标签已改为“{label}”（重新标注时会保留你的更正）。",
+    "msg_copy_where": "请先输入输出文件夹的完整路径。",
+    "msg_copying": "正在复制照片",
+    "msg_copied": "已把 {n} 张照片复制到 {out} 下的 {k} 个文件夹：{folders}",
+    "msg_copy_missing": "{n} 张照片在磁盘上找不到",
+    "msg_exported": "{n} 行 → {f}",
+    "demo_readonly": "演示模式：只读。",
+    "tab_fewshot": "小样本学习",
+    "fs_intro": "用几张例子教模型认识你自己的类别：搜索照片（或上传），选中后加入某个类别，至少两个类别；"
+                "然后选择方法并开始学习。",
+    "fs_find_label": "查找例子照片，例如：猫 / a cat",
+    "fs_axis_step": "步数", "fs_axis_loss": "损失",
+    "fs_pick_hint": "点击照片选中（✓），然后把它们加入一个类别。",
+    "fs_class": "类别名称（中文或英文）",
+    "fs_class_hint": "例如：我的猫 / my cat",
+    "fs_upload": "……或上传例子照片",
+    "fs_add": "加入类别",
+    "fs_clear": "重新开始",
+    "fs_no_class": "请先输入类别名称。",
+    "fs_nothing_picked": "请先在结果中选中照片或上传照片。",
+    "fs_added": "已向“{c}”加入 {n} 个例子。",
+    "fs_cleared": "已清空：还没有类别。",
+    "fs_method": "方法",
+    "fs_method_info": "零样本和 Tip-Adapter 只需几秒；CoOp、VPT、UPT 和 MVLPT 按下面的步数优化。",
+    "fs_steps": "优化步数",
+    "fs_learn": "开始学习",
+    "fs_loss": "训练损失",
+    "fs_need_two": "请先为至少两个类别加入例子。",
+    "fs_learning": "正在学习（{m}）…… 第 {step}/{total} 步",
+    "fs_failed": "学习出错：{err}",
+    "fs_done": "已用 {n} 个例子为 {c} 个类别学习了 {m} 提示，用时 {s} 秒。",
+    "fs_val": "验证准确率：{a:.1f}%。",
+    "fs_train_acc": "在例子上的准确率：{a:.1f}%（留出验证需要每类 10 个例子）。",
+    "fs_name": "提示库中的名称",
+    "fs_save": "保存",
+    "fs_learn_first": "请先学习一个提示。",
+    "fs_bad_name": "请输入名称（字母、数字、- 或 _）。",
+    "fs_name_taken": "已有名为“{name}”的提示：请换一个名称。",
+    "fs_saved": "已把“{name}”保存到提示库：可在“标注”页使用。",
+    "tab_prompts": "提示库",
+    "pr_pick_label": "提示",
+    "pr_pick": "选择一个提示查看详情。",
+    "pr_missing": "没有名为“{name}”的提示。",
+    "pr_classes": "类别", "pr_shots": "每类例子数", "pr_val": "验证准确率",
+    "pr_model": "学习时的模型", "pr_created": "创建于",
+    "pr_ok": "适用于当前模型", "pr_incompatible": "为其他模型学习：不能用于当前模型",
+    "pr_shipped": "内置", "pr_user": "我的",
+    "pr_apply": "用它标注全部照片",
+    "pr_export": "导出",
+    "pr_delete": "删除",
+    "pr_exported": "已导出“{name}”：.safetensors 提示文件及其 JSON 元数据。",
+    "pr_deleted": "已删除“{name}”。",
+    "pr_failed": "出错：{err}",
+    "pr_import_file": "导入提示（.safetensors）",
+    "pr_import_name": "名称（可选）",
+    "pr_import": "导入",
+    "pr_no_file": "请先选择一个 .safetensors 提示文件。",
+    "pr_not_safetensors": "已拒绝“{f}”：只导入 .safetensors 提示文件（绝不反序列化 pickle）。",
+    "pr_invalid": "已拒绝：不是有效的提示文件（{err}）。",
+    "pr_wrong_model": "已拒绝：{err}",
+    "pr_imported": "已把“{name}”导入你的提示库。",
+    "yes": "是", "no": "否",
+    "remove_folder_label": "从索引中移除文件夹",
+    "remove_folder_info": "其中的照片不再出现在搜索结果中；磁盘上的文件不会被删除。",
+    "remove_folder_btn": "从索引移除",
+    "msg_pick_folder": "请先选择一个已索引的文件夹。",
+    "msg_removed": "已从索引移除 {root}：{n} 张照片、{e} 个无法读取的文件（磁盘上未删除任何文件）。",
+    "model_use": "使用此模型",
+    "msg_model_failed": "无法切换模型：{err}",
+    "msg_model_ok": "现在使用 {model} 搜索：全部 {n} 张照片都已用它编码。",
+    "msg_model_reindex": "现在使用 {model} 搜索，但 {total} 张照片中只有 {n} 张已用它编码："
+                         "请在“索引”页重新扫描文件夹以重新编码其余照片。",
 }
 I18N = gr.I18n(en=EN, zh=ZH, **{"zh-CN": ZH, "zh-TW": ZH, "zh-HK": ZH})
 T = I18N  # T(name) -> a label the browser translates
@@ -240,12 +426,30 @@ def default_cache() -> Path:
 LANG_NAMES = {"en": "English", "zh": "中文 (简体)", "zh_hant": "中文 (繁體)"}
 
 
+def user_models_dir() -> Path:
+    """Models the user installed: $DCCLIP_MODELS or <cache>/models (one directory with config.json each)."""
+    return Path(os.environ.get("DCCLIP_MODELS") or default_cache() / "models")
+
+
 def installed_models() -> list[str]:
+    """Names of the shipped models (assets/models) and the user's (user_models_dir()), shipped first."""
     try:
         import dcclip_core
-        return list(dcclip_core.list_models()) or ["default"]
+        names = list(dcclip_core.list_models()) or ["default"]
     except Exception:
-        return ["default"]
+        names = ["default"]
+    d = user_models_dir()
+    if d.is_dir():
+        names += [p.parent.name for p in sorted(d.glob("*/config.json")) if p.parent.name not in names]
+    return names
+
+
+def model_path(name: str) -> str:
+    """An installed model's name as dcclip_core.load() takes it (a path for the user's models)."""
+    d = user_models_dir() / name
+    if (d / "config.json").is_file() and not (HERE / "assets" / "models" / name / "config.json").is_file():
+        return str(d)
+    return name
 
 
 def model_metrics(name: str = "default") -> dict:
@@ -253,7 +457,7 @@ def model_metrics(name: str = "default") -> dict:
     import json
     try:
         from dcclip_core import model_dir
-        d = Path(model_dir(name))
+        d = Path(model_dir(model_path(name)))
     except Exception:
         d = HERE / "assets" / "models" / name
     try:
@@ -287,6 +491,85 @@ def metrics_md(name: str, lang: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------------------
+# Concurrent text searches, batched
+# ---------------------------------------------------------------------------------------------------
+class SearchBatcher:
+    """Text searches arriving together share one text-encoder call and one vector-index pass.
+
+    A flat index reads every vector once per query (100 MB at 100k photos); a batch is one call, one pass
+    of Python and SQLite overhead, and one ONNX run for all the texts. One worker thread takes whatever is queued (no waiting to fill a batch) and answers it; searches with
+    folder/date filters, and any failure, go through Searcher.search one by one.
+    """
+
+    def __init__(self, searcher, max_batch: int = 32):
+        import queue
+        self.searcher, self.max_batch = searcher, max_batch
+        self._q: "queue.Queue" = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+
+    def submit(self, query: str, k: int = 20, threshold: float | None = None):
+        """Queue a search; a concurrent.futures.Future of its results."""
+        from concurrent.futures import Future
+        if self._thread is None:
+            with self._start_lock:
+                if self._thread is None:
+                    self._thread = threading.Thread(target=self._loop, name="dcclip-search", daemon=True)
+                    self._thread.start()
+        fut: Future = Future()
+        self._q.put((str(query), int(k), threshold, fut))
+        return fut
+
+    def search(self, query: str, k: int = 20, threshold: float | None = None) -> list[dict]:
+        return self.submit(query, k, threshold).result()
+
+    def _loop(self):
+        import queue
+        while True:
+            items = [self._q.get()]
+            while len(items) < self.max_batch:
+                try:
+                    items.append(self._q.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                results = self._run(items)
+            except Exception:
+                results = None
+            for i, (q, k, t, fut) in enumerate(items):
+                if results is not None:
+                    fut.set_result(results[i])
+                    continue
+                try:
+                    fut.set_result(self.searcher.search(q, k=k, threshold=t))
+                except Exception as e:
+                    fut.set_exception(e)
+
+    def _run(self, items) -> list[list[dict]]:
+        import numpy as np
+        s = self.searcher
+        Q = np.asarray(s.model.encode_text([q for q, *_ in items]), np.float32)        # (b, d)
+        want = max(k for _, k, _, _ in items)
+        with s._lock:
+            vi = s._ensure()
+            D, I = vi.search(Q, want)                                                    # (b, want)
+        rows = s.db.rows_by_ids(sorted({int(i) for i in I.ravel() if i >= 0}))
+        out = []
+        for b, (_, k, t, _) in enumerate(items):
+            res = []
+            for i, sc in zip(I[b], D[b]):
+                r = rows.get(int(i)) if i >= 0 else None
+                if r is None or (t is not None and float(sc) < float(t)):
+                    continue
+                res.append({"path": r["path"], "score": float(sc), "width": r["width"], "height": r["height"],
+                            "size": r["size"], "mtime": r["mtime"], "taken_at": r["taken_at"], "id": int(i)})
+                if len(res) >= k:
+                    break
+            out.append(res)
+        return out
+
+
+# ---------------------------------------------------------------------------------------------------
 # Back end: model + index loaded in a background thread
 # ---------------------------------------------------------------------------------------------------
 class Backend:
@@ -310,6 +593,8 @@ class Backend:
         self._thread: threading.Thread | None = None
         self.started = time.time()
         self.ready_at: float | None = time.time() if searcher is not None else None
+        self._keys: dict[str, tuple] = {}  # path -> ((mtime_ns, size), thumbnail key)
+        self._batcher: SearchBatcher | None = None
 
     # -- start-up --------------------------------------------------------------------------------
     def start(self) -> "Backend":
@@ -436,9 +721,12 @@ class Backend:
         return "\n".join(lines)
 
     # -- index management ------------------------------------------------------------------------
-    def roots(self) -> list[str]:
-        """The folders indexed into this DB (the start-up root + folders added in the Index tab)."""
+    def roots(self, read_db: bool = True) -> list[str]:
+        """The folders indexed into this DB (the start-up root + folders added in the Index tab);
+        ``read_db=False``: the start-up root only (the page is built before the index package loads)."""
         out = [str(self.root)] if self.root is not None else []
+        if not read_db:
+            return out
         try:
             from index import PhotoDB
             if Path(self.db_path).exists():
@@ -483,23 +771,90 @@ class Backend:
             self._remember_root(root)
         return res
 
+    def any_model(self):
+        """The loaded model (the searcher's when the backend was given a searcher)."""
+        return self.model if self.model is not None else getattr(self.searcher, "model", None)
+
+    def find_path(self, name: str) -> str | None:
+        """An indexed photo's path from its path (not in demo mode) or its file name."""
+        name = str(name or "").strip()
+        if not name:
+            return None
+        from index import PhotoDB
+        try:
+            with PhotoDB(self.db_path, create=False) as db:
+                if not self.demo and Path(name).is_absolute() and db.image_by_path(name):
+                    return name
+                base = Path(name).name
+                rows = db.query("SELECT path FROM images WHERE path LIKE ? ORDER BY path LIMIT 50", ("%" + base,))
+        except Exception:
+            return None
+        return next((r["path"] for r in rows if Path(r["path"]).name == base), None)
+
+    def remove_root(self, root: str) -> dict:
+        """Take a folder out of the index (rows, vectors, labels, recorded errors); files stay on disk."""
+        import json
+        from index import PhotoDB, remove_paths
+        with self._index_lock:
+            res = remove_paths(self.db_path, [root])
+            with PhotoDB(self.db_path) as db:
+                cur = [r for r in json.loads(db.get_meta(ROOTS_META) or "[]") if r != root]
+                db.set_meta(ROOTS_META, json.dumps(cur, ensure_ascii=False))
+            if self.root is not None and str(self.root) == root:
+                self.root = None      # the start-up folder: not indexed again until the next --root
+        return res
+
+    def switch_model(self, name: str) -> dict:
+        """Load another installed model and search with it; photos embedded by another model are found
+        again only after a re-scan (build_index re-embeds them). Returns vectors/images counts."""
+        import dcclip_core
+        from index import PhotoDB, Searcher
+        model = dcclip_core.load(model_path(name))
+        if hasattr(model, "warmup"):
+            model.warmup()
+        with self._index_lock:
+            self.model = model
+            self.searcher = Searcher(self.db_path, model=model)
+            self._batcher = None
+        info = dict(model.info)
+        with PhotoDB(self.db_path, create=False) as db:
+            n_vec = db.vector_stats(info["hash"])[0]
+            n_img = db.count_images()
+        return {"model_id": info.get("id"), "vectors": n_vec, "images": n_img}
+
     # -- search --------------------------------------------------------------------------------
+    def thumb_key(self, path: str) -> str | None:
+        """The cache key of a photo's thumbnail (sha1 of path, mtime, size), or None if it is unreadable."""
+        p = str(path)
+        try:
+            st = os.stat(p)
+        except OSError:
+            return None
+        hit = self._keys.get(p)
+        if hit is not None and hit[0] == (st.st_mtime_ns, st.st_size):
+            return hit[1]
+        key = hashlib.sha1(f"{Path(p).resolve()}|{st.st_mtime_ns}|{st.st_size}|{THUMB_SIZE}".encode()).hexdigest()
+        if len(self._keys) > 200_000:
+            self._keys.clear()
+        self._keys[p] = ((st.st_mtime_ns, st.st_size), key)
+        return key
+
+    def thumb_file(self, key: str) -> Path:
+        return self.thumb_dir / key[:2] / f"{key}.jpg"
+
     def thumbnail(self, path: str) -> str:
         """A cached JPEG thumbnail for `path` (served instead of the original: no original file path
         ever reaches the browser, and big photos are not sent whole)."""
         from PIL import Image, ImageOps
-        p = Path(path)
-        try:
-            st = p.stat()
-            key = hashlib.sha1(f"{p.resolve()}|{st.st_mtime_ns}|{st.st_size}|{THUMB_SIZE}".encode()).hexdigest()
-        except OSError:
+        key = self.thumb_key(path)
+        if key is None:
             return path
-        out = self.thumb_dir / key[:2] / f"{key}.jpg"
+        out = self.thumb_file(key)
         if out.exists():
             return str(out)
         out.parent.mkdir(parents=True, exist_ok=True)
         try:
-            with Image.open(p) as im:
+            with Image.open(path) as im:
                 im.draft("RGB", (THUMB_SIZE, THUMB_SIZE))
                 im = ImageOps.exif_transpose(im)
                 im = im.convert("RGB")
@@ -511,6 +866,15 @@ class Backend:
             return path
         return str(out)
 
+    def thumb_url(self, path: str, origin: str) -> str:
+        """An absolute URL of the photo's thumbnail on the /thumb route (made on first use). Gradio passes
+        http URLs to the page untouched, so a gallery of them costs no hashing or copying per request."""
+        t = self.thumbnail(path)
+        key = Path(t).stem
+        if not THUMB_KEY.fullmatch(key):   # unreadable photo: the route answers 404 (Gallery shows a gap)
+            key = "0" * 40
+        return f"{origin}{THUMB_ROUTE}/{key}.jpg"
+
     def run_search(self, query=None, image=None, k=20, threshold=None, **filters):
         """Text or image search; filters (folder, date_from, date_to) are passed on only when set."""
         if self.searcher is None:
@@ -518,7 +882,103 @@ class Backend:
         filters = {key: v for key, v in filters.items() if v}
         if image is not None:
             return self.searcher.search_image(image, k=int(k), threshold=threshold, **filters)
+        if not filters and self.batcher() is not None:
+            return self.batcher().search(query, k=int(k), threshold=threshold)
         return self.searcher.search(query, k=int(k), threshold=threshold, **filters)
+
+    def batcher(self) -> SearchBatcher | None:
+        """The batcher over the current searcher (None for searchers without a FAISS index, e.g. stubs)."""
+        if not hasattr(self.searcher, "_ensure"):
+            return None
+        if self._batcher is None or self._batcher.searcher is not self.searcher:
+            self._batcher = SearchBatcher(self.searcher)
+        return self._batcher
+
+    async def search_text(self, query: str, k=20, threshold=None, **filters) -> list[dict]:
+        """run_search for the event loop: a text search without filters waits on the batcher's thread
+        (no worker thread per request); anything else runs in a worker thread."""
+        import asyncio
+        if self.searcher is None:
+            raise RuntimeError("not ready")
+        filters = {key: v for key, v in filters.items() if v}
+        if not filters and self.batcher() is not None:
+            return await asyncio.wrap_future(self.batcher().submit(query, int(k), threshold))
+        return await asyncio.to_thread(self.run_search, query=query, k=k, threshold=threshold, **filters)
+
+    async def thumb_items(self, results: list[dict], origin: str, caption) -> list[tuple[str, str]]:
+        """[(thumbnail URL, caption)] for a result list; thumbnails still to be made are made in a worker
+        thread (decoding photos must not hold up the event loop)."""
+        import asyncio
+        keys = [self.thumb_key(r["path"]) for r in results]
+        if all(key and self.thumb_file(key).exists() for key in keys):
+            return [(f"{origin}{THUMB_ROUTE}/{key}.jpg", caption(r)) for key, r in zip(keys, results)]
+        return await asyncio.to_thread(lambda: [(self.thumb_url(r["path"], origin), caption(r)) for r in results])
+
+
+def origin_of(request: gr.Request | None) -> str:
+    """The page's origin (scheme://host[:port]) as the browser sees it, for absolute thumbnail URLs."""
+    try:
+        h = request.headers
+        host = (h.get("x-forwarded-host") or h.get("host") or "").split(",")[0].strip()
+        proto = (h.get("x-forwarded-proto") or "http").split(",")[0].strip()
+    except Exception:
+        host, proto = "", "http"
+    return f"{proto}://{host or '127.0.0.1'}"
+
+
+def thumb_routes(be: Backend) -> list:
+    """The GET /thumb/<key>.jpg route: one cached thumbnail by its 40-hex key, with the page's login
+    (--auth) enforced; no other file can be named, so there is nothing to traverse."""
+    from starlette.responses import FileResponse, Response
+    from starlette.routing import Route
+
+    async def thumb(request):
+        app = request.app
+        if getattr(app, "auth", None) is not None or getattr(app, "auth_dependency", None) is not None:
+            cid = getattr(app, "cookie_id", "")
+            token = request.cookies.get(f"access-token-{cid}") or request.cookies.get(f"access-token-unsecure-{cid}")
+            if not getattr(app, "tokens", {}).get(token):
+                return Response(status_code=401)
+        key = request.path_params["key"]
+        f = be.thumb_file(key) if THUMB_KEY.fullmatch(key) else None
+        if f is None or not f.is_file():
+            return Response(status_code=404)
+        return FileResponse(f, media_type="image/jpeg",
+                            headers={"Cache-Control": "private, max-age=86400, immutable"})
+
+    return [Route(THUMB_ROUTE + "/{key}.jpg", thumb, methods=["GET"])]
+
+
+def _err(e: Exception) -> str:
+    return f"{type(e).__name__}: {e}"
+
+
+def safe_prompt_name(name: str | None) -> str:
+    """A prompt name usable as a file name: letters (any script), digits, - and _ (others become "-")."""
+    n = re.sub(r"[^\w\-]+", "-", str(name or "").strip(), flags=re.UNICODE).strip("-._")
+    return n[:80]
+
+
+def thumb_gallery(**kw) -> gr.Gallery:
+    """A gr.Gallery whose (thumbnail URL, caption) values are built directly: the stock postprocess starts
+    a thread pool per call to inspect each item, a measurable share of a search under load. Other values
+    take the stock path. (Bound per instance: a Gallery subclass would make gradio write app.pyi.)"""
+    g = gr.Gallery(**kw)
+    stock = g.postprocess
+
+    def postprocess(value):
+        if isinstance(value, list) and value and all(
+                isinstance(v, tuple) and len(v) == 2 and isinstance(v[0], str) and v[0].startswith(("http://", "https://"))
+                for v in value):
+            from gradio.components.gallery import GalleryData, GalleryImage
+            from gradio.data_classes import ImageData
+            return GalleryData(root=[GalleryImage(image=ImageData(path=u, url=u, orig_name=u.rsplit("/", 1)[-1],
+                                                                  mime_type="image/jpeg"), caption=c)
+                                     for u, c in value])
+        return stock(value)
+
+    g.postprocess = postprocess
+    return g
 
 
 def _caption(r: dict) -> str:
@@ -538,16 +998,19 @@ CSS = """
 #try { flex: 0 0 auto !important; width: auto !important; }
 .example-row button { flex: 0 0 auto !important; min-width: 0 !important; }
 #gallery .caption-label { white-space: nowrap; overflow: hidden; text-overflow: ellipsis; max-width: 100%; }
+.end-btn { align-self: flex-end !important; flex-grow: 0 !important; margin-bottom: 4px; }
 """
 
 
 def build_app(db_path: str | Path, model=None, searcher=None, demo: bool = False,
-              root: str | Path | None = None, backend: Backend | None = None) -> gr.Blocks:
+              root: str | Path | None = None, backend: Backend | None = None, start: bool = True) -> gr.Blocks:
     """Build the Blocks UI. With `searcher` given it is used as is; otherwise the model loads (and
-    `root`, if given, is indexed into `db_path`) in a background thread started here."""
+    `root`, if given, is indexed into `db_path`) in a background thread, started here unless `start` is
+    False (main() starts it once the page is served, so loading does not slow the first page)."""
     be = backend or Backend(db_path, model=model, searcher=searcher, root=root, demo=demo)
     be.demo = demo = bool(be.demo or demo)
-    be.start()
+    if start:
+        be.start()
 
     def _threshold(t):
         try:
@@ -582,7 +1045,9 @@ def build_app(db_path: str | Path, model=None, searcher=None, demo: bool = False
             f[key] = str(v)[:10] if key == "date_from" else str(v)[:10] + "T23:59:59"
         return f, None
 
-    def do_search(query, k, threshold, folder=None, date_from=None, date_to=None, request: gr.Request = None):
+    async def do_search(query, k, threshold, folder=None, date_from=None, date_to=None,
+                        request: gr.Request = None):
+        """Text search (runs on the event loop: the work happens in the batcher's thread)."""
         lang = lang_of(request)
         q = (query or "").strip()
         if be.state != "ready":
@@ -594,13 +1059,13 @@ def build_app(db_path: str | Path, model=None, searcher=None, demo: bool = False
             return [], err, []
         t0 = time.perf_counter()
         try:
-            res = be.run_search(query=q, k=k, threshold=_threshold(threshold), **f)
+            res = await be.search_text(q, k=k, threshold=_threshold(threshold), **f)
         except Exception as e:
             return [], tr(lang, "msg_failed", err=f"{type(e).__name__}: {e}"), []
         ms = int((time.perf_counter() - t0) * 1000)
         if not res:
             return [], tr(lang, "msg_none", t=_floor(threshold), q=q), []
-        items = [(be.thumbnail(r["path"]), _caption(r)) for r in res]
+        items = await be.thumb_items(res, origin_of(request), _caption)
         return items, tr(lang, "msg_results", n=len(res), q=q, ms=ms), [r["path"] for r in res]
 
     def do_image_search(image, k, threshold, folder=None, date_from=None, date_to=None,
@@ -621,10 +1086,11 @@ def build_app(db_path: str | Path, model=None, searcher=None, demo: bool = False
         ms = int((time.perf_counter() - t0) * 1000)
         if not res:
             return [], tr(lang, "msg_none_img", t=_floor(threshold)), []
-        items = [(be.thumbnail(r["path"]), _caption(r)) for r in res]
+        o = origin_of(request)
+        items = [(be.thumb_url(r["path"], o), _caption(r)) for r in res]
         return items, tr(lang, "msg_results_img", n=len(res), ms=ms), [r["path"] for r in res]
 
-    def photo_detail(path: str, lang: str, k: int = 8):
+    def photo_detail(path: str, lang: str, origin: str, k: int = 8):
         """(Markdown about the photo, [(thumbnail, caption)] of its nearest neighbours)."""
         name = Path(str(path)).name
         try:
@@ -648,7 +1114,7 @@ def build_app(db_path: str | Path, model=None, searcher=None, demo: bool = False
         if facts:
             lines.append(" · ".join(facts))
         lines.append(tr(lang, "dups_some", names=", ".join(dups)) if dups else tr(lang, "dups_none"))
-        return "\n\n".join(lines), [(be.thumbnail(r["path"]), _caption(r)) for r in near]
+        return "\n\n".join(lines), [(be.thumb_url(r["path"], origin), _caption(r)) for r in near]
 
     def on_select(paths, evt: gr.SelectData, request: gr.Request):
         lang = lang_of(request)
@@ -656,7 +1122,7 @@ def build_app(db_path: str | Path, model=None, searcher=None, demo: bool = False
             path = paths[int(evt.index)]
         except (TypeError, ValueError, IndexError):
             return gr.skip(), gr.skip()
-        return photo_detail(path, lang)
+        return photo_detail(path, lang, origin_of(request))
 
     def api_detail(name: str) -> dict:
         """A photo's nearest neighbours and likely duplicates, by its file name (or path outside demo)."""
@@ -676,19 +1142,21 @@ def build_app(db_path: str | Path, model=None, searcher=None, demo: bool = False
                 "duplicates": [Path(str(r["path"])).name for r in near if float(r["score"]) >= DUP_SCORE]}
 
     def poll(request: gr.Request):
+        """Start-up status (every second until ready); the folder lists once the index is there."""
         lang = lang_of(request)
         done = be.state in ("ready", "error")
-        return be.status_text(lang), be.about_md(lang), gr.Timer(active=not done)
+        dd = folder_dropdowns() if be.state == "ready" else (gr.skip(), gr.skip())
+        return be.status_text(lang), be.about_md(lang), gr.Timer(active=not done), *dd
 
     def api_status() -> dict:
         """Start-up state: {"state": starting|loading|indexing|ready|error, "done", "total", "images", ...}."""
         return be.status()
 
-    def api_search(query: str, k: int = 20) -> list:
+    async def api_search(query: str, k: int = 20) -> list:
         """Text search as JSON: [{"name": file name, "score": float}, ...] best first ([] until ready)."""
         if be.state != "ready" or not (query or "").strip():
             return []
-        res = be.run_search(query=query.strip(), k=k)
+        res = await be.search_text(query.strip(), k=k)
         return [{"name": Path(str(r["path"])).name, "score": round(float(r["score"]), 4)} for r in res]
 
 
@@ -772,46 +1240,101 @@ def build_app(db_path: str | Path, model=None, searcher=None, demo: bool = False
         return metrics_md(name or "default", lang), be.about_md(lang)
 
     # -- Label tab -------------------------------------------------------------------------------
-    def review_items():
+    def review_items(origin: str):
+        """(gallery items, their paths, the labels in use) of the review grid: best label per photo."""
         from index import labels_of
         rows = labels_of(be.db_path, LABEL_SET, top_only=True, limit=REVIEW_MAX)
         rows.sort(key=lambda r: (str(r["label"]), -float(r["score"])))
-        return [(be.thumbnail(r["path"]), f"{r['label']} · {float(r['score']):.2f}") for r in rows]
+        items = [(be.thumb_url(r["path"], origin), f"{r['label']} · {float(r['score']):.2f}") for r in rows]
+        return items, [r["path"] for r in rows], sorted({str(r["label"]) for r in rows})
 
-    def do_label(labels: str, request: gr.Request, progress=gr.Progress()):
-        """Zero-shot label every indexed photo with the best of the given labels (zh/en, comma separated)."""
-        lang = lang_of(request)
-        from index.labels import parse_labels
+    def _label_outputs(lang, origin, msg):
+        try:
+            items, paths, used = review_items(origin)
+        except Exception:
+            items, paths, used = [], [], []
+        return items, msg, paths, gr.Dropdown(choices=used, value=None)
+
+    def do_label(labels: str, prompt_name: str | None, request: gr.Request, progress=gr.Progress()):
+        """Label every indexed photo: with the typed labels (zero-shot, zh/en, comma separated) or, when
+        one is chosen, with a prompt from the library."""
+        lang, origin = lang_of(request), origin_of(request)
+        from index.labels import label_index, label_index_with_prompt, parse_labels
         if be.state != "ready":
-            return [], tr(lang, "msg_not_ready", status=be.status_text(lang))
+            return [], tr(lang, "msg_not_ready", status=be.status_text(lang)), [], gr.skip()
         names = parse_labels(labels or "")
-        if not names:
-            return [], tr(lang, "msg_no_labels")
-        from index import label_index
-        model = be.model if be.model is not None else getattr(be.searcher, "model", None)
+        if not names and not prompt_name:
+            return [], tr(lang, "msg_no_labels"), [], gr.skip()
         desc = tr(lang, "msg_labeling")
+        cb = lambda d, t: progress((int(d), int(t)), desc=desc) if t else None  # noqa: E731
         t0 = time.perf_counter()
         try:
             with be._index_lock:
-                res = label_index(be.db_path, names, label_set=LABEL_SET, model=model,
-                                  progress=lambda d, t: progress((int(d), int(t)), desc=desc) if t else None)
-            items = review_items()
+                if prompt_name:
+                    from dcclip_core.prompts import load_prompt
+                    p = load_prompt(prompt_name, model=be.any_model())
+                    res = label_index_with_prompt(be.db_path, p, LABEL_SET, model=be.any_model(), lang=lang,
+                                                  progress=cb)
+                else:
+                    res = label_index(be.db_path, names, label_set=LABEL_SET, model=be.any_model(), progress=cb)
         except Exception as e:
-            return [], tr(lang, "msg_label_failed", err=f"{type(e).__name__}: {e}")
+            return [], tr(lang, "msg_label_failed", err=_err(e)), [], gr.skip()
         counts = ", ".join(f"{k} {v}" for k, v in sorted(res["counts"].items(), key=lambda kv: -kv[1]))
-        return items, tr(lang, "msg_labeled", n=res["images"], l=len(names), s=round(time.perf_counter() - t0, 1),
-                         counts=counts)
+        msg = tr(lang, "msg_labeled", n=res["images"], l=len(res["labels"]), s=round(time.perf_counter() - t0, 1),
+                 counts=counts)
+        return _label_outputs(lang, origin, msg)
+
+    def on_review_select(paths, evt: gr.SelectData):
+        try:
+            path = paths[int(evt.index)]
+        except (TypeError, ValueError, IndexError):
+            return gr.skip()
+        return be.shown_path(path)
+
+    def do_correct(photo: str, label: str, request: gr.Request):
+        """Correct one photo's label (stored with source "manual"; later labelling runs keep it)."""
+        lang, origin = lang_of(request), origin_of(request)
+        from index.labels import set_label
+        path = be.find_path(photo or "")
+        if not path:
+            return gr.skip(), tr(lang, "msg_pick_photo"), gr.skip(), gr.skip()
+        try:
+            set_label(be.db_path, LABEL_SET, [path], label or "")
+        except Exception as e:
+            return gr.skip(), tr(lang, "msg_label_failed", err=_err(e)), gr.skip(), gr.skip()
+        return _label_outputs(lang, origin, tr(lang, "msg_corrected", name=Path(path).name, label=label.strip()))
+
+    def do_copy(out_dir: str, request: gr.Request, progress=gr.Progress()):
+        """Copy the labelled photos into out_dir/<label>/ (never overwriting; not in demo mode)."""
+        lang = lang_of(request)
+        from index.labels import copy_to_folders
+        if demo:
+            return tr(lang, "demo_readonly")
+        out_dir = (out_dir or "").strip()
+        if not out_dir or not Path(out_dir).expanduser().is_absolute():
+            return tr(lang, "msg_copy_where")
+        desc = tr(lang, "msg_copying")
+        try:
+            res = copy_to_folders(be.db_path, LABEL_SET, out_dir,
+                                  progress=lambda d, t: progress((int(d), int(t)), desc=desc))
+        except Exception as e:
+            return tr(lang, "msg_label_failed", err=_err(e))
+        folders = ", ".join(f"{k} {v}" for k, v in sorted(res["folders"].items(), key=lambda kv: -kv[1]))
+        msg = tr(lang, "msg_copied", n=res["copied"], k=len(res["folders"]), out=res["out"], folders=folders)
+        if res["missing"]:
+            msg += " · " + tr(lang, "msg_copy_missing", n=len(res["missing"]))
+        return msg
 
     def do_export(fmt: str, request: gr.Request):
         """The labels as a CSV or JSON file (file names only in demo mode)."""
+        import tempfile
         lang = lang_of(request)
         from index import export_labels, labels_of
         try:
             labels_of(be.db_path, LABEL_SET, limit=1)
         except Exception:
             return None, tr(lang, "msg_label_first")
-        out_dir = Path(be.thumb_dir).parent / "exports"
-        out = out_dir / f"labels.{fmt}"
+        out = Path(tempfile.mkdtemp(prefix="dcclip-export-")) / f"labels.{fmt}"
         n = export_labels(be.db_path, LABEL_SET, fmt=fmt, out=out)
         if demo:  # no file paths leave the kiosk
             import csv as _csv, io as _io, json as _json
@@ -829,7 +1352,290 @@ def build_app(db_path: str | Path, model=None, searcher=None, demo: bool = False
                     r["path"] = Path(r["path"]).name
                     w.writerow(r)
                 out.write_text(buf.getvalue(), encoding="utf-8-sig")
-        return str(out), f"{n} rows → labels.{fmt}"
+        return gr.File(value=str(out), visible=True), tr(lang, "msg_exported", n=n, f=out.name)
+
+    # -- Few-shot tab ----------------------------------------------------------------------------
+    def fs_table(examples: dict) -> list[list]:
+        return [[c, len(v), ", ".join(Path(str(p)).name for p in v[:4]) + (" …" if len(v) > 4 else "")]
+                for c, v in (examples or {}).items()]
+
+    def fs_find(query: str, request: gr.Request):
+        """Search results to pick examples from (click photos to select them)."""
+        lang, origin = lang_of(request), origin_of(request)
+        q = (query or "").strip()
+        if be.state != "ready":
+            return [], [], [], tr(lang, "msg_not_ready", status=be.status_text(lang))
+        if not q:
+            return [], [], [], tr(lang, "msg_empty")
+        res = be.run_search(query=q, k=FS_PICK)
+        return ([(be.thumb_url(r["path"], origin), Path(str(r["path"])).name) for r in res],
+                [r["path"] for r in res], [], tr(lang, "fs_pick_hint"))
+
+    def fs_toggle(paths, picked, evt: gr.SelectData, request: gr.Request):
+        """Click a result: select it as an example (click again to unselect); captions show ✓."""
+        origin = origin_of(request)
+        try:
+            i = int(evt.index)
+            paths[i]
+        except (TypeError, ValueError, IndexError):
+            return gr.skip(), gr.skip()
+        picked = [x for x in (picked or []) if x != i] if i in (picked or []) else list(picked or []) + [i]
+        items = [(be.thumb_url(p, origin), ("✓ " if j in picked else "") + Path(str(p)).name)
+                 for j, p in enumerate(paths)]
+        return items, picked
+
+    def fs_add(cls: str, uploads, paths, picked, examples, request: gr.Request):
+        """Add the selected results and uploaded photos as examples of class `cls`."""
+        lang = lang_of(request)
+        cls = " ".join((cls or "").split())
+        examples = dict(examples or {})
+        if not cls:
+            return examples, fs_table(examples), tr(lang, "fs_no_class"), gr.skip(), gr.skip()
+        new = [paths[i] for i in (picked or []) if 0 <= i < len(paths or [])]
+        for f in uploads or []:
+            f = f if isinstance(f, str) else getattr(f, "name", None) or (f.get("path") if isinstance(f, dict) else None)
+            if f:
+                new.append(str(f))
+        if not new:
+            return examples, fs_table(examples), tr(lang, "fs_nothing_picked"), gr.skip(), gr.skip()
+        have = list(examples.get(cls, []))
+        examples[cls] = have + [p for p in new if p not in have]
+        origin = origin_of(request)
+        unmarked = [(be.thumb_url(p, origin), Path(str(p)).name) for p in paths or []]   # selection cleared
+        return examples, fs_table(examples), tr(lang, "fs_added", n=len(new), c=cls), [], unmarked
+
+    def fs_clear(request: gr.Request):
+        return {}, [], tr(lang_of(request), "fs_cleared"), None, None
+
+    def fs_plot(points: list) -> "Any":
+        """The loss curve as a LinePlot frame (numeric columns, so the axes are quantitative)."""
+        import pandas as pd
+        return pd.DataFrame({"step": pd.Series([p[0] for p in points or []], dtype="int64"),
+                             "loss": pd.Series([p[1] for p in points or []], dtype="float64")})
+
+    def fs_learn(method: str, steps: int, examples, request: gr.Request):
+        """Learn a prompt from the examples (a generator: the loss plot updates while it learns)."""
+        lang = lang_of(request)
+        examples = {c: list(v) for c, v in (examples or {}).items() if v}
+        if be.state != "ready":
+            yield fs_plot([]), tr(lang, "msg_not_ready", status=be.status_text(lang)), None
+            return
+        if len(examples) < 2:
+            yield fs_plot([]), tr(lang, "fs_need_two"), None
+            return
+        from training.prompts.api import learn_prompt
+        from training.prompts.methods import FewShotConfig
+        points: list = []
+        box: dict = {}
+        steps = max(1, int(steps or FS_STEPS))
+        cfg = FewShotConfig(lang="zh" if lang == "zh" else "en", steps=steps, tip_steps=steps,
+                            vpt_steps=max(1, steps // 10), eval_every=max(1, steps // 5))
+
+        def run():
+            try:
+                box["prompt"] = learn_prompt(examples, method=method, model=be.any_model(), config=cfg,
+                                             progress=lambda s, t, loss: points.append((int(s), float(loss))))
+            except Exception as e:
+                box["error"] = e
+
+        t0 = time.perf_counter()
+        th = threading.Thread(target=run, name="dcclip-fewshot", daemon=True)
+        th.start()
+        shown = -1
+        while th.is_alive():
+            th.join(0.5)
+            if len(points) != shown:
+                shown = len(points)
+                yield fs_plot(points), tr(lang, "fs_learning", m=method, step=points[-1][0] if points else 0,
+                                          total=steps), None
+        if "error" in box:
+            yield fs_plot(points), tr(lang, "fs_failed", err=_err(box["error"])), None
+            return
+        p = box["prompt"]
+        yield fs_plot(points), fs_result_md(p, examples, lang, time.perf_counter() - t0), p
+
+    def fs_result_md(p, examples, lang, seconds) -> str:
+        """Validation accuracy (held-out examples when every class has >= 10), else accuracy on the examples."""
+        va = p.meta.get("val_accuracy")
+        if va is not None:
+            acc = tr(lang, "fs_val", a=100 * float(va))
+        else:
+            from training.prompts.api import classify
+            paths = [x for v in examples.values() for x in v]
+            truth = [c for c, v in examples.items() for _ in v]
+            pred = [r[0]["class"] for r in classify(paths, prompt=p, model=be.any_model(), top=1)]
+            acc = tr(lang, "fs_train_acc", a=100 * sum(a == b for a, b in zip(pred, truth)) / max(1, len(truth)))
+        return tr(lang, "fs_done", m=p.method, c=p.num_classes, n=sum(len(v) for v in examples.values()),
+                  s=round(seconds, 1)) + " " + acc
+
+    def fs_save(name: str, prompt, request: gr.Request):
+        """Save the learned prompt into the user's prompt library (not in demo mode)."""
+        lang = lang_of(request)
+        if demo:
+            return tr(lang, "demo_readonly"), gr.skip(), gr.skip()
+        if prompt is None:
+            return tr(lang, "fs_learn_first"), gr.skip(), gr.skip()
+        name = safe_prompt_name(name)
+        if not name:
+            return tr(lang, "fs_bad_name"), gr.skip(), gr.skip()
+        from training.prompts.api import library_path
+        dst = library_path(name)
+        if dst.exists():
+            return tr(lang, "fs_name_taken", name=name), gr.skip(), gr.skip()
+        prompt.meta["name"] = name
+        prompt.save(dst)
+        ch = prompt_choices()
+        return tr(lang, "fs_saved", name=name), gr.Dropdown(choices=ch, value=name), gr.Dropdown(choices=ch)
+
+    # -- Prompts tab -----------------------------------------------------------------------------
+    def library_names() -> list:
+        """Every prompt in the library (before the model has loaded: compatibility is checked on use)."""
+        try:
+            from dcclip_core.prompts import list_prompts
+            return [p["name"] for p in list_prompts()]
+        except Exception:
+            return []
+
+    def prompt_choices() -> list:
+        try:
+            from dcclip_core.prompts import list_prompts
+            return [p["name"] for p in list_prompts(model=be.any_model()) if p.get("compatible", True)]
+        except Exception:
+            return library_names()
+
+    def prompts_table(lang: str) -> list[list]:
+        from dcclip_core.prompts import list_prompts
+        rows = []
+        for p in list_prompts(model=be.any_model()):
+            va = p.get("val_accuracy")
+            rows.append([p["name"], p.get("method", "?"), p.get("classes", 0),
+                         ", ".join((p.get("labels_zh") if lang == "zh" else p.get("labels_en")) or [])[:80],
+                         p.get("shots", "–"), "–" if va is None else f"{100 * float(va):.1f}%",
+                         tr(lang, "yes") if p.get("compatible", True) else tr(lang, "no"),
+                         tr(lang, "pr_shipped") if p.get("shipped") else tr(lang, "pr_user")])
+        return rows
+
+    def prompts_view(request: gr.Request):
+        lang = lang_of(request)
+        ch = prompt_choices()
+        return prompts_table(lang), gr.Dropdown(choices=[r[0] for r in prompts_table(lang)]), gr.Dropdown(choices=ch)
+
+    def prompt_detail(name: str, request: gr.Request) -> str:
+        """Method, classes EN/ZH, shots, validation accuracy, and whether it fits the loaded model."""
+        lang = lang_of(request)
+        if not name:
+            return tr(lang, "pr_pick")
+        from dcclip_core.prompts import list_prompts
+        s = next((p for p in list_prompts(model=be.any_model()) if p["name"] == name), None)
+        if s is None:
+            return tr(lang, "pr_missing", name=name)
+        m = s.get("model") or {}
+        va = s.get("val_accuracy")
+        ok = s.get("compatible", True)
+        lines = [f"**{name}** · {s.get('method', '?')} · {tr(lang, 'pr_shipped') if s.get('shipped') else tr(lang, 'pr_user')}",
+                 "", f"- {tr(lang, 'pr_classes')} ({s.get('classes', 0)}): EN: {', '.join(s.get('labels_en') or [])}",
+                 f"- {tr(lang, 'pr_classes')} ZH: {', '.join(s.get('labels_zh') or [])}",
+                 f"- {tr(lang, 'pr_shots')}: {s.get('shots', '–')}",
+                 f"- {tr(lang, 'pr_val')}: {'–' if va is None else f'{100 * float(va):.1f}%'}",
+                 f"- {tr(lang, 'pr_model')}: `{m.get('id', '?')}` · `{str(m.get('hash', '?'))[:12]}` — "
+                 + (tr(lang, "pr_ok") if ok else tr(lang, "pr_incompatible"))]
+        if s.get("created"):
+            lines.append(f"- {tr(lang, 'pr_created')}: {str(s['created'])[:19]}")
+        return "\n".join(lines)
+
+    def prompt_apply(name: str, request: gr.Request, progress=gr.Progress()):
+        """Label the whole index with a library prompt (the Label tab's review grid shows the result)."""
+        lang = lang_of(request)
+        if not name:
+            return tr(lang, "pr_pick"), gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        items, msg, paths, dd = do_label("", name, request, progress)
+        return msg, items, msg, paths, dd
+
+    def prompt_export(name: str, request: gr.Request):
+        """The prompt's .safetensors file (its metadata is inside) and that metadata as JSON, to download."""
+        import tempfile
+        lang = lang_of(request)
+        if not name:
+            return None, tr(lang, "pr_pick")
+        from dcclip_core.prompts import export_prompt
+        try:
+            dst = export_prompt(name, Path(tempfile.mkdtemp(prefix="dcclip-prompt-")))
+        except Exception as e:
+            return None, tr(lang, "pr_failed", err=_err(e))
+        return gr.File(value=[str(dst), str(dst.with_suffix(".json"))], visible=True), tr(lang, "pr_exported",
+                                                                                      name=name)
+
+    def prompt_import(file, name: str, request: gr.Request):
+        """Import a prompt: only a .safetensors file with valid prompt JSON metadata, learned for the loaded
+        model (nothing is unpickled; anything else is refused with the reason)."""
+        lang = lang_of(request)
+        if demo:
+            return tr(lang, "demo_readonly"), gr.skip(), gr.skip(), gr.skip()
+        src = file if isinstance(file, str) else (file or {}).get("path") if isinstance(file, dict) else \
+            getattr(file, "name", None)
+        if not src:
+            return tr(lang, "pr_no_file"), gr.skip(), gr.skip(), gr.skip()
+        from dcclip_core.prompts import PromptError, PromptMismatchError, import_prompt
+        if Path(src).suffix.lower() != ".safetensors":
+            return tr(lang, "pr_not_safetensors", f=Path(src).name), gr.skip(), gr.skip(), gr.skip()
+        name = safe_prompt_name(name or Path(src).stem)
+        try:
+            dst = import_prompt(src, name=name, model=be.any_model())
+        except PromptMismatchError as e:
+            return tr(lang, "pr_wrong_model", err=str(e)), gr.skip(), gr.skip(), gr.skip()
+        except PromptError as e:
+            return tr(lang, "pr_invalid", err=str(e).replace(str(src), Path(src).name)), gr.skip(), gr.skip(), gr.skip()
+        tbl, dd, ch = prompts_view(request)
+        return tr(lang, "pr_imported", name=dst.stem), tbl, dd, ch
+
+    def prompt_delete(name: str, request: gr.Request):
+        lang = lang_of(request)
+        if demo:
+            return tr(lang, "demo_readonly"), gr.skip(), gr.skip(), gr.skip()
+        from dcclip_core.prompts import delete_prompt
+        try:
+            delete_prompt(name)
+        except Exception as e:
+            return tr(lang, "pr_failed", err=_err(e)), gr.skip(), gr.skip(), gr.skip()
+        tbl, dd, ch = prompts_view(request)
+        return tr(lang, "pr_deleted", name=name), tbl, dd, ch
+
+    # -- Index tab: remove a folder ----------------------------------------------------------------
+    def do_remove_folder(root: str, request: gr.Request):
+        """Take a folder's photos out of the index (the files on disk are not touched; not in demo mode)."""
+        lang = lang_of(request)
+        if demo:
+            return index_md(lang), be.bad_files(), tr(lang, "index_readonly"), gr.skip(), gr.skip()
+        if not root or root not in be.roots():
+            return index_md(lang), be.bad_files(), tr(lang, "msg_pick_folder"), gr.skip(), gr.skip()
+        try:
+            res = be.remove_root(root)
+        except Exception as e:
+            return index_md(lang), be.bad_files(), tr(lang, "msg_index_failed", err=_err(e)), gr.skip(), gr.skip()
+        msg = tr(lang, "msg_removed", root=root, n=res["removed"], e=res["errors_removed"])
+        return index_md(lang), be.bad_files(), msg, *folder_dropdowns()
+
+    def folder_dropdowns():
+        roots = be.roots()
+        return (gr.Dropdown(choices=[(EN["folder_all"] + " · " + ZH["folder_all"], "")] + [(r, r) for r in roots],
+                            value=""),
+                gr.Dropdown(choices=roots, value=None))
+
+    # -- Model tab: switch -------------------------------------------------------------------------
+    def do_use_model(name: str, request: gr.Request):
+        """Switch to another installed model; the index is re-embedded by a re-scan (the message says so)."""
+        lang = lang_of(request)
+        if demo:
+            return tr(lang, "demo_readonly"), gr.skip()
+        if be.state != "ready":
+            return tr(lang, "msg_not_ready", status=be.status_text(lang)), gr.skip()
+        try:
+            res = be.switch_model(name)
+        except Exception as e:
+            return tr(lang, "msg_model_failed", err=_err(e)), gr.skip()
+        key = "msg_model_ok" if res["vectors"] >= res["images"] else "msg_model_reindex"
+        return tr(lang, key, model=res["model_id"], n=res["vectors"], total=res["images"]), be.about_md(lang)
+
 
     with gr.Blocks(title="DC-CLIP 照片搜索 · Photo search", fill_width=True) as app:
         gr.Markdown("# " + EN["title"], elem_id="title")
@@ -854,7 +1660,7 @@ def build_app(db_path: str | Path, model=None, searcher=None, demo: bool = False
                                                   label=T("threshold_label"), info=T("threshold_info"))
                         with gr.Row():
                             folder = gr.Dropdown([(EN["folder_all"] + " · " + ZH["folder_all"], "")] +
-                                                 [(r, r) for r in be.roots()], value="", label=T("folder_label"),
+                                                 [(r, r) for r in be.roots(False)], value="", label=T("folder_label"),
                                                  visible=not demo, allow_custom_value=False, elem_id="folder")
                             date_from = gr.Textbox(label=T("date_from"), placeholder=T("date_placeholder"),
                                                    max_lines=1, elem_id="date-from")
@@ -864,45 +1670,144 @@ def build_app(db_path: str | Path, model=None, searcher=None, demo: bool = False
                     image = gr.Image(type="filepath", label=T("image_label"), sources=["upload", "clipboard"],
                                      height=200, elem_id="image-query")
             message = gr.Markdown("", elem_id="message")
-            gallery = gr.Gallery(label=T("gallery_label"), columns=5, height=620, object_fit="cover",
+            gallery = thumb_gallery(label=T("gallery_label"), columns=5, height=620, object_fit="cover",
                                  allow_preview=True, show_label=False, elem_id="gallery", format="jpeg", fit_columns=False,
                                  interactive=False)
             result_paths = gr.State([])
             with gr.Accordion(T("detail_label"), open=True, elem_id="detail"):
                 detail = gr.Markdown(T("detail_hint"), elem_id="detail-info")
-                neighbours = gr.Gallery(label=T("neighbours_label"), columns=8, height=200, object_fit="cover",
+                neighbours = thumb_gallery(label=T("neighbours_label"), columns=8, height=200, object_fit="cover",
                                         allow_preview=False, elem_id="neighbours", format="jpeg",
                                         interactive=False)
         with gr.Tab(T("tab_label"), elem_id="tab-label"):
-            with gr.Row(equal_height=True):
+            with gr.Row(equal_height=False):
                 label_text = gr.Textbox(label=T("labels_label"), placeholder=T("labels_placeholder"),
-                                        value="猫, 狗, 花, 咖啡, car, rocket", scale=5, elem_id="labels")
+                                        value="猫, 狗, 花, 咖啡, car, rocket", scale=4, elem_id="labels")
+                label_prompt = gr.Dropdown([""] + library_names(), value="", label=T("label_prompt"),
+                                           info=T("label_prompt_info"), scale=2, allow_custom_value=True,
+                                           elem_id="label-prompt")
                 label_btn = gr.Button(T("label_btn"), variant="primary", scale=1, min_width=160,
-                                      elem_id="label-btn")
+                                      elem_id="label-btn", elem_classes=["end-btn"])
             label_msg = gr.Markdown("", elem_id="label-msg")
-            review = gr.Gallery(label=T("label_review"), columns=6, height=520, object_fit="cover",
-                                allow_preview=True, elem_id="review", format="jpeg", interactive=False)
-            with gr.Row():
-                csv_btn = gr.Button(T("export_csv"), size="sm", scale=0, min_width=140)
-                json_btn = gr.Button(T("export_json"), size="sm", scale=0, min_width=140)
-                export_file = gr.File(label=T("export_file"), interactive=False, height=80, scale=3)
+            review = thumb_gallery(label=T("label_review"), columns=6, height=480, object_fit="cover",
+                                allow_preview=False, elem_id="review", format="jpeg", interactive=False)
+            review_paths = gr.State([])
+            with gr.Row(equal_height=False):
+                corr_photo = gr.Textbox(label=T("corr_photo"), placeholder=T("corr_photo_hint"), scale=3,
+                                        max_lines=1, elem_id="corr-photo")
+                corr_label = gr.Dropdown([], label=T("corr_label"), allow_custom_value=True, scale=2,
+                                         elem_id="corr-label")
+                corr_btn = gr.Button(T("corr_btn"), scale=1, min_width=140, elem_id="corr-btn",
+                                     elem_classes=["end-btn"])
+            with gr.Row(equal_height=False):
+                with gr.Column(scale=2):
+                    with gr.Row():
+                        csv_btn = gr.Button(T("export_csv"), size="sm", min_width=110)
+                        json_btn = gr.Button(T("export_json"), size="sm", min_width=110)
+                    export_file = gr.File(label=T("export_file"), interactive=False, height=70, visible=False)
+                with gr.Column(scale=3, visible=not demo):
+                    with gr.Row(equal_height=False):
+                        copy_dir = gr.Textbox(label=T("copy_dir"), placeholder=T("copy_dir_hint"), scale=3,
+                                              max_lines=1, elem_id="copy-dir")
+                        copy_btn = gr.Button(T("copy_btn"), scale=1, min_width=160, elem_id="copy-btn",
+                                             elem_classes=["end-btn"])
+        with gr.Tab(T("tab_fewshot"), elem_id="tab-fewshot"):
+            fs_examples = gr.State({})
+            fs_paths = gr.State([])
+            fs_picked = gr.State([])
+            fs_prompt = gr.State(None)
+            gr.Markdown(T("fs_intro"), elem_id="fs-intro")
+            with gr.Row(equal_height=False):
+                with gr.Column(scale=3):
+                    with gr.Row(equal_height=True):
+                        fs_query = gr.Textbox(show_label=False, container=False, placeholder=T("fs_find_label"),
+                                              scale=4, max_lines=1, elem_id="fs-query")
+                        fs_find_btn = gr.Button(T("search_btn"), scale=1, min_width=100, elem_id="fs-find")
+                    fs_results = thumb_gallery(show_label=False, columns=6, height=330, object_fit="cover",
+                                            allow_preview=False, elem_id="fs-results", format="jpeg",
+                                            interactive=False)
+                with gr.Column(scale=2, min_width=320):
+                    fs_class = gr.Textbox(label=T("fs_class"), placeholder=T("fs_class_hint"), max_lines=1,
+                                          elem_id="fs-class")
+                    fs_upload = gr.File(label=T("fs_upload"), file_count="multiple", file_types=["image"],
+                                        type="filepath", height=110, elem_id="fs-upload")
+                    with gr.Row():
+                        fs_add_btn = gr.Button(T("fs_add"), variant="secondary", elem_id="fs-add")
+                        fs_clear_btn = gr.Button(T("fs_clear"), size="sm", elem_id="fs-clear")
+                    fs_msg = gr.Markdown("", elem_id="fs-msg")
+                    fs_table_df = gr.Dataframe(value=[], headers=["类别 · Class", "例子 · Examples", "照片 · Photos"],
+                                               interactive=False, wrap=True, column_count=(3, "fixed"),
+                                               max_height=200, elem_id="fs-table")
+            with gr.Row(equal_height=False):
+                with gr.Column(scale=2):
+                    fs_method = gr.Radio(FS_METHODS, value="tip-adapter", label=T("fs_method"),
+                                         info=T("fs_method_info"), elem_id="fs-method")
+                    fs_steps = gr.Slider(5, 300, value=FS_STEPS, step=5, label=T("fs_steps"), elem_id="fs-steps")
+                    fs_learn_btn = gr.Button(T("fs_learn"), variant="primary", elem_id="fs-learn")
+                    fs_result = gr.Markdown("", elem_id="fs-result")
+                    with gr.Row(equal_height=False, visible=not demo):
+                        fs_name = gr.Textbox(label=T("fs_name"), placeholder="my-pets", max_lines=1, scale=3,
+                                             elem_id="fs-name")
+                        fs_save_btn = gr.Button(T("fs_save"), scale=1, min_width=120, elem_id="fs-save",
+                                                elem_classes=["end-btn"])
+                    fs_save_msg = gr.Markdown("", elem_id="fs-save-msg")
+                with gr.Column(scale=3):
+                    fs_loss = gr.LinePlot(fs_plot([]), x="step", y="loss", label=T("fs_loss"), height=300,
+                                          x_title=T("fs_axis_step"), y_title=T("fs_axis_loss"), elem_id="fs-loss")
+        with gr.Tab(T("tab_prompts"), elem_id="tab-prompts") as prompts_tab:
+            pr_table = gr.Dataframe(value=[], headers=["名称 Name", "方法 Method", "类 #", "类别 Labels",
+                                                       "样本 Shots", "验证 Val", "适用 Fits", "来源 Source"],
+                                    interactive=False, wrap=True, column_count=(8, "fixed"), max_height=300,
+                                    column_widths=["17%", "10%", "6%", "35%", "8%", "8%", "8%", "8%"],
+                                    elem_id="pr-table")
+            with gr.Row(equal_height=False):
+                with gr.Column(scale=3):
+                    pr_pick = gr.Dropdown(library_names(), value=None, label=T("pr_pick_label"),
+                                          allow_custom_value=True, elem_id="pr-pick")
+                    pr_info = gr.Markdown(T("pr_pick"), elem_id="pr-info")
+                    with gr.Row():
+                        pr_apply_btn = gr.Button(T("pr_apply"), variant="primary", elem_id="pr-apply")
+                        pr_export_btn = gr.Button(T("pr_export"), elem_id="pr-export")
+                        pr_delete_btn = gr.Button(T("pr_delete"), variant="stop", visible=not demo,
+                                                  elem_id="pr-delete")
+                    pr_msg = gr.Markdown("", elem_id="pr-msg")
+                    pr_file = gr.File(label=T("export_file"), file_count="multiple", interactive=False,
+                                      height=90, visible=False, elem_id="pr-file")
+                with gr.Column(scale=2, visible=not demo):
+                    pr_upload = gr.File(label=T("pr_import_file"), file_types=[".safetensors"], type="filepath",
+                                        height=110, elem_id="pr-upload")
+                    pr_import_name = gr.Textbox(label=T("pr_import_name"), max_lines=1, elem_id="pr-import-name")
+                    pr_import_btn = gr.Button(T("pr_import"), elem_id="pr-import")
         with gr.Tab(T("tab_index"), elem_id="tab-index") as index_tab:
-            index_info = gr.Markdown(index_md("en"), elem_id="index-info")
+            index_info = gr.Markdown("", elem_id="index-info")          # filled when the tab opens
             with gr.Row(visible=not demo):
                 rescan_btn = gr.Button(T("rescan_btn"), variant="secondary", scale=0, min_width=200,
                                        elem_id="rescan-btn")
-            with gr.Row(visible=not demo, equal_height=True):
+            with gr.Row(visible=not demo, equal_height=False):
                 add_folder = gr.Textbox(label=T("add_folder_label"), placeholder=T("add_folder_placeholder"),
                                         scale=5, elem_id="add-folder")
-                add_btn = gr.Button(T("add_folder_btn"), variant="primary", scale=1, min_width=160)
+                add_btn = gr.Button(T("add_folder_btn"), variant="primary", scale=1, min_width=160,
+                                    elem_classes=["end-btn"])
+            with gr.Row(visible=not demo, equal_height=False):
+                remove_pick = gr.Dropdown(be.roots(False), value=None, label=T("remove_folder_label"),
+                                          allow_custom_value=True,  # checked against the indexed folders
+                                          info=T("remove_folder_info"), scale=5, elem_id="remove-folder")
+                remove_btn = gr.Button(T("remove_folder_btn"), variant="stop", scale=1, min_width=160,
+                                       elem_classes=["end-btn"],
+                                       elem_id="remove-btn")
             index_msg = gr.Markdown("", elem_id="index-msg")
             bad_files = gr.Dataframe(value=be.bad_files(), headers=["文件 · File", "原因 · Reason"],
                                      label=T("index_bad"), interactive=False, wrap=True, max_height=400,
                                      column_count=(2, "fixed"), elem_id="bad-files")
         with gr.Tab(T("tab_model"), elem_id="tab-model") as model_tab:
             models = installed_models()
-            model_pick = gr.Dropdown(models, value=models[0], label=T("model_pick"), interactive=len(models) > 1,
-                                     elem_id="model-pick")
+            with gr.Row(equal_height=False):
+                model_pick = gr.Dropdown(models, value=models[0], label=T("model_pick"), scale=4,
+                                         elem_id="model-pick")
+                model_use_btn = gr.Button(T("model_use"), scale=1, min_width=160, visible=not demo,
+                                          elem_classes=["end-btn"],
+                                          elem_id="model-use")
+            model_msg = gr.Markdown("", elem_id="model-msg")
             metrics = gr.Markdown(metrics_md(models[0], "en"), elem_id="metrics")
             model_about = gr.Markdown(be.about_md("en"), elem_id="model-about")
         with gr.Accordion(T("about"), open=False):
@@ -910,27 +1815,32 @@ def build_app(db_path: str | Path, model=None, searcher=None, demo: bool = False
 
         inputs = [query, k, threshold, folder, date_from, date_to]
         outs = [gallery, message, result_paths]
-        query.submit(do_search, inputs, outs, api_name="search")
-        btn.click(do_search, inputs, outs, api_visibility="private")
+        # searches are short (an 8 ms index query + thumbnails as URLs): no queue limit
+        query.submit(do_search, inputs, outs, api_name="search", concurrency_limit=None)
+        btn.click(do_search, inputs, outs, api_visibility="private", concurrency_limit=None)
         for b, q in zip(ex_btns, EXAMPLE_QUERIES):
             b.click(lambda q=q: q, None, query, queue=False, api_visibility="private").then(
-                do_search, inputs, outs, api_visibility="private")
+                do_search, inputs, outs, api_visibility="private", concurrency_limit=None)
         # .change also covers a pasted (clipboard) photo, which fires no upload event
         image.change(do_image_search, [image, k, threshold, folder, date_from, date_to], outs,
                      api_name="search_image")
         gallery.select(on_select, [result_paths], [detail, neighbours], api_visibility="private")
         gr.api(api_detail, api_name="detail")
         timer = gr.Timer(1.0)
-        timer.tick(poll, None, [status, about, timer], api_visibility="private", queue=False)
-        app.load(poll, None, [status, about, timer], api_visibility="private", queue=False)
+        timer.tick(poll, None, [status, about, timer, folder, remove_pick], api_visibility="private", queue=False)
+        app.load(poll, None, [status, about, timer, folder, remove_pick], api_visibility="private", queue=False)
         gr.api(api_status, api_name="status")
-        gr.api(api_search, api_name="search_json")
-        index_tab.select(index_view, None, [index_info, bad_files], api_name="index_info", queue=False)
-        model_tab.select(model_view, [model_pick], [metrics, model_about], api_visibility="private", queue=False)
-        model_pick.change(model_view, [model_pick], [metrics, model_about], api_name="model_card", queue=False)
-        label_text.submit(do_label, [label_text], [review, label_msg], api_visibility="private",
-                          concurrency_limit=1)
-        label_btn.click(do_label, [label_text], [review, label_msg], api_name="label", concurrency_limit=1)
+        gr.api(api_search, api_name="search_json", concurrency_limit=None)
+
+        # Label tab
+        label_outs = [review, label_msg, review_paths, corr_label]
+        label_text.submit(do_label, [label_text, label_prompt], label_outs, api_visibility="private",
+                          concurrency_limit=1, concurrency_id="write")
+        label_btn.click(do_label, [label_text, label_prompt], label_outs, api_name="label", concurrency_limit=1,
+                        concurrency_id="write")
+        review.select(on_review_select, [review_paths], [corr_photo], api_visibility="private", queue=False)
+        corr_btn.click(do_correct, [corr_photo, corr_label], label_outs, api_name="label_correct",
+                       concurrency_limit=1, concurrency_id="write")
         def export_csv(request: gr.Request):
             return do_export("csv", request)
 
@@ -939,17 +1849,49 @@ def build_app(db_path: str | Path, model=None, searcher=None, demo: bool = False
 
         csv_btn.click(export_csv, None, [export_file, label_msg], api_name="export_csv")
         json_btn.click(export_json, None, [export_file, label_msg], api_name="export_json")
-        rescan_btn.click(do_rescan, None, [index_info, bad_files, index_msg], api_name="rescan",
-                         concurrency_limit=1)
-        def folder_choices():
-            return gr.Dropdown(choices=[(EN["folder_all"] + " · " + ZH["folder_all"], "")] +
-                               [(r, r) for r in be.roots()])
+        copy_btn.click(do_copy, [copy_dir], [label_msg], api_name="label_copy", concurrency_limit=1)
 
+        # Few-shot tab
+        fs_query.submit(fs_find, [fs_query], [fs_results, fs_paths, fs_picked, fs_msg], api_visibility="private")
+        fs_find_btn.click(fs_find, [fs_query], [fs_results, fs_paths, fs_picked, fs_msg], api_name="fewshot_find")
+        fs_results.select(fs_toggle, [fs_paths, fs_picked], [fs_results, fs_picked], api_visibility="private")
+        fs_add_btn.click(fs_add, [fs_class, fs_upload, fs_paths, fs_picked, fs_examples],
+                         [fs_examples, fs_table_df, fs_msg, fs_picked, fs_results], api_name="fewshot_add").then(
+            lambda: None, None, [fs_upload], api_visibility="private", queue=False)
+        fs_clear_btn.click(fs_clear, None, [fs_examples, fs_table_df, fs_msg, fs_prompt, fs_upload],
+                           api_name="fewshot_clear")
+        fs_learn_btn.click(fs_learn, [fs_method, fs_steps, fs_examples], [fs_loss, fs_result, fs_prompt],
+                           api_name="fewshot_learn", concurrency_limit=1, concurrency_id="learn")
+        fs_save_btn.click(fs_save, [fs_name, fs_prompt], [fs_save_msg, label_prompt, pr_pick],
+                          api_name="fewshot_save")
+
+        # Prompts tab
+        prompts_tab.select(prompts_view, None, [pr_table, pr_pick, label_prompt], api_name="prompts_list")
+        pr_pick.change(prompt_detail, [pr_pick], [pr_info], api_name="prompt_detail", queue=False)
+        pr_apply_btn.click(prompt_apply, [pr_pick], [pr_msg, review, label_msg, review_paths, corr_label],
+                           api_name="prompt_apply", concurrency_limit=1, concurrency_id="write")
+        pr_export_btn.click(prompt_export, [pr_pick], [pr_file, pr_msg], api_name="prompt_export")
+        pr_import_btn.click(prompt_import, [pr_upload, pr_import_name], [pr_msg, pr_table, pr_pick, label_prompt],
+                            api_name="prompt_import")
+        pr_delete_btn.click(prompt_delete, [pr_pick], [pr_msg, pr_table, pr_pick, label_prompt],
+                            api_name="prompt_delete")
+
+        # Index and Model tabs
+        index_tab.select(index_view, None, [index_info, bad_files], api_name="index_info", queue=False)
+        rescan_btn.click(do_rescan, None, [index_info, bad_files, index_msg], api_name="rescan",
+                         concurrency_limit=1, concurrency_id="write")
         add_folder.submit(do_add_folder, [add_folder], [index_info, bad_files, index_msg],
-                          api_visibility="private", concurrency_limit=1).then(
-            folder_choices, None, folder, api_visibility="private", queue=False)
+                          api_visibility="private", concurrency_limit=1, concurrency_id="write").then(
+            folder_dropdowns, None, [folder, remove_pick], api_visibility="private", queue=False)
         add_btn.click(do_add_folder, [add_folder], [index_info, bad_files, index_msg], api_name="add_folder",
-                      concurrency_limit=1).then(folder_choices, None, folder, api_visibility="private", queue=False)
+                      concurrency_limit=1, concurrency_id="write").then(
+            folder_dropdowns, None, [folder, remove_pick], api_visibility="private", queue=False)
+        remove_btn.click(do_remove_folder, [remove_pick], [index_info, bad_files, index_msg, folder, remove_pick],
+                         api_name="remove_folder", concurrency_limit=1, concurrency_id="write")
+        model_tab.select(model_view, [model_pick], [metrics, model_about], api_visibility="private", queue=False)
+        model_pick.change(model_view, [model_pick], [metrics, model_about], api_name="model_card", queue=False)
+        model_use_btn.click(do_use_model, [model_pick], [model_msg, model_about], api_name="model_use",
+                            concurrency_limit=1, concurrency_id="write")
 
     app.backend = be  # for tests and main()
     return app
@@ -965,6 +1907,7 @@ def launch_kwargs(app: gr.Blocks, demo: bool = False) -> dict:
         allowed.append(str(be.root))
     be.thumb_dir.mkdir(parents=True, exist_ok=True)
     return dict(i18n=I18N, css=CSS, theme=gr.themes.Soft(primary_hue="indigo"), allowed_paths=allowed,
+                app_kwargs={"routes": thumb_routes(be)},
                 max_file_size=MAX_UPLOAD, share=False,
                 footer_links=[] if demo else ["api", "settings"])
 
@@ -996,12 +1939,22 @@ def main(argv=None):
             sys.exit("--auth must be user:password")
         auth = tuple(args.auth.split(":", 1))
     t0 = time.time()
+    # the queue's default limit for events that set none (Blocks makes its queue when built; a second
+    # app.queue() call would rebuild the whole route table: 0.3 s of start-up)
+    os.environ.setdefault("GRADIO_DEFAULT_CONCURRENCY_LIMIT", "4")
+    # gradio rebuilds its monitoring summary (a pandas frame of up to 10k past events) after every event by
+    # default: on a busy page that is most of a search's server time. Every 200 events, over the last 2000.
+    os.environ.setdefault("GRADIO_ANALYTICS_CACHE_FREQUENCY", "200")
+    os.environ.setdefault("GRADIO_ANALYTICS_MAX_EVENTS", "2000")
     be = Backend(db, root=root, demo=args.demo, thumb_dir=cache / "thumbs")
-    app = build_app(db, demo=args.demo, backend=be)
+    app = build_app(db, demo=args.demo, backend=be, start=False)
     kw = launch_kwargs(app, demo=args.demo)
     print(f"UI built in {time.time() - t0:.2f}s", flush=True)
-    app.queue(default_concurrency_limit=4).launch(server_name=args.host, server_port=args.port, auth=auth,
-                                                  show_error=False, **kw)
+    app.launch(server_name=args.host, server_port=args.port, auth=auth, show_error=False,
+               prevent_thread_lock=True, **kw)
+    be.start()  # model load, warm-up and indexing begin once the page is served
+    print(f"page served after {time.time() - T_START:.2f}s (from interpreter start)", flush=True)
+    app.block_thread()
 
 
 if __name__ == "__main__":

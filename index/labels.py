@@ -5,6 +5,9 @@
     labels_of("photos.db", "pets")          # [{"path", "label", "score", "cosine", "rank"}, ...]
     export_labels("photos.db", "pets", "csv", "pets.csv")
     remove_paths("photos.db", ["/photos/old"])   # un-index files or whole folders
+    label_index_with_prompt("photos.db", prompt, "pets")    # a learned prompt (dcclip_core.prompts) instead
+    set_label("photos.db", "pets", ["/photos/a.jpg"], "狗")   # a manual correction (source "manual")
+    copy_to_folders("photos.db", "pets", "/sorted")         # /sorted/<label>/..., never overwriting
 
 Each label becomes one text embedding: the mean of its prompts, one per template of its language
 (``assets/data/templates.json`` ``zh_short`` when the label contains CJK characters, else ``en_short``),
@@ -288,3 +291,190 @@ def remove_paths(db_path, paths: Sequence[str | os.PathLike]) -> dict:
         if own:
             db.close()
     return {"removed": removed, "errors_removed": errs, "not_found": missing}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Labelling with a learned prompt, manual corrections, copying into class folders
+# ---------------------------------------------------------------------------------------------------------
+def _needs_pixels(prompt) -> bool:
+    """True when a prompt acts on the image itself or on backbone features (VPT, Tip-Adapter, linear
+    probe), so stored embeddings are not enough and every photo must be encoded again."""
+    t = prompt.tensors
+    return bool(prompt.visual) or "cache_keys" in t or "weight" in t
+
+
+def _store_top(db: PhotoDB, label_set: str, ids: Sequence[int], labels: Sequence[str], prob: np.ndarray,
+               source: str, cos: np.ndarray | None = None) -> None:
+    """Write each image's best label of ``prob`` (b, L) as rank 1 (a manual label of the image is kept)."""
+    best = np.argmax(prob, axis=1)
+    when = now_iso()
+    manual = {r[0] for r in db.execute("SELECT image_id FROM labels WHERE label_set=? AND source='manual'",
+                                       (label_set,)).fetchall()}
+    rows = [(int(i), label_set, labels[int(j)], float(prob[r, j]), source,
+             None if cos is None else float(cos[r, j]), 1, when)
+            for r, (i, j) in enumerate(zip(ids, best)) if int(i) not in manual]
+    with db.transaction():
+        db.conn.executemany(
+            "INSERT INTO labels(image_id, label_set, label, score, source, cosine, rank, time) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(image_id, label_set, label) DO UPDATE SET "
+            "score=excluded.score, source=excluded.source, cosine=excluded.cosine, rank=excluded.rank, "
+            "time=excluded.time", rows)
+
+
+def label_index_with_prompt(db_path, prompt, label_set: str | None = None, model=None, lang: str = "en",
+                            progress: Callable[[int, int], None] | None = None, batch: int = 32) -> dict:
+    """Label every indexed photo with the best class of a learned prompt (a ``dcclip_core.prompts.Prompt``
+    learned for ``model``). Prompts that only replace the text side (zero-shot, CoOp, MVLPT) use the stored
+    vectors (fast); VPT / Tip-Adapter / linear-probe prompts encode every photo again (unreadable photos are
+    skipped). Labels are stored in ``lang`` (en | zh); manual corrections are kept when the same prompt labels
+    the set again. Same summary as ``label_index``."""
+    from dcclip_core.prompts import PromptClassifier
+    from .indexer import default_model, model_identity
+    t0 = time.perf_counter()
+    model = model if model is not None else default_model()
+    _, mhash, dim, _ = model_identity(model)
+    clf = PromptClassifier(model, prompt)                                 # raises PromptMismatchError
+    labels = prompt.labels("zh" if lang == "zh" else "en")
+    label_set = (label_set or DEFAULT_SET).strip() or DEFAULT_SET
+    source = f"prompt:{prompt.name}"
+    db, own = _open(db_path)
+    try:
+        total = db.vector_stats(mhash)[0]
+        if total == 0:
+            raise LabelError(f"no photos in {db.path} are indexed with this model ({mhash}); run build first")
+        key = f"label_set:{label_set}"
+        try:                                  # manual corrections survive a re-run of the same prompt only
+            old = json.loads(db.get_meta(key) or "{}")
+        except ValueError:
+            old = {}
+        same = old.get("prompt") == prompt.name and old.get("model_hash") == mhash
+        with db.transaction():
+            db.execute("DELETE FROM labels WHERE label_set=?" + (" AND source<>'manual'" if same else ""),
+                       (label_set,))
+            db._set_meta(key, json.dumps(
+                {"labels": labels, "model_hash": mhash, "top": 1, "prompt": prompt.name, "method": prompt.method,
+                 "time": now_iso()}, ensure_ascii=False))
+        done = labeled = 0
+        if not _needs_pixels(prompt):
+            for ids, vecs in db.iter_vectors(mhash, dim, batch=8192):
+                prob = _softmax(clf.logits(vecs, None))                    # (b, C)
+                _store_top(db, label_set, ids.tolist(), labels, prob, source)
+                done += len(ids)
+                labeled += len(ids)
+                if progress is not None:
+                    progress(done, total)
+        else:
+            rows = db.query("SELECT i.id, i.path FROM images i JOIN vectors v ON v.image_id = i.id "
+                            "WHERE i.model_hash=? ORDER BY i.id", (mhash,))
+            for s in range(0, len(rows), batch):
+                chunk = rows[s:s + batch]
+                ok_ids, embs, feats = [], [], []
+                for r in chunk:                                            # one by one: a bad file skips itself
+                    try:
+                        e, f = clf.encode([r["path"]])
+                    except Exception:
+                        continue
+                    ok_ids.append(r["id"])
+                    embs.append(e)
+                    feats.append(f)
+                if ok_ids:
+                    prob = _softmax(clf.logits(np.concatenate(embs), np.concatenate(feats)))
+                    _store_top(db, label_set, ok_ids, labels, prob, source)
+                    labeled += len(ok_ids)
+                done += len(chunk)
+                if progress is not None:
+                    progress(done, total)
+        counts = {lb: 0 for lb in labels}
+        for lb, n in db.execute("SELECT label, COUNT(*) FROM labels WHERE label_set=? AND rank=1 GROUP BY label",
+                                (label_set,)).fetchall():
+            counts[lb] = counts.get(lb, 0) + int(n)
+        n_images = int(db.execute("SELECT COUNT(DISTINCT image_id) FROM labels WHERE label_set=?",
+                                  (label_set,)).fetchone()[0])
+    finally:
+        if own:
+            db.close()
+    return {"label_set": label_set, "labels": labels, "labeled": labeled, "images": n_images, "counts": counts,
+            "model_hash": mhash, "prompt": prompt.name, "seconds": round(time.perf_counter() - t0, 3)}
+
+
+def set_label(db_path, label_set: str, paths: Sequence[str], label: str) -> int:
+    """Correct photos' label by hand: each photo's labels in the set are replaced by ``label`` (rank 1,
+    score 1.0, source "manual"); later zero-shot or prompt runs over the same set keep it. Returns the number
+    of photos changed (paths not in the index are ignored)."""
+    label = " ".join(str(label or "").split())
+    if not label:
+        raise LabelError("an empty label (type the correct label, e.g. 猫)")
+    db, own = _open(db_path)
+    try:
+        key = f"label_set:{label_set}"
+        n = 0
+        with db.transaction():
+            if db.get_meta(key) is None:
+                db._set_meta(key, json.dumps({"labels": [label], "model_hash": None, "top": 1, "time": now_iso()},
+                                             ensure_ascii=False))
+            for p in paths:
+                row = db.execute("SELECT id FROM images WHERE path=?", (str(p),)).fetchone()
+                if row is None:
+                    continue
+                db.execute("DELETE FROM labels WHERE image_id=? AND label_set=?", (row[0], label_set))
+                db.execute("INSERT INTO labels(image_id, label_set, label, score, source, cosine, rank, time) "
+                           "VALUES (?, ?, ?, 1.0, 'manual', NULL, 1, ?)", (row[0], label_set, label, now_iso()))
+                n += 1
+        return n
+    finally:
+        if own:
+            db.close()
+
+
+_UNSAFE = re.compile(r'[\x00-\x1f<>:"/\\|?*]')
+
+
+def folder_name(label: str) -> str:
+    """A label as a folder name on any OS: path separators and reserved characters become "_", Chinese stays."""
+    name = _UNSAFE.sub("_", str(label)).strip().strip(".")
+    return name[:120] or "_"
+
+
+def _claim(dst: Path) -> tuple[Path, int]:
+    """Create ``dst`` exclusively, or "name (2).ext", "name (3).ext", ... (never overwrites); (path, fd)."""
+    stem, suf = dst.stem, dst.suffix
+    for i in range(1, 100_000):
+        cand = dst if i == 1 else dst.with_name(f"{stem} ({i}){suf}")
+        try:
+            return cand, os.open(cand, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            continue
+    raise LabelError(f"too many files named like {dst}")
+
+
+def copy_to_folders(db_path, label_set: str, out_dir: str | os.PathLike,
+                    progress: Callable[[int, int], None] | None = None) -> dict:
+    """Copy each labelled photo into ``out_dir/<its best label>/`` (one sub-folder per label, created as needed).
+    Existing files are never overwritten: a name already taken gets " (2)", " (3)", ... Photos missing on disk
+    are listed, not fatal. Returns {"copied", "folders": {label: n}, "missing": [...], "out": str}."""
+    import shutil
+    out = Path(out_dir).expanduser().resolve()
+    rows = labels_of(db_path, label_set, top_only=True)
+    out.mkdir(parents=True, exist_ok=True)
+    folders: dict[str, int] = {}
+    missing: list[str] = []
+    for n, r in enumerate(rows, 1):
+        src = Path(r["path"])
+        d = out / folder_name(r["label"])
+        d.mkdir(exist_ok=True)
+        try:
+            with open(src, "rb") as fin:
+                dst, fd = _claim(d / src.name)
+                try:
+                    with os.fdopen(fd, "wb") as fout:
+                        shutil.copyfileobj(fin, fout, 1 << 20)
+                except BaseException:
+                    os.unlink(dst)
+                    raise
+            shutil.copystat(src, dst)
+            folders[r["label"]] = folders.get(r["label"], 0) + 1
+        except FileNotFoundError:
+            missing.append(str(src))
+        if progress is not None:
+            progress(n, len(rows))
+    return {"copied": sum(folders.values()), "folders": folders, "missing": missing, "out": str(out)}

@@ -101,7 +101,7 @@ def server(tmp_path_factory):
             time.sleep(0.2)
         srv.up_after = time.time() - started
         print(f"\ncold start to a served page: {srv.up_after:.2f}s")
-        client = gradio_client.Client(url, verbose=False)
+        client = gradio_client.Client(url, verbose=False, download_files=False)
         while True:
             st = client.predict(api_name="/status")
             if st["state"] == "ready":
@@ -347,7 +347,7 @@ def test_lang_of_and_args(monkeypatch):
 
 def test_stub_search_api(stub_app):
     app, url = stub_app
-    c = gradio_client.Client(url, verbose=False)
+    c = gradio_client.Client(url, verbose=False, download_files=False)
     assert c.predict(api_name="/status")["state"] == "ready"
     gallery, msg = c.predict("猫", 20, A.SCORE_MIN, api_name="/search")
     assert gallery[0]["caption"] == "0.400 · cat_chelsea.jpg" and "“猫”" in msg
@@ -361,7 +361,7 @@ def test_stub_search_api(stub_app):
     assert gallery == [] and "0.90" in msg
     gallery, _ = c.predict("猫", 20, 0.3, api_name="/search")
     assert [g["caption"] for g in gallery] == ["0.400 · cat_chelsea.jpg"]
-    zh = gradio_client.Client(url, verbose=False, headers={"Accept-Language": "zh-CN,zh;q=0.9"})
+    zh = gradio_client.Client(url, verbose=False, download_files=False, headers={"Accept-Language": "zh-CN,zh;q=0.9"})
     assert zh.predict("", 20, 0.0, api_name="/search")[1] == A.ZH["msg_empty"]
 
 
@@ -370,7 +370,7 @@ def test_stub_not_ready_is_friendly(tmp_path):
     app = A.build_app(be.db_path, backend=be)
     url = _launch(app)
     try:
-        c = gradio_client.Client(url, verbose=False)
+        c = gradio_client.Client(url, verbose=False, download_files=False)
         assert c.predict(api_name="/status")["state"] == "loading"
         gallery, msg = c.predict("猫", 20, 0.0, api_name="/search")
         assert gallery == [] and "try again" in msg
@@ -382,7 +382,7 @@ def test_stub_not_ready_is_friendly(tmp_path):
 def test_stub_demo_mode_serves_no_paths(stub_app):
     app, url = stub_app
     assert "/secret/place" not in app.backend.about_md("en") and "dcclip-stub" in app.backend.about_md("zh")
-    c = gradio_client.Client(url, verbose=False)
+    c = gradio_client.Client(url, verbose=False, download_files=False)
     gallery, _ = c.predict("猫", 3, 0.0, api_name="/search")
     assert all("/" not in g["caption"] for g in gallery)
     # originals are not served in demo mode (only cached thumbnails are)
@@ -398,6 +398,58 @@ def test_stub_files_outside_roots_not_served(stub_app):
     assert _get(url + "/gradio_api/file=" + str(CAT))[0] == 200  # inside the indexed root: allowed
 
 
+def test_stub_thumbnails_route(stub_app):
+    """Results are thumbnail URLs on /thumb/<sha1>.jpg: served as JPEG; nothing else can be named there."""
+    app, url = stub_app
+    c = gradio_client.Client(url, verbose=False, download_files=False)
+    gallery, _ = c.predict("猫", 3, 0.0, api_name="/search")
+    u = gallery[0]["image"]["url"]
+    assert u.startswith(url + A.THUMB_ROUTE + "/") and u.endswith(".jpg"), u
+    code, body = _get(u)
+    assert code == 200 and body[:3] == b"\xff\xd8\xff"
+    from PIL import Image
+    import io
+    assert max(Image.open(io.BytesIO(body)).size) <= A.THUMB_SIZE
+    for bad in ["/thumb/../../etc/passwd.jpg", "/thumb/..%2f..%2fetc%2fpasswd.jpg", "/thumb/" + "0" * 40 + ".jpg",
+                "/thumb/" + "a" * 39 + ".jpg", "/thumb/%2e%2e/app.py", "/thumb/" + str(CAT)]:
+        code, body = _get(url + bad)
+        assert code in (400, 404) and b"root:" not in body, (bad, code)
+
+
+def test_stub_thumbnails_need_login_with_auth(tmp_path):
+    """With --auth, thumbnails are served to a logged-in page only."""
+    be = A.Backend(tmp_path / "x.db", searcher=StubSearcher(), root=DEMO, thumb_dir=tmp_path / "thumbs")
+    app = A.build_app(be.db_path, backend=be)
+    port = _free_port()
+    app.queue().launch(server_port=port, prevent_thread_lock=True, quiet=True, auth=("u", "p"),
+                       **A.launch_kwargs(app))
+    url = f"http://127.0.0.1:{port}"
+    try:
+        c = gradio_client.Client(url, verbose=False, download_files=False, auth=("u", "p"))
+        gallery, _ = c.predict("猫", 3, 0.0, api_name="/search")
+        u = gallery[0]["image"]["url"]
+        assert _get(u)[0] == 401                                   # no login cookie
+        import httpx
+        assert httpx.get(u, cookies=c.cookies).status_code == 200   # the logged-in client's cookie
+    finally:
+        app.close()
+
+
+@pytest.mark.parametrize("stub_app", [True], indirect=True)
+def test_stub_demo_mode_is_read_only(stub_app, tmp_path):
+    app, url = stub_app
+    c = gradio_client.Client(url, verbose=False, download_files=False)
+    ro = A.EN["demo_readonly"]
+    assert c.predict(str(tmp_path / "out"), api_name="/label_copy") == ro and not (tmp_path / "out").exists()
+    assert c.predict("x", api_name="/fewshot_save")[0] == ro
+    f = tmp_path / "p.safetensors"
+    f.write_bytes(b"not really")
+    assert c.predict(gradio_client.handle_file(str(f)), "x", api_name="/prompt_import")[0] == ro
+    assert c.predict("colours-coop", api_name="/prompt_delete")[0] == ro
+    assert c.predict(str(DEMO), api_name="/remove_folder")[2] == A.EN["index_readonly"]
+    assert c.predict("default", api_name="/model_use")[0] == ro
+
+
 # ------------------------------------------------------------------------------ Index tab (runs last: it adds a folder)
 def _rows(df) -> list:
     return df["data"] if isinstance(df, dict) else list(df)
@@ -405,7 +457,7 @@ def _rows(df) -> list:
 
 def test_stub_index_tab(stub_app):
     app, url = stub_app
-    c = gradio_client.Client(url, verbose=False)
+    c = gradio_client.Client(url, verbose=False, download_files=False)
     md, df = c.predict(api_name="/index_info")
     assert str(DEMO.resolve()) in md and "16 photos" in md.replace(str(len(list(DEMO.glob('*.jpg')))), "16")
     md, df, msg = c.predict("", api_name="/add_folder")
@@ -417,7 +469,7 @@ def test_stub_index_tab(stub_app):
 @pytest.mark.parametrize("stub_app", [True], indirect=True)
 def test_stub_index_tab_demo_readonly(stub_app):
     app, url = stub_app
-    c = gradio_client.Client(url, verbose=False)
+    c = gradio_client.Client(url, verbose=False, download_files=False)
     md, df = c.predict(api_name="/index_info")
     assert str(DEMO) not in md and A.EN["index_readonly"] in md
     md, df, msg = c.predict("/tmp", api_name="/add_folder")
@@ -445,6 +497,16 @@ def test_index_tab_add_folder_and_rescan(server, tmp_path):
     md2, df2, msg2 = c.predict(api_name="/rescan")
     assert "2 folder" in msg2 and "0 new" in msg2, msg2
     assert md2 == md
+    # remove the folder again: out of the index and the searches, still on disk
+    md, df, msg, folder_dd, remove_dd = c.predict("/not/indexed", api_name="/remove_folder")
+    assert msg == A.EN["msg_pick_folder"]
+    md, df, msg, folder_dd, remove_dd = c.predict(str(extra.resolve()), api_name="/remove_folder")
+    assert "1 photos, 1 unreadable" in msg, msg
+    assert str(extra.resolve()) not in md and f"{n} photos · 0 unreadable" in md, md
+    assert str(extra.resolve()) not in [x[1] for x in remove_dd["choices"]]
+    assert c.predict(api_name="/status")["images"] == n
+    res = c.predict("a cup of coffee", 5, api_name="/search_json")
+    assert "my_coffee.jpg" not in {r["name"] for r in res} and (extra / "my_coffee.jpg").is_file()
 
 
 def test_model_tab_metrics(stub_app):
@@ -454,10 +516,10 @@ def test_model_tab_metrics(stub_app):
     assert f"{r1:.1f}%" in md and "English" in md and "中文" in md and "ImageNet" in md
     assert "default" in A.installed_models()
     app, url = stub_app
-    c = gradio_client.Client(url, verbose=False)
+    c = gradio_client.Client(url, verbose=False, download_files=False)
     md, about = c.predict("default", api_name="/model_card")
     assert f"{r1:.1f}%" in md and "dcclip-stub" in about
-    zh = gradio_client.Client(url, verbose=False, headers={"Accept-Language": "zh-CN"})
+    zh = gradio_client.Client(url, verbose=False, download_files=False, headers={"Accept-Language": "zh-CN"})
     assert "真实照片" in zh.predict("default", api_name="/model_card")[0]
 
 
@@ -479,22 +541,152 @@ def test_search_filters_and_detail(server):
     assert scores == sorted(scores, reverse=True)
 
 
+def _value(out):
+    """An output's value (an update that also shows the component carries it under "value")."""
+    return out["value"] if isinstance(out, dict) and out.get("__type__") == "update" else out
+
+
+def _file(f) -> Path:
+    """A file output of the API (the client does not download: the server runs on this machine)."""
+    f = _value(f)
+    return Path(f["path"] if isinstance(f, dict) else f)
+
+
 @needs_model
 def test_label_tab_and_export(server):
     c = server.client
-    review, msg = c.predict("", api_name="/label")
+    review, msg, _ = c.predict("", "", api_name="/label")
     assert review == [] and msg == A.EN["msg_no_labels"]
-    review, msg = c.predict("猫, 咖啡, rocket, 花", api_name="/label")
+    review, msg, dd = c.predict("猫, 咖啡, rocket, 花", "", api_name="/label")
     assert review and "· " in review[0]["caption"], msg
     caps = {Path(g["caption"]).name for g in review}
     assert any(cap.startswith("猫 · ") for cap in caps), caps
+    assert set(x[0] for x in dd["choices"]) <= {"猫", "咖啡", "rocket", "花"}
     f, msg = c.predict(api_name="/export_csv")
-    text = Path(f).read_text(encoding="utf-8-sig")
+    text = _file(f).read_text(encoding="utf-8-sig")
     assert text.startswith("path,label,score") and "cat_chelsea.jpg,猫," in text, text[:500]
     f, msg = c.predict(api_name="/export_json")
-    rows = json.loads(Path(f).read_text(encoding="utf-8"))
+    rows = json.loads(_file(f).read_text(encoding="utf-8"))
     cat = [r for r in rows if r["path"].endswith("cat_chelsea.jpg")]
     assert cat and cat[0]["label"] == "猫"
+
+
+@needs_model
+def test_label_correct_and_copy_to_folders(server, tmp_path):
+    c = server.client
+    c.predict("猫, 咖啡, rocket, 花", "", api_name="/label")
+    review, msg, _ = c.predict("", "狗", api_name="/label_correct")
+    assert msg == A.EN["msg_pick_photo"]
+    review, msg, dd = c.predict("cat_chelsea.jpg", "狗", api_name="/label_correct")
+    assert "狗" in msg and "cat_chelsea.jpg" in msg
+    assert "狗" in [x[0] for x in dd["choices"]]
+    rows = json.loads(_file(c.predict(api_name="/export_json")[0]).read_text(encoding="utf-8"))
+    cat = [r for r in rows if r["path"].endswith("cat_chelsea.jpg")]
+    assert [r["label"] for r in cat] == ["狗"]
+    out = tmp_path / "分类结果"
+    assert c.predict("relative/dir", api_name="/label_copy") == A.EN["msg_copy_where"]
+    msg = c.predict(str(out), api_name="/label_copy")
+    n = len(list(DEMO.glob("*.jpg")))
+    assert f"Copied {n} photos" in msg, msg
+    assert (out / "狗" / "cat_chelsea.jpg").read_bytes() == CAT.read_bytes()
+    assert len(list(out.rglob("*.jpg"))) == n
+    c.predict(str(out), api_name="/label_copy")               # again: nothing overwritten, new names
+    assert (out / "狗" / "cat_chelsea (2).jpg").is_file() and len(list(out.rglob("*.jpg"))) == 2 * n
+    # labelling again with the same labels keeps the correction
+    c.predict("猫, 咖啡, rocket, 花", "", api_name="/label")
+    rows = json.loads(_file(c.predict(api_name="/export_json")[0]).read_text(encoding="utf-8"))
+    assert [r["label"] for r in rows if r["path"].endswith("cat_chelsea.jpg")] == ["狗"]
+
+
+FS_CLASSES = {"动物": ["cat_chelsea.jpg", "dog_chicky.jpg", "squirrel.jpg", "baboon.jpg"],
+              "食物": ["coffee.jpg", "apple.jpg", "orange.jpg", "fruits.jpg"]}
+
+
+@needs_model
+def test_fewshot_learn_save_apply_delete(server):
+    c = gradio_client.Client(server.url, verbose=False, download_files=False)   # its own session (state)
+    plot, msg = c.predict("tip-adapter", 10, api_name="/fewshot_learn")
+    assert msg == A.EN["fs_need_two"]
+    tbl, msg, _ = c.predict("动物", [], api_name="/fewshot_add")
+    assert msg == A.EN["fs_nothing_picked"]
+    for cls, names in FS_CLASSES.items():
+        tbl, msg, _ = c.predict(cls, [gradio_client.handle_file(str(DEMO / n)) for n in names],
+                                api_name="/fewshot_add")
+        assert f"Added {len(names)} examples" in msg
+    assert [r[:2] for r in tbl["data"]] == [["动物", 4], ["食物", 4]]
+    gallery, msg = c.predict("猫", api_name="/fewshot_find")           # results to pick from
+    assert gallery and "cat_chelsea.jpg" in gallery[0]["caption"]
+    plot, msg = c.predict("tip-adapter", 10, api_name="/fewshot_learn")
+    assert "tip-adapter" in msg and "Accuracy on the examples" in msg, msg
+    plot, msg = c.predict("coop", 10, api_name="/fewshot_learn")
+    assert "coop" in msg and "%" in msg, msg
+    assert len(plot["data"]) == 10 and all(len(p) == 2 for p in plot["data"])     # live loss, one per step
+    msg, _, _ = c.predict("bad/../name", api_name="/fewshot_save")
+    assert "bad-name" in msg                                           # sanitised to a file name
+    c.predict("bad-name", api_name="/prompt_delete")
+    msg, dd, _ = c.predict("我的-pets", api_name="/fewshot_save")
+    assert "我的-pets" in msg and dd["value"] == "我的-pets"
+    msg, _, _ = c.predict("我的-pets", api_name="/fewshot_save")
+    assert msg == A.EN["fs_name_taken"].format(name="我的-pets")
+    tbl, dd, _ = c.predict(api_name="/prompts_list")
+    row = next(r for r in tbl["data"] if r[0] == "我的-pets")
+    assert row[1] == "coop" and row[2] == 2 and row[6] == "yes" and row[7] == "yours"
+    assert any(r[7] == "shipped" for r in tbl["data"])
+    info = c.predict("我的-pets", api_name="/prompt_detail")
+    assert "coop" in info and "动物" in info and "fits the loaded model" in info
+    msg, review, label_msg, dd = c.predict("我的-pets", api_name="/prompt_apply")
+    assert "Labelled 16 photos" in msg, msg
+    caps = {g["caption"].split(" · ")[0] for g in review}
+    assert caps <= {"动物", "食物"} and caps, caps
+    files, msg = c.predict("我的-pets", api_name="/prompt_export")
+    st, js = (_file(f) for f in _value(files))
+    assert st.suffix == ".safetensors" and st.stat().st_size > 1000
+    assert json.loads(js.read_text(encoding="utf-8"))["method"] == "coop"
+    review, msg, _ = c.predict("", "我的-pets", api_name="/label")       # the Label tab takes a prompt too
+    assert "Labelled 16 photos" in msg
+    msg, tbl, _, _ = c.predict("我的-pets", api_name="/prompt_delete")
+    assert "Deleted" in msg and all(r[0] != "我的-pets" for r in tbl["data"])
+    msg, *_ = c.predict("colours-coop", api_name="/prompt_delete")
+    assert "cannot be deleted" in msg
+    tbl, msg, _ = c.predict(api_name="/fewshot_clear")
+    assert tbl["data"] == [] or tbl["data"] == [[]] or not tbl["data"]
+
+
+@needs_model
+def test_prompt_import_only_valid_safetensors(server, tmp_path):
+    import pickle
+    c = server.client
+    pkl = tmp_path / "evil.pkl"
+    pkl.write_bytes(pickle.dumps({"x": 1}))
+    with pytest.raises(Exception, match="Invalid file type"):     # the upload itself is refused by type
+        c.predict(gradio_client.handle_file(str(pkl)), "", api_name="/prompt_import")
+    fake = tmp_path / "fake.safetensors"                    # a pickle under a .safetensors name
+    fake.write_bytes(pickle.dumps({"x": 1}))
+    msg, *_ = c.predict(gradio_client.handle_file(str(fake)), "", api_name="/prompt_import")
+    assert msg.startswith("Refused: not a valid prompt file"), msg
+    from safetensors.numpy import save_file
+    import numpy as np
+    plain = tmp_path / "plain.safetensors"                  # safetensors, but no prompt metadata
+    save_file({"w": np.zeros(3, np.float32)}, str(plain))
+    msg, *_ = c.predict(gradio_client.handle_file(str(plain)), "", api_name="/prompt_import")
+    assert msg.startswith("Refused: not a valid prompt file"), msg
+    from dcclip_core.prompts import load_prompt
+    p = load_prompt("colours-coop")
+    p.meta["model"] = dict(p.meta["model"], hash="0000deadbeef", id="another-model")
+    other = p.save(tmp_path / "other-model.safetensors")
+    msg, *_ = c.predict(gradio_client.handle_file(str(other)), "", api_name="/prompt_import")
+    assert msg.startswith("Refused:") and "another-model" in msg, msg
+    good = load_prompt("colours-coop").save(tmp_path / "colours-copy.safetensors")
+    msg, tbl, dd, _ = c.predict(gradio_client.handle_file(str(good)), "我的颜色", api_name="/prompt_import")
+    assert "我的颜色" in msg and any(r[0] == "我的颜色" for r in tbl["data"]), msg
+    c.predict("我的颜色", api_name="/prompt_delete")
+
+
+@needs_model
+def test_model_use(server):
+    msg, about = server.client.predict("default", api_name="/model_use")
+    assert "all 16 photos" in msg.replace(str(len(list(DEMO.glob("*.jpg")))), "16"), msg
+    assert "猫" in server.client.predict("猫", 3, 0.0, api_name="/search")[1]
 
 
 @needs_model
@@ -521,5 +713,70 @@ def test_browser_tabs(server):
             page.get_by_role("tab", name="模型").click()
             page.get_by_text("真实照片 recall@1").first.wait_for(state="visible", timeout=30_000)
             page.screenshot(path=str(SHOTS / "model_zh.png"), full_page=True)
+        finally:
+            browser.close()
+
+
+@needs_model
+@pytest.mark.parametrize("locale,tabs,suffix", [
+    ("zh-CN", ("小样本学习", "提示库", "标注"), "zh"),
+    ("en-US", ("Few-shot", "Prompts", "Label"), "en"),
+])
+def test_browser_fewshot_prompts_label(server, locale, tabs, suffix):
+    """Pick examples from search results, learn a CoOp prompt (loss plot), see it in the library, label with
+    it and correct one photo's label; screenshots of each tab in both languages."""
+    sync_playwright = _browser()
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    fewshot, prompts, label = tabs
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(locale=locale, viewport={"width": 1366, "height": 1000})
+            page.goto(server.url, wait_until="domcontentloaded")
+            page.get_by_role("tab", name=fewshot).click()
+            for query, cls, picks in (("猫", "猫咪" if suffix == "zh" else "cat", 2),
+                                      ("coffee", "咖啡" if suffix == "zh" else "coffee", 2)):
+                box = page.locator("#fs-query textarea, #fs-query input").first
+                box.fill(query)
+                page.locator("#fs-find").click()
+                page.locator("#fs-results .caption-label").first.wait_for(state="visible", timeout=60_000)
+                page.wait_for_timeout(500)
+                for i in range(picks):
+                    page.locator("#fs-results .thumbnail-item").nth(i).click()
+                    page.wait_for_timeout(400)
+                page.locator("#fs-class textarea, #fs-class input").first.fill(cls)
+                page.locator("#fs-add").click()
+                page.locator("#fs-msg").get_by_text(cls).first.wait_for(state="visible", timeout=30_000)
+            page.get_by_label("CoOp").check()
+            page.locator("#fs-learn").click()
+            page.locator("#fs-result").get_by_text("%").first.wait_for(state="visible", timeout=120_000)
+            page.wait_for_timeout(1500)                 # the plot's last redraw
+            assert page.locator("#fs-loss canvas, #fs-loss svg").count() > 0, "no loss plot drawn"
+            page.locator("#fs-name textarea, #fs-name input").first.fill(f"browser-{suffix}")
+            page.locator("#fs-save").click()
+            page.locator("#fs-save-msg").get_by_text(f"browser-{suffix}").first.wait_for(state="visible",
+                                                                                    timeout=30_000)
+            page.screenshot(path=str(SHOTS / f"fewshot_{suffix}.png"), full_page=True)
+            page.get_by_role("tab", name=prompts).click()
+            page.locator("#pr-table").get_by_text(f"browser-{suffix}").first.wait_for(state="visible",
+                                                                                    timeout=30_000)
+            page.locator("#pr-pick input").first.click()
+            page.get_by_role("option", name=f"browser-{suffix}").first.click()
+            page.locator("#pr-info").get_by_text("coop").first.wait_for(state="visible", timeout=30_000)
+            page.locator("#pr-apply").click()
+            page.locator("#pr-msg").get_by_text("16").first.wait_for(state="visible", timeout=60_000)
+            page.screenshot(path=str(SHOTS / f"prompts_{suffix}.png"), full_page=True)
+            page.get_by_role("tab", name=label).click()
+            page.locator("#review .thumbnail-item").first.wait_for(state="visible", timeout=30_000)
+            page.locator("#review .thumbnail-item").first.click()
+            page.wait_for_timeout(500)
+            assert page.locator("#corr-photo textarea, #corr-photo input").first.input_value().endswith(".jpg")
+            page.locator("#corr-label input").first.fill("狗" if suffix == "zh" else "dog")
+            page.keyboard.press("Enter")
+            page.locator("#corr-btn").click()
+            page.locator("#label-msg").get_by_text("狗" if suffix == "zh" else "dog").first.wait_for(
+                state="visible", timeout=30_000)
+            page.wait_for_timeout(800)
+            page.screenshot(path=str(SHOTS / f"label_{suffix}.png"), full_page=True)
         finally:
             browser.close()
