@@ -494,11 +494,12 @@ def metrics_md(name: str, lang: str) -> str:
 # Concurrent text searches, batched
 # ---------------------------------------------------------------------------------------------------
 class SearchBatcher:
-    """Text searches arriving together share one text-encoder call and one vector-index pass.
+    """Text searches arriving together share one vector-index pass and one row lookup.
 
-    A flat index reads every vector once per query (100 MB at 100k photos); a batch is one call, one pass
-    of Python and SQLite overhead, and one ONNX run for all the texts. One worker thread takes whatever is queued (no waiting to fill a batch) and answers it; searches with
-    folder/date filters, and any failure, go through Searcher.search one by one.
+    A flat index reads every vector once per query (100 MB at 100k photos); a batch is one
+    ``Searcher.search_many`` call, whose answers equal ``Searcher.search``'s. One worker thread takes whatever
+    is queued (no waiting to fill a batch) and answers it; when the batch call fails, each search goes
+    through ``Searcher.search`` on its own.
     """
 
     def __init__(self, searcher, max_batch: int = 32):
@@ -546,27 +547,11 @@ class SearchBatcher:
                     fut.set_exception(e)
 
     def _run(self, items) -> list[list[dict]]:
-        import numpy as np
-        s = self.searcher
-        Q = np.asarray(s.model.encode_text([q for q, *_ in items]), np.float32)        # (b, d)
+        """One Searcher.search_many call for the batch; each query keeps its own k and threshold."""
         want = max(k for _, k, _, _ in items)
-        with s._lock:
-            vi = s._ensure()
-            D, I = vi.search(Q, want)                                                    # (b, want)
-        rows = s.db.rows_by_ids(sorted({int(i) for i in I.ravel() if i >= 0}))
-        out = []
-        for b, (_, k, t, _) in enumerate(items):
-            res = []
-            for i, sc in zip(I[b], D[b]):
-                r = rows.get(int(i)) if i >= 0 else None
-                if r is None or (t is not None and float(sc) < float(t)):
-                    continue
-                res.append({"path": r["path"], "score": float(sc), "width": r["width"], "height": r["height"],
-                            "size": r["size"], "mtime": r["mtime"], "taken_at": r["taken_at"], "id": int(i)})
-                if len(res) >= k:
-                    break
-            out.append(res)
-        return out
+        results = self.searcher.search_many([q for q, *_ in items], k=want)
+        return [[r for r in res if t is None or r["score"] >= float(t)][:k]
+                for res, (_, k, t, _) in zip(results, items)]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -786,10 +771,10 @@ class Backend:
                 if not self.demo and Path(name).is_absolute() and db.image_by_path(name):
                     return name
                 base = Path(name).name
-                rows = db.query("SELECT path FROM images WHERE path LIKE ? ORDER BY path LIMIT 50", ("%" + base,))
+                paths = db.paths_ending_with(base)
         except Exception:
             return None
-        return next((r["path"] for r in rows if Path(r["path"]).name == base), None)
+        return next((p for p in paths if Path(p).name == base), None)
 
     def remove_root(self, root: str) -> dict:
         """Take a folder out of the index (rows, vectors, labels, recorded errors); files stay on disk."""
@@ -887,8 +872,8 @@ class Backend:
         return self.searcher.search(query, k=int(k), threshold=threshold, **filters)
 
     def batcher(self) -> SearchBatcher | None:
-        """The batcher over the current searcher (None for searchers without a FAISS index, e.g. stubs)."""
-        if not hasattr(self.searcher, "_ensure"):
+        """The batcher over the current searcher (None for searchers without ``search_many``, e.g. stubs)."""
+        if not hasattr(self.searcher, "search_many"):
             return None
         if self._batcher is None or self._batcher.searcher is not self.searcher:
             self._batcher = SearchBatcher(self.searcher)
@@ -1133,9 +1118,8 @@ def build_app(db_path: str | Path, model=None, searcher=None, demo: bool = False
             from index import PhotoDB
             base = Path(name).name
             with PhotoDB(be.db_path, create=False) as db:
-                rows = db.query("SELECT path FROM images WHERE path LIKE ? ORDER BY path LIMIT 50",
-                                ("%" + base,))
-            path = next((r["path"] for r in rows if Path(r["path"]).name == base), name)
+                paths = db.paths_ending_with(base)
+            path = next((p for p in paths if Path(p).name == base), name)
         near = be.searcher.similar(path, k=8)
         return {"neighbours": [{"name": Path(str(r["path"])).name, "score": round(float(r["score"]), 4)}
                                for r in near],

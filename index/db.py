@@ -79,6 +79,7 @@ _MIGRATIONS: dict[int, list[str]] = {
 IMAGE_FIELDS = ("path", "size", "mtime", "sha256", "phash", "width", "height", "taken_at", "format",
                 "model_hash", "indexed_at")
 RESULT_FIELDS = ("id", "path", "width", "height", "size", "mtime", "taken_at")
+LABEL_SET_KEY = "label_set:"                # meta key prefix of a label set's definition
 
 
 def now_iso() -> str:
@@ -159,6 +160,11 @@ class PhotoDB:
             cur = self.conn.execute(sql, params)
             cols = [c[0] for c in cur.description or ()]
             return [dict(zip(cols, r)) for r in cur.fetchall()]
+
+    def _all(self, sql: str, params: Sequence | dict = ()) -> list[tuple]:
+        """Every row of a query as tuples, fetched under the lock."""
+        with self._lock:
+            return self.conn.execute(sql, params).fetchall()
 
     @contextlib.contextmanager
     def transaction(self):
@@ -328,6 +334,49 @@ class PhotoDB:
                 ids.append(row[0])
         return self.delete_images(ids)
 
+    def image_ids_under(self, path: str) -> list[int]:
+        """ids of the image at ``path`` and of every image below it (``path`` as a folder)."""
+        lo, hi = _prefix_range(path)
+        return [r[0] for r in self._all("SELECT id FROM images WHERE path=? OR (path >= ? AND path < ?)",
+                                        (path, lo, hi))]
+
+    def paths_ending_with(self, suffix: str, limit: int = 50) -> list[str]:
+        """Indexed paths ending with ``suffix`` (LIKE: ``%`` / ``_`` in it match loosely), sorted, at most ``limit``."""
+        return [r[0] for r in self._all("SELECT path FROM images WHERE path LIKE ? ORDER BY path LIMIT ?",
+                                        ("%" + suffix, int(limit)))]
+
+    def embedded_images(self, model_hash: str) -> list[dict]:
+        """[{"id", "path"}] of the images with a vector, embedded with ``model_hash``, by id."""
+        return self.query("SELECT i.id, i.path FROM images i JOIN vectors v ON v.image_id = i.id "
+                          "WHERE i.model_hash=? ORDER BY i.id", (model_hash,))
+
+    def images_without_phash(self, limit: int | None = None) -> list[dict]:
+        """[{"id", "path"}] of images with no perceptual hash (rows written by an older version)."""
+        return self.query("SELECT id, path FROM images WHERE phash IS NULL"
+                          + (f" LIMIT {int(limit)}" if limit else ""))
+
+    def hash_rows_by_ids(self, ids: Sequence[int]) -> dict[int, dict]:
+        """id -> {"id", "path", "sha256", "phash"} (unknown ids left out)."""
+        out: dict[int, dict] = {}
+        ids = [int(i) for i in ids]
+        for s in range(0, len(ids), 500):
+            chunk = ids[s:s + 500]
+            marks = ",".join("?" * len(chunk))
+            for r in self.query(f"SELECT id, path, sha256, phash FROM images WHERE id IN ({marks})", chunk):
+                out[r["id"]] = r
+        return out
+
+    def size_rows_by_paths(self, paths: Sequence[str]) -> dict[str, dict]:
+        """path -> {"path", "width", "height", "size"} (unknown paths left out)."""
+        out: dict[str, dict] = {}
+        paths = [str(p) for p in paths]
+        for s in range(0, len(paths), 500):
+            chunk = paths[s:s + 500]
+            marks = ",".join("?" * len(chunk))
+            for r in self.query(f"SELECT path, width, height, size FROM images WHERE path IN ({marks})", chunk):
+                out[r["path"]] = r
+        return out
+
     def count_images(self, model_hash: str | None = None) -> int:
         if model_hash is None:
             return int(self.execute("SELECT COUNT(*) FROM images").fetchone()[0])
@@ -440,6 +489,18 @@ class PhotoDB:
             for p in paths:
                 self.conn.execute("DELETE FROM errors WHERE path=?", (str(p),))
 
+    def delete_errors_under(self, path: str) -> int:
+        """Forget the recorded errors of ``path`` and of every file below it; returns how many."""
+        lo, hi = _prefix_range(path)
+        with self.transaction():
+            n = self.conn.execute("DELETE FROM errors WHERE path=? OR (path >= ? AND path < ?)",
+                                  (path, lo, hi)).rowcount
+        return max(0, n)
+
+    def error_reason_counts(self) -> list[tuple[str | None, int]]:
+        """[(reason, files)] over the recorded errors."""
+        return [(r, int(n)) for r, n in self._all("SELECT reason, COUNT(*) FROM errors GROUP BY reason")]
+
     def errors_under(self, root: str) -> dict[str, dict]:
         lo, hi = _prefix_range(root)
         return {r["path"]: r for r in self.query("SELECT * FROM errors WHERE path >= ? AND path < ?", (lo, hi))}
@@ -452,6 +513,82 @@ class PhotoDB:
 
     def count_errors(self) -> int:
         return int(self.execute("SELECT COUNT(*) FROM errors").fetchone()[0])
+
+    # ---- labels (labels.py) ---------------------------------------------------------------------------
+    def label_set_meta(self, label_set: str) -> str | None:
+        """The stored definition (JSON text) of a label set, None when there is no such set."""
+        return self.get_meta(LABEL_SET_KEY + label_set)
+
+    def set_label_set_meta(self, label_set: str, definition: str) -> None:
+        self.set_meta(LABEL_SET_KEY + label_set, definition)
+
+    def label_set_metas(self) -> list[tuple[str, str]]:
+        """[(label set name, definition JSON text)] of every stored set, by name."""
+        rows = self._all("SELECT key, value FROM meta WHERE key GLOB ? ORDER BY key", (LABEL_SET_KEY + "*",))
+        return [(k[len(LABEL_SET_KEY):], v) for k, v in rows]
+
+    def put_labels(self, rows: Iterable[Sequence]) -> None:
+        """Insert or update label rows (image_id, label_set, label, score, source, cosine, rank, time), atomically."""
+        with self.transaction():
+            self.conn.executemany(
+                "INSERT INTO labels(image_id, label_set, label, score, source, cosine, rank, time) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(image_id, label_set, label) DO UPDATE SET "
+                "score=excluded.score, source=excluded.source, cosine=excluded.cosine, rank=excluded.rank, "
+                "time=excluded.time", rows)
+
+    def clear_labels(self, label_set: str, keep_manual: bool = False) -> int:
+        """Delete a set's labels (but its manual corrections when ``keep_manual``); returns how many."""
+        sql = "DELETE FROM labels WHERE label_set=?" + (" AND source<>'manual'" if keep_manual else "")
+        with self.transaction():
+            return max(0, self.conn.execute(sql, (label_set,)).rowcount)
+
+    def set_manual_label(self, label_set: str, paths: Iterable[str], label: str) -> int:
+        """Replace each photo's labels in the set by ``label`` (rank 1, score 1.0, source "manual");
+        returns how many photos were indexed (others are ignored)."""
+        n = 0
+        when = now_iso()
+        with self.transaction():
+            for p in paths:
+                row = self.conn.execute("SELECT id FROM images WHERE path=?", (str(p),)).fetchone()
+                if row is None:
+                    continue
+                self.conn.execute("DELETE FROM labels WHERE image_id=? AND label_set=?", (row[0], label_set))
+                self.conn.execute("INSERT INTO labels(image_id, label_set, label, score, source, cosine, rank, time) "
+                                  "VALUES (?, ?, ?, 1.0, 'manual', NULL, 1, ?)", (row[0], label_set, label, when))
+                n += 1
+        return n
+
+    def labelled_image_ids(self, label_set: str) -> set[int]:
+        return {r[0] for r in self._all("SELECT DISTINCT image_id FROM labels WHERE label_set=?", (label_set,))}
+
+    def manual_label_ids(self, label_set: str) -> set[int]:
+        """ids of the images whose label in the set was corrected by hand."""
+        return {r[0] for r in self._all("SELECT image_id FROM labels WHERE label_set=? AND source='manual'",
+                                        (label_set,))}
+
+    def labelled_image_count(self, label_set: str) -> int:
+        return int(self._all("SELECT COUNT(DISTINCT image_id) FROM labels WHERE label_set=?", (label_set,))[0][0])
+
+    def label_counts(self, label_set: str) -> dict[str, int]:
+        """label -> photos whose best (rank 1) label in the set it is (labels with none left out)."""
+        return {lb: int(n) for lb, n in self._all(
+            "SELECT label, COUNT(*) FROM labels WHERE label_set=? AND rank=1 GROUP BY label", (label_set,))}
+
+    def label_rows(self, label_set: str, label: str | None = None, top_only: bool = False,
+                   limit: int | None = None) -> list[dict]:
+        """[{"path", "label", "score", "cosine", "rank"}] of a set (only ``label``, only rank 1), by path, rank."""
+        sql = ("SELECT i.path, l.label, l.score, l.cosine, l.rank FROM labels l JOIN images i ON i.id = l.image_id "
+               "WHERE l.label_set=?")
+        params: list = [label_set]
+        if label is not None:
+            sql += " AND l.label=?"
+            params.append(label)
+        if top_only:
+            sql += " AND l.rank=1"
+        sql += " ORDER BY i.path, l.rank"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        return self.query(sql, params)
 
     # ---- integrity ------------------------------------------------------------------------------------
     def integrity_check(self) -> str:

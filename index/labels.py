@@ -31,7 +31,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .db import PhotoDB, _prefix_range, now_iso
+from .db import PhotoDB, now_iso
 from .errors import IndexErrorBase
 
 LOGIT_SCALE = 100.0
@@ -119,9 +119,8 @@ def label_index(db_path, labels: str | Sequence[str], label_set: str | None = No
         if db.vector_stats(mhash)[0] == 0:
             raise LabelError(f"no photos in {db.path} are indexed with this model ({mhash}); run build first")
         T = label_embeddings(model, labels, templates)                    # (L, d)
-        key = f"label_set:{label_set}"
         definition = {"labels": labels, "model_hash": mhash, "top": top, "templates": "en_short/zh_short"}
-        old = db.get_meta(key)
+        old = db.label_set_meta(label_set)
         same = False
         if old and not relabel:
             try:
@@ -131,12 +130,9 @@ def label_index(db_path, labels: str | Sequence[str], label_set: str | None = No
                 pass
         with db.transaction():
             if not same:
-                db.execute("DELETE FROM labels WHERE label_set=?", (label_set,))
-            db._set_meta(key, json.dumps({**definition, "time": now_iso()}, ensure_ascii=False))
-        done_ids = set()
-        if same:
-            done_ids = {r[0] for r in db.execute("SELECT DISTINCT image_id FROM labels WHERE label_set=?",
-                                                 (label_set,)).fetchall()}
+                db.clear_labels(label_set)
+            db.set_label_set_meta(label_set, json.dumps({**definition, "time": now_iso()}, ensure_ascii=False))
+        done_ids = db.labelled_image_ids(label_set) if same else set()
         total = db.vector_stats(mhash)[0]
         source = f"zero-shot:{mhash}"
         done = labeled = 0
@@ -152,23 +148,16 @@ def label_index(db_path, labels: str | Sequence[str], label_set: str | None = No
                 when = now_iso()
                 rows = [(int(i), label_set, labels[int(j)], float(prob[r, j]), source, float(cos[r, j]), rank, when)
                         for r, i in enumerate(ids.tolist()) for rank, j in enumerate(order[r], 1)]
-                with db.transaction():
-                    db.conn.executemany(
-                        "INSERT INTO labels(image_id, label_set, label, score, source, cosine, rank, time) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(image_id, label_set, label) DO UPDATE SET "
-                        "score=excluded.score, source=excluded.source, cosine=excluded.cosine, "
-                        "rank=excluded.rank, time=excluded.time", rows)
+                db.put_labels(rows)
                 labeled += len(ids)
             done += len(ids)
             if progress is not None:
                 progress(done, total)
         counts = {lb: 0 for lb in labels}
-        for lb, n in db.execute("SELECT label, COUNT(*) FROM labels WHERE label_set=? AND rank=1 GROUP BY label",
-                                (label_set,)).fetchall():
+        for lb, n in db.label_counts(label_set).items():
             if lb in counts:
-                counts[lb] = int(n)
-        n_images = int(db.execute("SELECT COUNT(DISTINCT image_id) FROM labels WHERE label_set=?",
-                                  (label_set,)).fetchone()[0])
+                counts[lb] = n
+        n_images = db.labelled_image_count(label_set)
     finally:
         if own:
             db.close()
@@ -181,14 +170,12 @@ def label_sets(db_path) -> list[dict]:
     db, own = _open(db_path)
     try:
         out = []
-        for r in db.query("SELECT key, value FROM meta WHERE key LIKE 'label_set:%' ORDER BY key"):
-            name = r["key"][len("label_set:"):]
+        for name, value in db.label_set_metas():
             try:
-                d = json.loads(r["value"])
+                d = json.loads(value)
             except ValueError:
                 d = {}
-            n = db.execute("SELECT COUNT(DISTINCT image_id) FROM labels WHERE label_set=?", (name,)).fetchone()[0]
-            out.append({"label_set": name, "labels": d.get("labels", []), "images": int(n),
+            out.append({"label_set": name, "labels": d.get("labels", []), "images": db.labelled_image_count(name),
                         "model_hash": d.get("model_hash"), "time": d.get("time")})
         return out
     finally:
@@ -201,21 +188,10 @@ def labels_of(db_path, label_set: str = DEFAULT_SET, label: str | None = None, t
     """Stored labels of a set: [{"path", "label", "score", "cosine", "rank"}], by path then rank."""
     db, own = _open(db_path)
     try:
-        if db.get_meta(f"label_set:{label_set}") is None:
+        if db.label_set_meta(label_set) is None:
             names = ", ".join(s["label_set"] for s in label_sets(db)) or "none yet"
             raise LabelError(f"no label set {label_set!r} in {db.path} (sets: {names})")
-        sql = ("SELECT i.path, l.label, l.score, l.cosine, l.rank FROM labels l JOIN images i ON i.id = l.image_id "
-               "WHERE l.label_set=?")
-        params: list = [label_set]
-        if label is not None:
-            sql += " AND l.label=?"
-            params.append(label)
-        if top_only:
-            sql += " AND l.rank=1"
-        sql += " ORDER BY i.path, l.rank"
-        if limit is not None:
-            sql += f" LIMIT {int(limit)}"
-        return db.query(sql, params)
+        return db.label_rows(label_set, label=label, top_only=top_only, limit=limit)
     finally:
         if own:
             db.close()
@@ -273,15 +249,12 @@ def remove_paths(db_path, paths: Sequence[str | os.PathLike]) -> dict:
             with db.transaction():
                 for c in cands:
                     c = c.rstrip(os.sep) or os.sep
-                    lo, hi = _prefix_range(c)
-                    ids = [r[0] for r in db.execute("SELECT id FROM images WHERE path=? OR (path >= ? AND path < ?)",
-                                                    (c, lo, hi)).fetchall()]
-                    n_err = db.execute("DELETE FROM errors WHERE path=? OR (path >= ? AND path < ?)",
-                                       (c, lo, hi)).rowcount
+                    ids = db.image_ids_under(c)
+                    n_err = db.delete_errors_under(c)
                     if ids:
-                        db._delete_ids(ids)
+                        db.delete_images(ids)
                     removed += len(ids)
-                    errs += max(0, n_err)
+                    errs += n_err
                     hit = hit or bool(ids) or n_err > 0
                 if hit:
                     db.bump_generation()
@@ -308,17 +281,11 @@ def _store_top(db: PhotoDB, label_set: str, ids: Sequence[int], labels: Sequence
     """Write each image's best label of ``prob`` (b, L) as rank 1 (a manual label of the image is kept)."""
     best = np.argmax(prob, axis=1)
     when = now_iso()
-    manual = {r[0] for r in db.execute("SELECT image_id FROM labels WHERE label_set=? AND source='manual'",
-                                       (label_set,)).fetchall()}
+    manual = db.manual_label_ids(label_set)
     rows = [(int(i), label_set, labels[int(j)], float(prob[r, j]), source,
              None if cos is None else float(cos[r, j]), 1, when)
             for r, (i, j) in enumerate(zip(ids, best)) if int(i) not in manual]
-    with db.transaction():
-        db.conn.executemany(
-            "INSERT INTO labels(image_id, label_set, label, score, source, cosine, rank, time) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(image_id, label_set, label) DO UPDATE SET "
-            "score=excluded.score, source=excluded.source, cosine=excluded.cosine, rank=excluded.rank, "
-            "time=excluded.time", rows)
+    db.put_labels(rows)
 
 
 def label_index_with_prompt(db_path, prompt, label_set: str | None = None, model=None, lang: str = "en",
@@ -342,16 +309,14 @@ def label_index_with_prompt(db_path, prompt, label_set: str | None = None, model
         total = db.vector_stats(mhash)[0]
         if total == 0:
             raise LabelError(f"no photos in {db.path} are indexed with this model ({mhash}); run build first")
-        key = f"label_set:{label_set}"
         try:                                  # manual corrections survive a re-run of the same prompt only
-            old = json.loads(db.get_meta(key) or "{}")
+            old = json.loads(db.label_set_meta(label_set) or "{}")
         except ValueError:
             old = {}
         same = old.get("prompt") == prompt.name and old.get("model_hash") == mhash
         with db.transaction():
-            db.execute("DELETE FROM labels WHERE label_set=?" + (" AND source<>'manual'" if same else ""),
-                       (label_set,))
-            db._set_meta(key, json.dumps(
+            db.clear_labels(label_set, keep_manual=same)
+            db.set_label_set_meta(label_set, json.dumps(
                 {"labels": labels, "model_hash": mhash, "top": 1, "prompt": prompt.name, "method": prompt.method,
                  "time": now_iso()}, ensure_ascii=False))
         done = labeled = 0
@@ -364,8 +329,7 @@ def label_index_with_prompt(db_path, prompt, label_set: str | None = None, model
                 if progress is not None:
                     progress(done, total)
         else:
-            rows = db.query("SELECT i.id, i.path FROM images i JOIN vectors v ON v.image_id = i.id "
-                            "WHERE i.model_hash=? ORDER BY i.id", (mhash,))
+            rows = db.embedded_images(mhash)
             for s in range(0, len(rows), batch):
                 chunk = rows[s:s + batch]
                 ok_ids, embs, feats = [], [], []
@@ -385,11 +349,9 @@ def label_index_with_prompt(db_path, prompt, label_set: str | None = None, model
                 if progress is not None:
                     progress(done, total)
         counts = {lb: 0 for lb in labels}
-        for lb, n in db.execute("SELECT label, COUNT(*) FROM labels WHERE label_set=? AND rank=1 GROUP BY label",
-                                (label_set,)).fetchall():
-            counts[lb] = counts.get(lb, 0) + int(n)
-        n_images = int(db.execute("SELECT COUNT(DISTINCT image_id) FROM labels WHERE label_set=?",
-                                  (label_set,)).fetchone()[0])
+        for lb, n in db.label_counts(label_set).items():
+            counts[lb] = counts.get(lb, 0) + n
+        n_images = db.labelled_image_count(label_set)
     finally:
         if own:
             db.close()
@@ -406,21 +368,11 @@ def set_label(db_path, label_set: str, paths: Sequence[str], label: str) -> int:
         raise LabelError("an empty label (type the correct label, e.g. 猫)")
     db, own = _open(db_path)
     try:
-        key = f"label_set:{label_set}"
-        n = 0
         with db.transaction():
-            if db.get_meta(key) is None:
-                db._set_meta(key, json.dumps({"labels": [label], "model_hash": None, "top": 1, "time": now_iso()},
-                                             ensure_ascii=False))
-            for p in paths:
-                row = db.execute("SELECT id FROM images WHERE path=?", (str(p),)).fetchone()
-                if row is None:
-                    continue
-                db.execute("DELETE FROM labels WHERE image_id=? AND label_set=?", (row[0], label_set))
-                db.execute("INSERT INTO labels(image_id, label_set, label, score, source, cosine, rank, time) "
-                           "VALUES (?, ?, ?, 1.0, 'manual', NULL, 1, ?)", (row[0], label_set, label, now_iso()))
-                n += 1
-        return n
+            if db.label_set_meta(label_set) is None:
+                db.set_label_set_meta(label_set, json.dumps(
+                    {"labels": [label], "model_hash": None, "top": 1, "time": now_iso()}, ensure_ascii=False))
+            return db.set_manual_label(label_set, paths, label)
     finally:
         if own:
             db.close()

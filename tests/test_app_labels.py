@@ -87,3 +87,50 @@ def test_label_with_prompt(demo_db, model):
     p.meta["name"] = "another"
     label_index_with_prompt(db, p, "t3", model=model, lang="en")        # another prompt: starts over
     assert {Path(r["path"]).name: r["label"] for r in labels_of(db, "t3", top_only=True)}["cat_chelsea.jpg"] == "cat"
+
+
+
+QUERIES = ["一只猫", "a cup of coffee", "火箭发射", "flowers", "an astronaut in space", "狗", "a baboon",
+           "butterfly on a flower", "apple", "一杯咖啡", "cat", "宇航员"]
+
+
+def test_search_many_equals_search(demo_db, model):
+    from index import Searcher
+    db, photos = demo_db
+    with Searcher(db, model=model) as s:
+        want = [s.search(q) for q in QUERIES]
+        assert s.search_many(QUERIES) == want
+        assert Path(want[0][0]["path"]).name == "cat_chelsea.jpg" and len(want[0]) == len(list(photos.glob("*.jpg")))
+        # k and threshold as search applies them (a threshold between two scores)
+        sc = sorted(r["score"] for r in want[1])
+        t = (sc[len(sc) // 2] + sc[len(sc) // 2 + 1]) / 2
+        for k, th in [(3, None), (20, t), (1, t)]:
+            assert s.search_many(QUERIES, k=k, threshold=th) == [s.search(q, k=k, threshold=th) for q in QUERIES]
+        assert all(len(r) == 3 for r in s.search_many(QUERIES, k=3))
+        assert s.search_many([]) == [] and s.search_many(QUERIES[:2], k=0) == [[], []]
+        many = QUERIES * 3                                        # > 20 queries: FAISS's BLAS path
+        assert s.search_many(many) == [s.search(q) for q in many]
+        # one ONNX run for all texts: the int8 encoder's per-tensor activation scale makes scores depend on
+        # the batch (slightly), the best photo stays
+        one = s.search_many(QUERIES, one_call=True)
+        assert [r[0]["path"] for r in one] == [r[0]["path"] for r in want]
+        assert max(abs(x["score"] - y["score"]) for a, b in zip(one, want) for x, y in zip(a, b)) < 0.05
+
+
+def test_app_search_batcher_uses_search_many(demo_db, model):
+    import app
+    from index import Searcher
+    db, _ = demo_db
+    with Searcher(db, model=model) as s:
+        calls = []
+        real = s.search_many
+        s.search_many = lambda qs, **kw: calls.append(list(qs)) or real(qs, **kw)
+        b = app.SearchBatcher(s)
+        items = [(q, k, th, None) for q, k, th in [("一只猫", 5, None), ("coffee", 2, None), ("火箭", 20, 0.05)]]
+        out = b._run(items)                                         # one batch, one search_many call
+        assert calls == [["一只猫", "coffee", "火箭"]]
+        assert out == [s.search(q, k=k, threshold=th) for q, k, th, _ in items]
+        assert len(out[0]) == 5 and len(out[1]) == 2 and all(r["score"] >= 0.05 for r in out[2])
+        futs = [b.submit(q, k=4) for q in QUERIES]                  # through the worker thread
+        assert [f.result(timeout=60) for f in futs] == [s.search(q, k=4) for q in QUERIES]
+        assert sum(map(len, calls[1:])) == len(QUERIES)            # every query answered by search_many

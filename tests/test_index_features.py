@@ -258,3 +258,81 @@ def test_missing_phash_is_filled_for_duplicates(dup_photos, tmp_path):
     assert any(p["match"] == "near" or p["match"] == "identical" for p in pairs)
     got = {r["path"]: r["phash"] for r in db.query("SELECT path, phash FROM images")}
     assert all(got[p] is not None and hamming(got[p], want[p]) <= 6 for p in want)
+
+
+# ---- PhotoDB owns the SQL of labels.py / search.py / app.py ----------------------------------------------
+def test_photodb_label_and_removal_methods(photos, tmp_path):
+    import sqlite3
+    model = FakeModel()
+    dbp = tmp_path / "m.db"
+    build_index(photos, dbp, model=model)
+    db = PhotoDB(dbp)
+    root = str(photos.resolve())
+    sub = str((photos / "sub").resolve())
+    by_name = {Path(r["path"]).name: r["id"] for r in db.query("SELECT id, path FROM images")}
+    # ids at / below a path: the folder itself, a file, a sibling with the same prefix is not below
+    assert sorted(db.image_ids_under(sub)) == sorted(by_name[n] for n in ["cat.jpg", "yellow.gif", "猫 😺 photo.jpg"])
+    assert db.image_ids_under(str(photos.resolve() / "red.jpg")) == [by_name["red.jpg"]]
+    assert db.image_ids_under(sub[:-1]) == []                                  # ".../su" is no folder of theirs
+    assert db.paths_ending_with("red.jpg") == [str(photos.resolve() / "red.jpg")]
+    assert db.paths_ending_with(".jpg", limit=2) == sorted(p for p in db.images_under(root) if p.endswith(".jpg"))[:2]
+    assert sorted(n for _, n in db.error_reason_counts()) == [1, 1, 1] and db.count_errors() == 3
+    assert {r["id"] for r in db.embedded_images("fake-v1")} == set(by_name.values()) and not db.embedded_images("x")
+    ids = list(by_name.values())
+    assert {r["id"]: r["path"] for r in db.hash_rows_by_ids(ids + [10**9]).values()} == \
+        {i: r["path"] for i, r in db.rows_by_ids(ids).items()}
+    red = str(photos.resolve() / "red.jpg")
+    assert set(db.size_rows_by_paths([red, "/nope.jpg"])) == {red} and db.images_without_phash() == []
+
+    # labels: upsert, counts, manual corrections, clearing with / without them
+    t = "2026-01-01T00:00:00+00:00"
+    db.put_labels([(by_name["red.jpg"], "s", "red", 0.9, "zero-shot:x", 0.3, 1, t),
+                   (by_name["red.jpg"], "s", "blue", 0.1, "zero-shot:x", 0.1, 2, t),
+                   (by_name["green.png"], "s", "red", 0.6, "zero-shot:x", 0.2, 1, t)])
+    db.put_labels([(by_name["green.png"], "s", "red", 0.7, "zero-shot:x", 0.25, 1, t)])   # same key: updated
+    assert db.label_counts("s") == {"red": 2} and db.labelled_image_count("s") == 2
+    assert db.labelled_image_ids("s") == {by_name["red.jpg"], by_name["green.png"]}
+    assert [(Path(r["path"]).name, r["label"], r["score"]) for r in db.label_rows("s")] == \
+        [("green.png", "red", 0.7), ("red.jpg", "red", 0.9), ("red.jpg", "blue", 0.1)]
+    assert len(db.label_rows("s", top_only=True)) == 2 and len(db.label_rows("s", label="blue")) == 1
+    assert len(db.label_rows("s", limit=1)) == 1
+    assert db.set_manual_label("s", [red, "/not/indexed.jpg"], "green") == 1
+    assert db.manual_label_ids("s") == {by_name["red.jpg"]}
+    assert [(r["label"], r["rank"], r["score"]) for r in db.label_rows("s") if r["path"] == red] == [("green", 1, 1.0)]
+    assert db.clear_labels("s", keep_manual=True) == 1 and db.label_counts("s") == {"green": 1}
+    assert db.clear_labels("s") == 1 and db.labelled_image_count("s") == 0
+
+    # label set definitions: exact prefix (LIKE's "_" wildcard would have matched "labelXset:")
+    db.set_label_set_meta("b", '{"labels": ["x"]}')
+    db.set_label_set_meta("a", "{}")
+    db.set_meta("labelXset:c", "{}")
+    assert db.label_set_meta("b") == '{"labels": ["x"]}' and db.label_set_meta("zz") is None
+    assert db.label_set_metas() == [("a", "{}"), ("b", '{"labels": ["x"]}')]
+
+    # atomic: a batch with a bad row writes nothing; a failing outer transaction takes the correction back
+    with pytest.raises(sqlite3.IntegrityError):
+        db.put_labels([(by_name["red.jpg"], "s", "red", 0.9, "z", 0.3, 1, t),
+                       (by_name["green.png"], "s", None, 0.1, "z", 0.1, 1, t)])          # label NOT NULL
+    assert db.labelled_image_count("s") == 0
+    with pytest.raises(RuntimeError):
+        with db.transaction():
+            db.set_manual_label("s", [red], "green")
+            raise RuntimeError("killed mid-way")
+    assert db.labelled_image_count("s") == 0
+
+    # errors below a path
+    assert db.delete_errors_under(str(photos.resolve() / "empty.jpg")) == 1
+    assert db.delete_errors_under(sub) == 0 and db.delete_errors_under(root) == 2 and db.count_errors() == 0
+    db.close()
+
+
+def test_no_sql_outside_photodb():
+    """labels.py, search.py and app.py reach the database only through PhotoDB methods."""
+    import re
+    root = Path(__file__).resolve().parent.parent
+    sql = re.compile(r"""["'](SELECT|INSERT|DELETE|UPDATE|CREATE|ALTER|PRAGMA|REPLACE)\s|\.conn\b|\.execute\(|"""
+                     r"""\.executemany\(|\.query\(|\._set_meta\(|\._delete_ids\(|\b_prefix_range\b""")
+    for f in ["index/labels.py", "index/search.py", "app.py"]:
+        hits = [f"{f}:{n}: {line.strip()}" for n, line in enumerate((root / f).read_text("utf-8").splitlines(), 1)
+                if sql.search(line)]
+        assert hits == []
