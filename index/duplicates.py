@@ -34,7 +34,7 @@ def fill_missing_phash(db: PhotoDB, limit: int | None = None) -> int:
     """Compute the dHash of rows that have none (e.g. written by an older version) from their files."""
     from dcclip_core.preprocess import ImageLoadError, load_image
     from .indexer import dhash
-    rows = db.query("SELECT id, path FROM images WHERE phash IS NULL" + (f" LIMIT {int(limit)}" if limit else ""))
+    rows = db.images_without_phash(limit)
     done = 0
     for r in rows:
         try:
@@ -82,18 +82,11 @@ def find_duplicates(searcher, threshold: float = 0.95, max_hamming: int | None =
     ``max_hamming=None`` uses the embedding alone. Rows without a hash (older DBs) get one first."""
     if max_hamming is not None:
         fill_missing_phash(searcher.db)
-    with searcher._lock:
-        vi = searcher._ensure()
-        db, mhash, dim = searcher.db, searcher._hash, vi.dim
+    with searcher.current_index() as (vi, mhash):
+        db, dim = searcher.db, vi.dim
         low = threshold if max_hamming is None else min(threshold, floor)
         cand = _candidates(vi, db, mhash, dim, low)
-        ids = sorted({x for ab in cand for x in ab})
-        info = {}
-        for s in range(0, len(ids), 500):
-            chunk = ids[s:s + 500]
-            marks = ",".join("?" * len(chunk))
-            for r in db.query(f"SELECT id, path, sha256, phash FROM images WHERE id IN ({marks})", chunk):
-                info[r["id"]] = r
+        info = db.hash_rows_by_ids(sorted({x for ab in cand for x in ab}))
     out = []
     for (a, b), score in cand.items():
         ra, rb = info.get(a), info.get(b)
@@ -137,13 +130,8 @@ def group_duplicates(pairs: list[dict], db: PhotoDB | None = None) -> list[dict]
         r = find(p["a"])
         low[r] = min(low.get(r, 2.0), p["score"])
         high[r] = max(high.get(r, -2.0), p["score"])
-    rank = {}
-    every = list(parent)
-    for s in range(0, len(every) if db is not None else 0, 500):
-        chunk = every[s:s + 500]
-        for r in db.query("SELECT path, width, height, size FROM images WHERE path IN (%s)"
-                          % ",".join("?" * len(chunk)), chunk):
-            rank[r["path"]] = ((r["width"] or 0) * (r["height"] or 0), r["size"] or 0)
+    rows = db.size_rows_by_paths(list(parent)) if db is not None else {}
+    rank = {p: ((r["width"] or 0) * (r["height"] or 0), r["size"] or 0) for p, r in rows.items()}
     groups = []
     for root, paths in members.items():
         paths.sort(key=lambda p: (tuple(-v for v in rank.get(p, (0, 0))), p))

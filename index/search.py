@@ -9,6 +9,7 @@ Thread-safe (one lock); ``model`` is loaded lazily (``stats()`` never needs it).
 from __future__ import annotations
 
 import os
+import contextlib
 import threading
 from pathlib import Path
 
@@ -66,6 +67,13 @@ class Searcher:
                 self._vi, gen, self.loaded_from_file = V.load_for_db(self.db, mhash, dim, save=self.save_faiss)
             self._gen = gen
             return self._vi
+
+    @contextlib.contextmanager
+    def current_index(self):
+        """Hold the searcher's lock and yield (vector index in step with the DB, model hash)."""
+        with self._lock:
+            vi = self._ensure()
+            yield vi, self._hash
 
     def reload(self) -> None:
         """Drop the in-memory index; the next query loads it again."""

@@ -490,7 +490,7 @@ def save_for_db(db, vi: VectorIndex, model_hash: str, generation: int) -> bool:
         vi.save(faiss_path(db.path), header)
         with db.transaction():
             for k in ("generation", "count", "max_id", "model_hash"):
-                db._set_meta("faiss_" + k, header[k])
+                db.set_meta("faiss_" + k, header[k])
         return True
     except (OSError, sqlite3.Error):
         return False
