@@ -355,27 +355,25 @@ class PhotoDB:
         return self.query("SELECT id, path FROM images WHERE phash IS NULL"
                           + (f" LIMIT {int(limit)}" if limit else ""))
 
+    def _rows_in(self, cols: str, key: str, values: Sequence) -> dict:
+        """key value -> row of ``SELECT cols FROM images WHERE key IN (values)``, in chunks of 500 (SQLite's
+        parameter limit); unknown values left out."""
+        out: dict = {}
+        values = list(values)
+        for s in range(0, len(values), 500):
+            chunk = values[s:s + 500]
+            marks = ",".join("?" * len(chunk))
+            for r in self.query(f"SELECT {cols} FROM images WHERE {key} IN ({marks})", chunk):
+                out[r[key]] = r
+        return out
+
     def hash_rows_by_ids(self, ids: Sequence[int]) -> dict[int, dict]:
         """id -> {"id", "path", "sha256", "phash"} (unknown ids left out)."""
-        out: dict[int, dict] = {}
-        ids = [int(i) for i in ids]
-        for s in range(0, len(ids), 500):
-            chunk = ids[s:s + 500]
-            marks = ",".join("?" * len(chunk))
-            for r in self.query(f"SELECT id, path, sha256, phash FROM images WHERE id IN ({marks})", chunk):
-                out[r["id"]] = r
-        return out
+        return self._rows_in("id, path, sha256, phash", "id", [int(i) for i in ids])
 
     def size_rows_by_paths(self, paths: Sequence[str]) -> dict[str, dict]:
         """path -> {"path", "width", "height", "size"} (unknown paths left out)."""
-        out: dict[str, dict] = {}
-        paths = [str(p) for p in paths]
-        for s in range(0, len(paths), 500):
-            chunk = paths[s:s + 500]
-            marks = ",".join("?" * len(chunk))
-            for r in self.query(f"SELECT path, width, height, size FROM images WHERE path IN ({marks})", chunk):
-                out[r["path"]] = r
-        return out
+        return self._rows_in("path, width, height, size", "path", [str(p) for p in paths])
 
     def count_images(self, model_hash: str | None = None) -> int:
         if model_hash is None:
@@ -383,15 +381,8 @@ class PhotoDB:
         return int(self.execute("SELECT COUNT(*) FROM images WHERE model_hash=?", (model_hash,)).fetchone()[0])
 
     def rows_by_ids(self, ids: Sequence[int]) -> dict[int, dict]:
-        out: dict[int, dict] = {}
-        ids = [int(i) for i in ids]
-        cols = ", ".join(RESULT_FIELDS)
-        for i in range(0, len(ids), 500):
-            chunk = ids[i:i + 500]
-            marks = ",".join("?" * len(chunk))
-            for r in self.query(f"SELECT {cols} FROM images WHERE id IN ({marks})", chunk):
-                out[r["id"]] = r
-        return out
+        """id -> the RESULT_FIELDS of that image (unknown ids left out)."""
+        return self._rows_in(", ".join(RESULT_FIELDS), "id", [int(i) for i in ids])
 
     def ids_matching(self, model_hash: str, folder: str | None = None, date_from=None, date_to=None) -> np.ndarray:
         """ids (int64) of images embedded with ``model_hash`` below ``folder`` and dated within
