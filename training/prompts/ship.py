@@ -5,6 +5,8 @@ this (about 10 min on 2 cores) to learn them again:
 
     mvlpt-source-coop         MVLPT source prompt: CoOp (16 random vectors) on the union of the 7 source tasks of
                               the collection (32 shots per class), seeds 0, 1, 2 averaged; cv-digits never in it
+    mvlpt-source-upt-1seed    MVLPT source prompt: UPT on the same union, one seed (averaging UPT seeds breaks
+                              it); the newest source, so `--method mvlpt` starts from it by default
     handwritten-digits-mvlpt  cv-digits (OpenCV digits.png), 16 shots, initialised from the source prompt
     colours-coop              colour names (red, yellow, green, blue, white, black), CoOp, 16 shots
 
@@ -37,6 +39,10 @@ def main(argv=None) -> int:
         rc = source_cmd.main(["--collection", args.collection, "--out", str(src), "--shots", "32", "--steps", "300"])
         if rc:
             return rc
+    upt = args.out_dir / "mvlpt-source-upt-1seed.safetensors"
+    rc = source_cmd.main(["--collection", args.collection, "--base", "upt", "--seeds", "0", "--out", str(upt)])
+    if rc:
+        return rc
     coll = Path(args.collection)
     for name, task, method in (("handwritten-digits-mvlpt", "cv-digits", "mvlpt"), ("colours-coop", "colours", "coop")):
         rc = training_main(["fewshot", "--dataset", str(coll / task), "--method", method, "--shots", "16", "--seed",
