@@ -153,16 +153,21 @@ def label_index(db_path, labels: str | Sequence[str], label_set: str | None = No
             done += len(ids)
             if progress is not None:
                 progress(done, total)
-        counts = {lb: 0 for lb in labels}
-        for lb, n in db.label_counts(label_set).items():
-            if lb in counts:
-                counts[lb] = n
-        n_images = db.labelled_image_count(label_set)
+        counts, n_images = _tally(db, label_set, labels)
     finally:
         if own:
             db.close()
     return {"label_set": label_set, "labels": labels, "labeled": labeled, "images": n_images, "counts": counts,
             "model_hash": mhash, "seconds": round(time.perf_counter() - t0, 3)}
+
+
+def _tally(db: PhotoDB, label_set: str, labels: Sequence[str]) -> tuple[dict, int]:
+    """({label: photos with it as best label}, photos labelled) of a set; every label of ``labels`` appears
+    (0 when unused), and so does any other best label a photo has in the set (a manual correction)."""
+    counts = {lb: 0 for lb in labels}
+    for lb, n in db.label_counts(label_set).items():
+        counts[lb] = counts.get(lb, 0) + n
+    return counts, db.labelled_image_count(label_set)
 
 
 def label_sets(db_path) -> list[dict]:
@@ -348,10 +353,7 @@ def label_index_with_prompt(db_path, prompt, label_set: str | None = None, model
                 done += len(chunk)
                 if progress is not None:
                     progress(done, total)
-        counts = {lb: 0 for lb in labels}
-        for lb, n in db.label_counts(label_set).items():
-            counts[lb] = counts.get(lb, 0) + n
-        n_images = db.labelled_image_count(label_set)
+        counts, n_images = _tally(db, label_set, labels)
     finally:
         if own:
             db.close()
