@@ -99,7 +99,7 @@ def _small_photos() -> list[Path]:
 def app_db(n: int, model_name: str) -> Path:
     """``<bench cache>/app/synthetic_<n>.db``: a copy of benchmarks.index's synthetic DB (made with its
     ``make_db`` if missing) whose image paths are hard links to real photos, 1000 per folder. Made once."""
-    from .index import _run_child
+    from .index import remove_db, write_synthetic_db
     d = cache_dir() / "app"
     db = d / f"synthetic_{n}.db"
     done = d / f"synthetic_{n}.ok"
@@ -107,17 +107,13 @@ def app_db(n: int, model_name: str) -> Path:
         return db
     src = cache_dir() / "index_search" / f"synthetic_{n}.db"
     if not src.is_file() or Path(str(src) + "-wal").exists():
-        src.parent.mkdir(parents=True, exist_ok=True)
-        for f in (src, Path(str(src) + ".faiss"), Path(str(src) + "-wal"), Path(str(src) + "-shm")):
-            if f.exists():
-                f.unlink()
         _log(f"  writing the synthetic index DB of {n:,} vectors (benchmarks.index.make_db) ...")
-        made = _run_child(["makedb", "--db", str(src), "--n", str(n), "--model", model_name])
+        made = write_synthetic_db(src, n, model_name)
         _log(f"  written in {made['seconds']} s")
     d.mkdir(parents=True, exist_ok=True)
-    for f in (db, Path(str(db) + ".faiss"), Path(str(db) + "-wal"), Path(str(db) + "-shm"), done):
-        if f.exists():
-            f.unlink()
+    remove_db(db)
+    if done.exists():
+        done.unlink()
     shutil.copyfile(src, db)
     photos = _small_photos()
     root = d / f"photos_{n}"

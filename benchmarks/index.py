@@ -421,17 +421,26 @@ def _child_main(argv: list[str]) -> None:
     print(json.dumps(res))
 
 
+def remove_db(db: Path) -> None:
+    """Delete a DB with its FAISS file and SQLite sidecars (-wal, -shm)."""
+    for f in (db, Path(str(db) + ".faiss"), Path(str(db) + "-wal"), Path(str(db) + "-shm")):
+        if f.exists():
+            f.unlink()
+
+
+def write_synthetic_db(db: Path, n: int, model_name: str) -> dict:
+    """(Re)write ``db`` with ``n`` synthetic clustered vectors, in a child process; its summary dict."""
+    db.parent.mkdir(parents=True, exist_ok=True)
+    remove_db(db)
+    return _run_child(["makedb", "--db", str(db), "--n", str(n), "--model", model_name])
+
+
 def bench_search(sizes: list[int], model_name: str, n_queries: int, keep: bool) -> list[dict]:
     rows = []
     for n in sizes:
-        d = cache_dir() / "index_search"
-        d.mkdir(parents=True, exist_ok=True)
-        db = d / f"synthetic_{n}.db"
-        for f in (db, Path(str(db) + ".faiss"), Path(str(db) + "-wal"), Path(str(db) + "-shm")):
-            if f.exists():
-                f.unlink()
+        db = cache_dir() / "index_search" / f"synthetic_{n}.db"
         _log(f"search @ {n:,}: writing the synthetic index DB ...")
-        made = _run_child(["makedb", "--db", str(db), "--n", str(n), "--model", model_name])
+        made = write_synthetic_db(db, n, model_name)
         _log(f"  DB written in {made['seconds']}s; first Searcher builds the vector index (load {_load()}) ...")
         built = _run_child(["search", "--db", str(db), "--n", str(n), "--model", model_name,
                             "--queries", str(n_queries), "--exact-too"])
