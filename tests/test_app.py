@@ -133,6 +133,17 @@ def _first_caption(gallery) -> str:
 
 # ------------------------------------------------------------------------------ gradio_client end-to-end
 @needs_model
+def test_ui_strings_complete_in_both_languages():
+    """assets/data/ui_strings.json: every key in English and Chinese, with the same {placeholders}."""
+    import re
+    d = json.loads((ROOT / "assets" / "data" / "ui_strings.json").read_text(encoding="utf-8"))
+    assert set(d) == {"en", "zh"} and d["en"].keys() == d["zh"].keys() and len(d["en"]) > 100
+    ph = re.compile(r"{(\w*)}")
+    for k, en in d["en"].items():
+        assert en.strip() and d["zh"][k].strip(), k
+        assert sorted(ph.findall(en)) == sorted(ph.findall(d["zh"][k])), k
+
+
 def test_status_ready(server):
     st = server.client.predict(api_name="/status")
     assert st["state"] == "ready"
