@@ -60,25 +60,30 @@ THUMB_KEY = re.compile(r"[0-9a-f]{40}")
 # Translations. Static labels use I18N(key) (translated in the browser from its language); messages
 # built at run time (status, counts) are formatted server-side in the language the request asks for.
 # ---------------------------------------------------------------------------------------------------
-UI_STRINGS = HERE / "assets" / "data" / "ui_strings.json"   # {"en": {key: text}, "zh": {key: text}}
+# {"en" | "zh" | "zh_hant": {key: text}}; zh_hant is zh through OpenCC s2twp (a test keeps them in step)
+UI_STRINGS = HERE / "assets" / "data" / "ui_strings.json"
 _strings = json.loads(UI_STRINGS.read_text(encoding="utf-8"))
-EN, ZH = _strings["en"], _strings["zh"]
-I18N = gr.I18n(en=EN, zh=ZH, **{"zh-CN": ZH, "zh-TW": ZH, "zh-HK": ZH})
+EN, ZH, ZH_HANT = _strings["en"], _strings["zh"], _strings["zh_hant"]
+TABLES = {"en": EN, "zh": ZH, "zh_hant": ZH_HANT}
+I18N = gr.I18n(en=EN, zh=ZH, **{"zh-CN": ZH, "zh-SG": ZH, "zh-TW": ZH_HANT, "zh-HK": ZH_HANT, "zh-MO": ZH_HANT})
 T = I18N  # T(name) -> a label the browser translates
 
 
 def lang_of(request: gr.Request | None) -> str:
-    """'zh' when the browser asks for Chinese first, else 'en' (for messages formatted server-side)."""
+    """'zh' (simplified) or 'zh_hant' (zh-TW / zh-HK / zh-MO / zh-Hant) when the browser asks for Chinese first,
+    else 'en' (for messages formatted server-side)."""
     try:
         al = (request.headers.get("accept-language") or "") if request is not None else ""
     except Exception:
         al = ""
-    first = al.split(",")[0].strip().lower()
-    return "zh" if first.startswith("zh") else "en"
+    first = al.split(",")[0].split(";")[0].strip().lower().replace("_", "-")
+    if not first.startswith("zh"):
+        return "en"
+    return "zh_hant" if first.startswith(("zh-tw", "zh-hk", "zh-mo", "zh-hant")) else "zh"
 
 
 def tr(lang: str, key: str, **kw) -> str:
-    s = (ZH if lang == "zh" else EN).get(key) or EN.get(key, key)
+    s = TABLES.get(lang, EN).get(key) or EN.get(key, key)
     return s.format(**kw) if kw else s
 
 
@@ -919,8 +924,8 @@ def build_app(db_path: str | Path, model=None, searcher=None, demo: bool = False
                 if prompt_name:
                     from dcclip_core.prompts import load_prompt
                     p = load_prompt(prompt_name, model=be.any_model())
-                    res = label_index_with_prompt(be.db_path, p, LABEL_SET, model=be.any_model(), lang=lang,
-                                                  progress=cb)
+                    res = label_index_with_prompt(be.db_path, p, LABEL_SET, model=be.any_model(),
+                                                  lang="zh" if lang.startswith("zh") else "en", progress=cb)
                 else:
                     res = label_index(be.db_path, names, label_set=LABEL_SET, model=be.any_model(), progress=cb)
         except Exception as e:
@@ -1074,7 +1079,7 @@ def build_app(db_path: str | Path, model=None, searcher=None, demo: bool = False
         points: list = []
         box: dict = {}
         steps = max(1, int(steps or FS_STEPS))
-        cfg = FewShotConfig(lang="zh" if lang == "zh" else "en", steps=steps, tip_steps=steps,
+        cfg = FewShotConfig(lang="zh" if lang.startswith("zh") else "en", steps=steps, tip_steps=steps,
                             vpt_steps=max(1, steps // 10), eval_every=max(1, steps // 5))
 
         def run():
@@ -1155,7 +1160,7 @@ def build_app(db_path: str | Path, model=None, searcher=None, demo: bool = False
         for p in list_prompts(model=be.any_model()):
             va = p.get("val_accuracy")
             rows.append([p["name"], p.get("method", "?"), p.get("classes", 0),
-                         ", ".join((p.get("labels_zh") if lang == "zh" else p.get("labels_en")) or [])[:80],
+                         ", ".join((p.get("labels_zh") if lang.startswith("zh") else p.get("labels_en")) or [])[:80],
                          p.get("shots", "–"), "–" if va is None else f"{100 * float(va):.1f}%",
                          tr(lang, "yes") if p.get("compatible", True) else tr(lang, "no"),
                          tr(lang, "pr_shipped") if p.get("shipped") else tr(lang, "pr_user")])

@@ -137,11 +137,28 @@ def test_ui_strings_complete_in_both_languages():
     """assets/data/ui_strings.json: every key in English and Chinese, with the same {placeholders}."""
     import re
     d = json.loads((ROOT / "assets" / "data" / "ui_strings.json").read_text(encoding="utf-8"))
-    assert set(d) == {"en", "zh"} and d["en"].keys() == d["zh"].keys() and len(d["en"]) > 100
+    assert set(d) == {"en", "zh", "zh_hant"} and d["en"].keys() == d["zh"].keys() and len(d["en"]) > 100
     ph = re.compile(r"{(\w*)}")
     for k, en in d["en"].items():
         assert en.strip() and d["zh"][k].strip(), k
         assert sorted(ph.findall(en)) == sorted(ph.findall(d["zh"][k])), k
+    # traditional Chinese is the simplified text through OpenCC (Taiwan phrasing): regenerate it when zh changes
+    import opencc
+    cc = opencc.OpenCC("s2twp")
+    assert d["zh_hant"] == {k: cc.convert(v) for k, v in d["zh"].items()}, \
+        "zh_hant is stale: regenerate it from zh with opencc s2twp"
+
+
+def test_lang_of_follows_the_browser():
+    import app
+
+    class Req:
+        def __init__(self, al):
+            self.headers = {"accept-language": al}
+    assert app.lang_of(Req("zh-CN,zh;q=0.9,en;q=0.8")) == "zh"
+    assert app.lang_of(Req("zh-TW,zh;q=0.9")) == "zh_hant" and app.lang_of(Req("zh-Hant-HK")) == "zh_hant"
+    assert app.lang_of(Req("en-US,en;q=0.9,zh;q=0.5")) == "en" and app.lang_of(None) == "en"
+    assert app.tr("zh_hant", "tab_search") == "搜尋" and app.tr("zh", "tab_search") == "搜索"
 
 
 def test_status_ready(server):
