@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import REPO_DIR, RESULTS_DIR, cache_dir, markdown_table, source_photos, write_json
+from .common import results_path, REPO_DIR, cache_dir, markdown_table, source_photos, write_json
 
 TARGET_P95_MS = 100.0          # at 100k photos, 8 concurrent clients (issue 7)
 TARGET_N = 100_000
@@ -388,7 +388,7 @@ def run(args: argparse.Namespace) -> int:
     res["targets"] = {"p95_ms": TARGET_P95_MS, "at_photos": TARGET_N, "clients": TARGET_CLIENTS,
                       "cold_start_s": TARGET_COLD_S}
     res["seconds"] = round(time.perf_counter() - t_start, 1)
-    out = args.out or (cache_dir() / "app-quick.json" if args.quick else RESULTS_DIR / "app.json")
+    out = results_path("app", args)
     if str(out) != "-":
         _log(f"wrote {write_json(out, res)} ({res['seconds']} s)")
     print(json.dumps(res, indent=2, ensure_ascii=False) if args.json else report(res))

@@ -232,6 +232,12 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> 
     return "\n".join([line([str(h) for h in headers]), sep] + [line(r) for r in cells])
 
 
+def results_path(suite: str, args) -> str | Path:
+    """Where a suite writes its JSON: ``--out`` if given ('-' = nowhere), else benchmarks/results/<suite>.json,
+    or <cache>/<suite>-quick.json for ``--quick`` so a smoke test never overwrites real results."""
+    return args.out or (cache_dir() / f"{suite}-quick.json" if args.quick else RESULTS_DIR / f"{suite}.json")
+
+
 def write_json(path: str | Path, data: dict) -> Path:
     """Write ``data`` with a ``machine`` block and a UTC timestamp; atomic (tmp + rename)."""
     path = Path(path)

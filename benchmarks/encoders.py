@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import (REPO_DIR, RESULTS_DIR, bench_photos, cache_dir, file_mb, image_decoder, make_session, markdown_table,
+from .common import (REPO_DIR, results_path, bench_photos, file_mb, image_decoder, make_session, markdown_table,
                      median, timed, write_json)
 
 BATCH = 16
@@ -348,7 +348,7 @@ def run(args: argparse.Namespace) -> int:
         "seconds": None,
     }
     res["seconds"] = round(time.perf_counter() - t_start, 1)
-    out = args.out or (cache_dir() / "encoders-quick.json" if args.quick else RESULTS_DIR / "encoders.json")
+    out = results_path("encoders", args)
     if str(out) != "-":
         path = write_json(out, res)
         log(f"wrote {path} ({res['seconds']} s)")

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import REPO_DIR, RESULTS_DIR, bench_photos, cache_dir, markdown_table, source_photos, write_json
+from .common import results_path, REPO_DIR, bench_photos, cache_dir, markdown_table, source_photos, write_json
 
 TARGET_IPS = 60.0            # images/s end to end, 2 cores
 TARGET_RATIO = 3.0           # ours / ViT-B/32 int8 reference, same pipeline
@@ -597,11 +597,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the JSON results instead of the tables")
 
 
+RESULTS_FORMAT = 2      # layout of the results JSON (2: per-stage profile, encoder threads, CPU ms per image)
+
+
 def _carry_over(path: Path, res: dict) -> None:
-    """Sections of the results file this run skipped are kept (with the time they were measured)."""
+    """Sections of the results file this run skipped are kept (with the time they were measured), when that
+    file has this version's layout (RESULTS_FORMAT); an older file is simply replaced."""
     try:
         old = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
+        return
+    if old.get("format") != RESULTS_FORMAT:
         return
     for key in ("indexing", "search", "ann_choice"):
         if key not in res and key in old:
@@ -618,7 +624,7 @@ def run(args: argparse.Namespace) -> int:
     n_queries = args.queries or (50 if args.quick else 200)
     import dcclip_core
     dim = dcclip_core.load(args.model).dim
-    res: dict = {"suite": "index", "quick": bool(args.quick),
+    res: dict = {"suite": "index", "format": RESULTS_FORMAT, "quick": bool(args.quick),
                  "settings": {"photos": n_photos, "sizes": sizes, "queries": n_queries, "dim": dim,
                               "threads": args.threads, "load_before": _load(), "uptime_before": _uptime(),
                               "priority": os.environ.get("DCCLIP_PRIORITY") == "1"}}
@@ -635,7 +641,7 @@ def run(args: argparse.Namespace) -> int:
     res["targets"] = {"images_s": TARGET_IPS, "ratio": TARGET_RATIO, "p50_ms": TARGET_P50_MS,
                       "recall10": TARGET_RECALL}
     res["seconds"] = round(time.perf_counter() - t_start, 1)
-    out = args.out or (cache_dir() / "index-quick.json" if args.quick else RESULTS_DIR / "index.json")
+    out = results_path("index", args)
     if str(out) != "-":
         _carry_over(Path(out), res)
         _log(f"wrote {write_json(out, res)} ({res['seconds']} s)")

@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from .common import RESULTS_DIR, cache_dir, markdown_table, source_photos, write_json
+from .common import results_path, cache_dir, markdown_table, source_photos, write_json
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -182,7 +182,7 @@ def run(args: argparse.Namespace) -> int:
                               sp["image"]["run_3_epochs"]],
                              ["text", res["teacher_text_sps"], best("stage1_text"), sp["text"]["per_epoch"],
                               sp["text"]["run_3_epochs"]]])
-    out = args.out if args.out else (cache_dir() / "training-quick.json" if args.quick else RESULTS_DIR / "training.json")
+    out = results_path("training", args)
     if str(out) != "-":
         write_json(out, {"suite": "training", **res})
         log(f"wrote {out}")
