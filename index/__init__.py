@@ -7,7 +7,8 @@
 
     from index.labels import label_index, labels_of, export_labels, remove_paths
     label_index("photos.db", "猫,狗,beach", label_set="mine")   # zero-shot labels, stored in the DB
-    s.duplicate_groups()                                          # near-duplicates (embedding + perceptual hash)
+    s.duplicate_groups()                  # duplicates: identical files, resized / recompressed copies
+    s.duplicates_of("/photos/a.jpg")      # the same, for one photo: [{"path", "score", "match"}]
 
 Every entry point takes an optional ``model`` (anything with the dcclip_core.Model API); by default
 ``dcclip_core.load()`` is called lazily, on first need.

@@ -1,8 +1,8 @@
 """python -m index {build,search,stats,duplicates,label,export,remove} — see ``python -m index COMMAND --help``.
 
 Exit codes: 0 ok (build: also when some files are bad — they are recorded, see ``stats``), 2 bad input
-(missing folder / database / query image / label set, a path to remove that is not indexed, bad arguments),
-3 model not available, 1 unexpected failure, 130 interrupted.
+(missing folder / database / query image / label set, a missing or empty query, a path to remove that is not
+indexed, bad arguments), 3 model not available, 1 unexpected failure, 130 interrupted.
 """
 from __future__ import annotations
 
@@ -10,13 +10,27 @@ import argparse
 import json
 import os
 import sys
+import unicodedata
 from pathlib import Path
+
+from .duplicates import FLOOR, HAMMING, SIMILAR
 
 EXIT_OK, EXIT_FAIL, EXIT_INPUT, EXIT_MODEL = 0, 1, 2, 3
 
 
 def _out(obj) -> None:
     print(json.dumps(obj, ensure_ascii=False), flush=True)
+
+
+def _width(text: str) -> int:
+    """Columns ``text`` takes in a terminal: east-asian wide / full-width characters 2, combining marks 0."""
+    return sum(0 if unicodedata.combining(c) else 2 if unicodedata.east_asian_width(c) in "WF" else 1
+               for c in str(text))
+
+
+def _pad(text: str, width: int) -> str:
+    """``text`` left-aligned in ``width`` terminal columns (``str.ljust`` counts a Chinese character as 1)."""
+    return str(text) + " " * max(0, width - _width(text))
 
 
 def _load_model(name: str | None):
@@ -78,6 +92,9 @@ def cmd_search(a) -> int:
     images = list(a.image or [])
     if not queries and not images:
         print("error: give a QUERY or --image PATH", file=sys.stderr)
+        return EXIT_INPUT
+    if any(not q.strip() for q in queries):
+        print('error: an empty QUERY (type what to look for, e.g. "一只猫" or "a cat")', file=sys.stderr)
         return EXIT_INPUT
     s = _searcher(a)
     _warn_model_mismatch(s)
@@ -141,7 +158,9 @@ def cmd_duplicates(a) -> int:
     s = _searcher(a)
     _warn_model_mismatch(s)
     hmax = None if a.no_hash else a.hamming
-    pairs = s.duplicates(threshold=a.threshold, max_hamming=hmax, floor=a.floor)
+    pairs = s.duplicates(threshold=a.threshold, max_hamming=hmax, floor=a.floor, similar=a.similar)
+    what = ("identical files" + ("" if hmax is None else f" or hash within {hmax} bits at similarity >= {a.floor}")
+            + (f" or similarity >= {a.threshold}" if a.similar else ""))
     if a.groups:
         from .duplicates import group_duplicates
         groups = group_duplicates(pairs, s.db)
@@ -154,8 +173,7 @@ def cmd_duplicates(a) -> int:
                 for path in g["paths"]:
                     print(f"    {path}")
         if not a.json and not groups:
-            print(f"no near-duplicates (similarity >= {a.threshold}" + ("" if hmax is None else
-                                                                       f" or hash within {hmax} bits") + ")")
+            print(f"no duplicates ({what})")
         return EXIT_OK
     for p in pairs:
         if a.json:
@@ -165,9 +183,9 @@ def cmd_duplicates(a) -> int:
             _out(obj)
         else:
             ham = "" if p["hamming"] is None else f"  hash±{p['hamming']:2d}"
-            print(f"{p['score']:.4f}{ham}  {p['match']:9s}  {p['a']}  <->  {p['b']}")
+            print(f"{p['score']:.4f}{ham}  {_pad(p['match'], 9)}  {p['a']}  <->  {p['b']}")
     if not a.json and not pairs:
-        print(f"no pairs with similarity >= {a.threshold}" + ("" if hmax is None else f" or hash within {hmax} bits"))
+        print(f"no pairs of duplicates ({what})")
     return EXIT_OK
 
 
@@ -195,9 +213,9 @@ def cmd_label(a) -> int:
         return EXIT_OK
     print(f"label set {res['label_set']!r}: {res['labeled']} photos labelled now, {res['images']} in the set "
           f"({res['seconds']:.1f}s)")
-    width = max(len(lb) for lb in res["labels"])
+    width = max(_width(lb) for lb in res["counts"])
     for lb, n in sorted(res["counts"].items(), key=lambda kv: -kv[1]):
-        print(f"  {lb.ljust(width)}  {n}")
+        print(f"  {_pad(lb, width)}  {n}")
     print(f"export with: python -m index export --db {a.db} --label-set {res['label_set']} --format csv --out FILE")
     return EXIT_OK
 
@@ -266,7 +284,9 @@ def parser() -> argparse.ArgumentParser:
     common(s)
     s.add_argument("--k", "-k", type=int, default=20)
     s.add_argument("--image", action="append", metavar="PATH", help="query by image (repeatable)")
-    s.add_argument("--threshold", type=float, default=None, help="drop results scoring below this")
+    s.add_argument("--threshold", type=float, default=0.0,
+                   help="drop results scoring below this cosine similarity (default: %(default)s, as the app: "
+                        "below 0 a photo is unrelated to the query; -1 shows everything)")
     s.add_argument("--offset", type=int, default=0, help="skip this many results (paging)")
     s.add_argument("--folder", default=None, help="only photos below this folder")
     s.add_argument("--from", dest="date_from", default=None, metavar="DATE", help="taken on/after (YYYY-MM-DD)")
@@ -278,18 +298,26 @@ def parser() -> argparse.ArgumentParser:
     st.add_argument("--all-errors", action="store_true", help="list every error (default: newest 1000)")
     st.set_defaults(fn=cmd_stats)
 
-    d = sub.add_parser("duplicates", help="near-identical photos (embedding similarity + perceptual hash)",
-                       description="Pairs (default) or groups (--groups) of near-identical photos. A pair counts "
-                                   "when its cosine similarity is >= --threshold, or when its 64-bit perceptual "
-                                   "hashes differ in <= --hamming bits and its similarity is >= --floor. JSON: "
-                                   'one {"a", "b", "score"} per line (--details adds "hamming" and "match"); '
-                                   'with --groups one {"group", "size", "score", "keep", "paths"} per line.')
+    d = sub.add_parser("duplicates", help="duplicate photos (same file, or resized / recompressed copies)",
+                       description="Pairs (default) or groups (--groups) of duplicate photos. A pair is a duplicate "
+                                   'when its files are identical (match "identical"), or when its 64-bit '
+                                   "perceptual hashes differ in <= --hamming bits and its embedding similarity is "
+                                   '>= --floor (match "near"). Similarity alone is no duplicate (photos of one '
+                                   "kind of thing score >= 0.95): --similar adds those pairs (match \"similar\", "
+                                   'similarity >= --threshold). JSON: one {"a", "b", "score"} per line (--details '
+                                   'adds "hamming" and "match"); with --groups one {"group", "size", "score", '
+                                   '"keep", "paths"} per line.')
     common(d)
-    d.add_argument("--threshold", type=float, default=0.95, help="cosine similarity (default: %(default)s)")
-    d.add_argument("--hamming", type=int, default=6, help="max differing hash bits of 64 (default: %(default)s)")
-    d.add_argument("--floor", type=float, default=0.80,
+    d.add_argument("--similar", action="store_true",
+                   help="also list pairs similar by the embedding alone (not duplicates; see --threshold)")
+    d.add_argument("--threshold", type=float, default=SIMILAR,
+                   help="similarity of a --similar pair (default: %(default)s)")
+    d.add_argument("--hamming", type=int, default=HAMMING,
+                   help="max differing hash bits of 64 (default: %(default)s)")
+    d.add_argument("--floor", type=float, default=FLOOR,
                    help="min similarity for a hash match (default: %(default)s)")
-    d.add_argument("--no-hash", action="store_true", help="embedding similarity only")
+    d.add_argument("--no-hash", action="store_true",
+                   help="leave the perceptual hash out: identical files only (plus --similar pairs)")
     d.add_argument("--groups", action="store_true", help="connected groups instead of pairs")
     d.add_argument("--details", action="store_true", help="JSON pairs also carry hamming and match")
     d.set_defaults(fn=cmd_duplicates)
@@ -307,8 +335,9 @@ def parser() -> argparse.ArgumentParser:
     lb.set_defaults(fn=cmd_label)
 
     ex = sub.add_parser("export", help="write a label set as CSV or JSON",
-                        description="CSV columns path,label,score,cosine,rank (UTF-8 with BOM); JSON: an array of "
-                                    "objects with the same keys.")
+                        description="CSV columns path,label,score,cosine,rank,source (UTF-8 with BOM); JSON: "
+                                    "an array of objects with the same keys. A photo whose label was corrected by "
+                                    "hand has one row: its corrected label, score 1.0, source manual.")
     common(ex)
     ex.add_argument("--label-set", default=None, help="set to export (default: the only one)")
     ex.add_argument("--format", choices=["csv", "json"], default=None, help="default: from --out's suffix, else csv")

@@ -4,7 +4,10 @@ Tables
   images(id, path UNIQUE, size, mtime, sha256, phash, width, height, taken_at, format, model_hash, indexed_at)
   vectors(image_id PK -> images.id, vec BLOB float32 little-endian, gen)   gen = meta generation when written
   errors(id, path UNIQUE, reason, time, size, mtime, ctime)
-  labels(image_id, label_set, label, score, source, cosine, rank, time)      zero-shot labels (labels.py)
+  labels(image_id, label_set, label, score, source, cosine, rank, time)      machine labels (labels.py): source
+                         "zero-shot:<model hash>" or "prompt:<name>"; a labelling run may replace them all
+  corrections(image_id, label_set, label, time)   a person's label for a photo in a set (PK image_id, label_set):
+                         a fact no labelling run deletes; reads of a set show it instead of the machine rows
   meta(key PK, value)    schema_version, model_id, model_hash, dim, generation, faiss_*, index_kind (see
                          vectors.py), label_set:NAME (JSON definition of a label set, see labels.py)
 
@@ -26,7 +29,7 @@ import sqlite_utils
 
 from .errors import DatabaseNotFoundError, SchemaError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _SCHEMA_V1 = [
     """CREATE TABLE IF NOT EXISTS images (
@@ -74,11 +77,24 @@ _MIGRATIONS: dict[int, list[str]] = {
         "ALTER TABLE labels ADD COLUMN rank INTEGER",
         "ALTER TABLE labels ADD COLUMN time TEXT",
         "CREATE INDEX IF NOT EXISTS idx_images_phash ON images(phash)"],
+    3: ["""CREATE TABLE IF NOT EXISTS corrections (
+            image_id INTEGER NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+            label_set TEXT NOT NULL,
+            label TEXT NOT NULL,
+            time TEXT,
+            PRIMARY KEY (image_id, label_set))""",
+        "CREATE INDEX IF NOT EXISTS idx_corrections_set_label ON corrections(label_set, label)",
+        # manual rows of v2 (source 'manual' in labels) become corrections; the best-ranked one per photo wins
+        "INSERT OR IGNORE INTO corrections(image_id, label_set, label, time) "
+        "SELECT image_id, label_set, label, time FROM labels WHERE source='manual' ORDER BY rank, label",
+        "DELETE FROM labels WHERE source='manual'"],
 }
 
 IMAGE_FIELDS = ("path", "size", "mtime", "sha256", "phash", "width", "height", "taken_at", "format",
                 "model_hash", "indexed_at")
 RESULT_FIELDS = ("id", "path", "width", "height", "size", "mtime", "taken_at")
+MANUAL = "manual"                           # the source a corrected label is shown with (labels.py)
+_HASH_COLS = "id, path, size, mtime, sha256, phash"
 LABEL_SET_KEY = "label_set:"                # meta key prefix of a label set's definition
 
 
@@ -317,6 +333,7 @@ class PhotoDB:
             marks = ",".join("?" * len(chunk))
             self.conn.execute(f"DELETE FROM vectors WHERE image_id IN ({marks})", chunk)
             self.conn.execute(f"DELETE FROM labels WHERE image_id IN ({marks})", chunk)
+            self.conn.execute(f"DELETE FROM corrections WHERE image_id IN ({marks})", chunk)
             self.conn.execute(f"DELETE FROM images WHERE id IN ({marks})", chunk)
 
     def delete_images(self, ids: Iterable[int]) -> int:
@@ -368,8 +385,23 @@ class PhotoDB:
         return out
 
     def hash_rows_by_ids(self, ids: Sequence[int]) -> dict[int, dict]:
-        """id -> {"id", "path", "sha256", "phash"} (unknown ids left out)."""
-        return self._rows_in("id, path, sha256, phash", "id", [int(i) for i in ids])
+        """id -> {"id", "path", "size", "mtime", "sha256", "phash"} (unknown ids left out)."""
+        return self._rows_in(_HASH_COLS, "id", [int(i) for i in ids])
+
+    def hash_rows_by_paths(self, paths: Sequence[str]) -> dict[str, dict]:
+        """path -> {"id", "path", "size", "mtime", "sha256", "phash"} (unknown paths left out)."""
+        return self._rows_in(_HASH_COLS, "path", [str(p) for p in paths])
+
+    def same_bytes_ids(self, model_hash: str, sha256: str | None = None) -> list[list[int]]:
+        """Groups (ids ascending, 2 or more) of images embedded with ``model_hash`` whose files have the same
+        sha256; only the group of ``sha256`` when given."""
+        sql = ("SELECT i.sha256, i.id FROM images i JOIN vectors v ON v.image_id = i.id WHERE i.model_hash=? AND "
+               + ("i.sha256=?" if sha256 else "i.sha256 IN (SELECT sha256 FROM images WHERE sha256 IS NOT NULL "
+                  "GROUP BY sha256 HAVING COUNT(*) > 1)") + " ORDER BY i.sha256, i.id")
+        groups: dict[str, list[int]] = {}
+        for sha, i in self._all(sql, (model_hash, sha256) if sha256 else (model_hash,)):
+            groups.setdefault(sha, []).append(int(i))
+        return [g for g in groups.values() if len(g) > 1]
 
     def size_rows_by_paths(self, paths: Sequence[str]) -> dict[str, dict]:
         """path -> {"path", "width", "height", "size"} (unknown paths left out)."""
@@ -527,59 +559,89 @@ class PhotoDB:
                 "score=excluded.score, source=excluded.source, cosine=excluded.cosine, rank=excluded.rank, "
                 "time=excluded.time", rows)
 
-    def clear_labels(self, label_set: str, keep_manual: bool = False) -> int:
-        """Delete a set's labels (but its manual corrections when ``keep_manual``); returns how many."""
-        sql = "DELETE FROM labels WHERE label_set=?" + (" AND source<>'manual'" if keep_manual else "")
+    def clear_labels(self, label_set: str) -> int:
+        """Delete a set's machine labels (its corrections stay); returns how many rows."""
         with self.transaction():
-            return max(0, self.conn.execute(sql, (label_set,)).rowcount)
+            return max(0, self.conn.execute("DELETE FROM labels WHERE label_set=?", (label_set,)).rowcount)
 
-    def set_manual_label(self, label_set: str, paths: Iterable[str], label: str) -> int:
-        """Replace each photo's labels in the set by ``label`` (rank 1, score 1.0, source "manual");
-        returns how many photos were indexed (others are ignored)."""
-        n = 0
+    def _ids_of_paths(self, paths: Iterable[str]) -> list[int]:
+        """ids of the indexed ``paths`` (others left out), in order, without repeats."""
+        ids: dict[int, None] = {}
+        for p in paths:
+            row = self.conn.execute("SELECT id FROM images WHERE path=?", (str(p),)).fetchone()
+            if row is not None:
+                ids[int(row[0])] = None
+        return list(ids)
+
+    def set_correction(self, label_set: str, paths: Iterable[str], label: str) -> int:
+        """Record ``label`` as the photos' corrected label in the set (replacing an earlier correction; machine
+        labels are kept, hidden while it lasts); returns how many photos were indexed (others are ignored)."""
         when = now_iso()
         with self.transaction():
-            for p in paths:
-                row = self.conn.execute("SELECT id FROM images WHERE path=?", (str(p),)).fetchone()
-                if row is None:
-                    continue
-                self.conn.execute("DELETE FROM labels WHERE image_id=? AND label_set=?", (row[0], label_set))
-                self.conn.execute("INSERT INTO labels(image_id, label_set, label, score, source, cosine, rank, time) "
-                                  "VALUES (?, ?, ?, 1.0, 'manual', NULL, 1, ?)", (row[0], label_set, label, when))
-                n += 1
-        return n
+            ids = self._ids_of_paths(paths)
+            self.conn.executemany(
+                "INSERT INTO corrections(image_id, label_set, label, time) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(image_id, label_set) DO UPDATE SET label=excluded.label, time=excluded.time",
+                [(i, label_set, label, when) for i in ids])
+        return len(ids)
+
+    def remove_correction(self, label_set: str, paths: Iterable[str]) -> int:
+        """Forget the photos' corrections in the set (their machine labels show again); returns how many."""
+        with self.transaction():
+            ids = self._ids_of_paths(paths)
+            return sum(max(0, self.conn.execute("DELETE FROM corrections WHERE image_id=? AND label_set=?",
+                                                (i, label_set)).rowcount) for i in ids)
+
+    def corrections(self, label_set: str) -> dict[str, str]:
+        """path -> corrected label of every corrected photo in the set, by path."""
+        return dict(self._all("SELECT i.path, c.label FROM corrections c JOIN images i ON i.id = c.image_id "
+                              "WHERE c.label_set=? ORDER BY i.path", (label_set,)))
+
+    def corrected_image_ids(self, label_set: str) -> set[int]:
+        """ids of the images whose label in the set was corrected by hand."""
+        return {r[0] for r in self._all("SELECT image_id FROM corrections WHERE label_set=?", (label_set,))}
 
     def labelled_image_ids(self, label_set: str) -> set[int]:
+        """ids of the images with a machine label in the set (what a labelling run has already done)."""
         return {r[0] for r in self._all("SELECT DISTINCT image_id FROM labels WHERE label_set=?", (label_set,))}
 
-    def manual_label_ids(self, label_set: str) -> set[int]:
-        """ids of the images whose label in the set was corrected by hand."""
-        return {r[0] for r in self._all("SELECT image_id FROM labels WHERE label_set=? AND source='manual'",
-                                        (label_set,))}
-
     def labelled_image_count(self, label_set: str) -> int:
-        return int(self._all("SELECT COUNT(DISTINCT image_id) FROM labels WHERE label_set=?", (label_set,))[0][0])
+        """Photos with a label in the set (machine or corrected)."""
+        return int(self._all("SELECT COUNT(*) FROM (SELECT image_id FROM labels WHERE label_set=? UNION "
+                             "SELECT image_id FROM corrections WHERE label_set=?)", (label_set, label_set))[0][0])
+
+    @staticmethod
+    def _shown_labels(label: str | None, top_only: bool) -> tuple[str, list]:
+        """SQL (with its parameters after the set name, twice) of a set's labels as shown: a corrected photo
+        has its correction alone (rank 1, score 1.0, source "manual"), any other its machine rows."""
+        cond, extra = "", []
+        if label is not None:
+            cond, extra = " AND {t}.label=?", [label]
+        sql = (f"SELECT c.image_id, c.label, 1.0 AS score, NULL AS cosine, 1 AS rank, '{MANUAL}' AS source "
+               "FROM corrections c WHERE c.label_set=?" + cond.format(t="c") +
+               " UNION ALL SELECT l.image_id, l.label, l.score, l.cosine, l.rank, l.source FROM labels l "
+               "WHERE l.label_set=?" + cond.format(t="l") + (" AND l.rank=1" if top_only else "") +
+               " AND NOT EXISTS (SELECT 1 FROM corrections x WHERE x.image_id = l.image_id AND "
+               "x.label_set = l.label_set)")
+        return sql, extra
 
     def label_counts(self, label_set: str) -> dict[str, int]:
-        """label -> photos whose best (rank 1) label in the set it is (labels with none left out)."""
+        """label -> photos whose best (rank 1) label in the set it is, corrections counted (labels with none
+        left out)."""
+        sql, extra = self._shown_labels(None, True)
         return {lb: int(n) for lb, n in self._all(
-            "SELECT label, COUNT(*) FROM labels WHERE label_set=? AND rank=1 GROUP BY label", (label_set,))}
+            f"SELECT label, COUNT(*) FROM ({sql}) GROUP BY label", [label_set, *extra] * 2)}
 
     def label_rows(self, label_set: str, label: str | None = None, top_only: bool = False,
                    limit: int | None = None) -> list[dict]:
-        """[{"path", "label", "score", "cosine", "rank"}] of a set (only ``label``, only rank 1), by path, rank."""
-        sql = ("SELECT i.path, l.label, l.score, l.cosine, l.rank FROM labels l JOIN images i ON i.id = l.image_id "
-               "WHERE l.label_set=?")
-        params: list = [label_set]
-        if label is not None:
-            sql += " AND l.label=?"
-            params.append(label)
-        if top_only:
-            sql += " AND l.rank=1"
-        sql += " ORDER BY i.path, l.rank"
+        """[{"path", "label", "score", "cosine", "rank", "source"}] of a set as shown (a corrected photo: its
+        correction alone, source "manual"), optionally only ``label`` / only rank 1; by path, rank."""
+        sql, extra = self._shown_labels(label, top_only)
+        sql = (f"SELECT i.path, s.label, s.score, s.cosine, s.rank, s.source FROM ({sql}) s "
+               "JOIN images i ON i.id = s.image_id ORDER BY i.path, s.rank")
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
-        return self.query(sql, params)
+        return self.query(sql, [label_set, *extra] * 2)
 
     # ---- integrity ------------------------------------------------------------------------------------
     def integrity_check(self) -> str:

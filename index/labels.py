@@ -2,12 +2,14 @@
 
     from index.labels import label_index, labels_of, export_labels, label_sets, remove_paths
     label_index("photos.db", ["猫", "狗", "beach", "birthday cake"], label_set="pets")
-    labels_of("photos.db", "pets")          # [{"path", "label", "score", "cosine", "rank"}, ...]
+    labels_of("photos.db", "pets")          # [{"path", "label", "score", "cosine", "rank", "source"}, ...]
     export_labels("photos.db", "pets", "csv", "pets.csv")
     remove_paths("photos.db", ["/photos/old"])   # un-index files or whole folders
     label_index_with_prompt("photos.db", prompt, "pets")    # a learned prompt (dcclip_core.prompts) instead
-    set_label("photos.db", "pets", ["/photos/a.jpg"], "狗")   # a manual correction (source "manual")
-    copy_to_folders("photos.db", "pets", "/sorted")         # /sorted/<label>/..., never overwriting
+    set_label("photos.db", "pets", ["/photos/a.jpg"], "狗")   # a correction (shown with source "manual")
+    remove_correction("photos.db", "pets", ["/photos/a.jpg"]) # undo it: the machine label shows again
+    corrections_of("photos.db", "pets")                      # {"/photos/a.jpg": "狗"}
+    copy_to_folders("photos.db", "pets", "/sorted")         # /sorted/<label>/..., never overwriting or duplicating
 
 Each label becomes one text embedding: the mean of its prompts, one per template of its language
 (``assets/data/templates.json`` ``zh_short`` when the label contains CJK characters, else ``en_short``),
@@ -15,16 +17,22 @@ L2-normalised. An image's ``score`` for a label is the softmax over the set of 1
 so scores of one image sum to 1 over the set; ``cosine`` is kept beside it. The best ``top`` labels of every
 image are stored in the ``labels`` table (source ``zero-shot:<model hash>``); the set's definition is kept in
 meta ``label_set:NAME`` so a later run labels only the photos indexed since (same labels, same model).
+
+A correction (``set_label``) is a fact kept apart from the machine labels (table ``corrections``): no labelling
+run, whatever its labels, language or prompt, deletes or overrides it. Every read that presents a set's labels
+(``labels_of``, counts, export, ``copy_to_folders``) shows a corrected photo with its corrected label alone
+(rank 1, score 1.0, source "manual"); its machine labels are still written and show again after
+``remove_correction``.
 """
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import os
 import re
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Callable, Sequence
@@ -36,6 +44,7 @@ from .errors import IndexErrorBase
 
 LOGIT_SCALE = 100.0
 DEFAULT_SET = "default"
+EXPORT_FIELDS = ("path", "label", "score", "cosine", "rank", "source")
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af]")
 _SPLIT = re.compile(r"[,，、;；\n]+")
 _FALLBACK = {"en_short": ["a photo of a {}."], "zh_short": ["一张{}的照片。"]}
@@ -125,12 +134,12 @@ def label_index(db_path, labels: str | Sequence[str], label_set: str | None = No
         if old and not relabel:
             try:
                 o = json.loads(old)
-                same = all(o.get(k) == definition[k] for k in ("labels", "model_hash", "top"))
+                same = all(o.get(k) == definition[k] for k in ("labels", "model_hash", "top", "templates"))
             except ValueError:
                 pass
         with db.transaction():
             if not same:
-                db.clear_labels(label_set)
+                db.clear_labels(label_set)                                 # machine rows only: corrections stay
             db.set_label_set_meta(label_set, json.dumps({**definition, "time": now_iso()}, ensure_ascii=False))
         done_ids = db.labelled_image_ids(label_set) if same else set()
         total = db.vector_stats(mhash)[0]
@@ -142,9 +151,7 @@ def label_index(db_path, labels: str | Sequence[str], label_set: str | None = No
                 done += int((~keep).sum())
                 ids, vecs = ids[keep], vecs[keep]
             if len(ids):
-                cos = vecs @ T.T                                           # (b, L)
-                prob = _softmax(LOGIT_SCALE * cos)
-                order = np.argsort(-prob, axis=1, kind="stable")[:, :top]  # (b, top)
+                order, prob, cos = _zero_shot_top(vecs, T, top)            # (b, top), (b, L), (b, L)
                 when = now_iso()
                 rows = [(int(i), label_set, labels[int(j)], float(prob[r, j]), source, float(cos[r, j]), rank, when)
                         for r, i in enumerate(ids.tolist()) for rank, j in enumerate(order[r], 1)]
@@ -161,9 +168,60 @@ def label_index(db_path, labels: str | Sequence[str], label_set: str | None = No
             "model_hash": mhash, "seconds": round(time.perf_counter() - t0, 3)}
 
 
+def _zero_shot_top(vecs: np.ndarray, T: np.ndarray, top: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(order (b, top), prob (b, L), cos (b, L)) of photo vectors (b, d) against label embeddings T (L, d)."""
+    cos = vecs @ T.T                                                       # (b, L)
+    prob = _softmax(LOGIT_SCALE * cos)
+    return np.argsort(-prob, axis=1, kind="stable")[:, :top], prob, cos
+
+
+def classify_index(db_path, labels: str | Sequence[str], model=None,
+                   progress: Callable[[int, int], None] | None = None, batch: int = 8192,
+                   templates: dict | None = None) -> dict:
+    """``label_index`` without writing anything: every photo's best label, in memory (the read-only demo labels
+    this way, for one visitor). Returns the same summary plus "rows": [{"path", "label", "score", "cosine",
+    "rank", "source"}], one per photo."""
+    from .indexer import default_model, model_identity
+    t0 = time.perf_counter()
+    labels = parse_labels(labels)
+    if not labels:
+        raise LabelError("no labels given (e.g. --labels \"猫,狗,beach\")")
+    model = model if model is not None else default_model()
+    _, mhash, dim, _ = model_identity(model)
+    db, own = _open(db_path)
+    try:
+        total = db.vector_stats(mhash)[0]
+        if total == 0:
+            raise LabelError(f"no photos in {db.path} are indexed with this model ({mhash}); run build first")
+        T = label_embeddings(model, labels, templates)                    # (L, d)
+        source = f"zero-shot:{mhash}"
+        out: list[dict] = []
+        done = 0
+        for ids, vecs in db.iter_vectors(mhash, dim, batch=batch):
+            order, prob, cos = _zero_shot_top(vecs, T, 1)
+            paths = db.rows_by_ids(ids.tolist())
+            for r, i in enumerate(ids.tolist()):
+                if int(i) in paths:
+                    j = int(order[r, 0])
+                    out.append({"path": paths[int(i)]["path"], "label": labels[j], "score": float(prob[r, j]),
+                                "cosine": float(cos[r, j]), "rank": 1, "source": source})
+            done += len(ids)
+            if progress is not None:
+                progress(done, total)
+    finally:
+        if own:
+            db.close()
+    counts = {lb: 0 for lb in labels}
+    for row in out:
+        counts[row["label"]] += 1
+    return {"label_set": None, "labels": labels, "labeled": len(out), "images": len(out), "counts": counts,
+            "model_hash": mhash, "rows": out, "seconds": round(time.perf_counter() - t0, 3)}
+
+
 def _tally(db: PhotoDB, label_set: str, labels: Sequence[str]) -> tuple[dict, int]:
-    """({label: photos with it as best label}, photos labelled) of a set; every label of ``labels`` appears
-    (0 when unused), and so does any other best label a photo has in the set (a manual correction)."""
+    """({label: photos with it as best label}, photos labelled) of a set as shown (corrections counted); every
+    label of ``labels`` appears (0 when unused), and so does any other best label a photo has in the set (a
+    correction)."""
     counts = {lb: 0 for lb in labels}
     for lb, n in db.label_counts(label_set).items():
         counts[lb] = counts.get(lb, 0) + n
@@ -190,7 +248,9 @@ def label_sets(db_path) -> list[dict]:
 
 def labels_of(db_path, label_set: str = DEFAULT_SET, label: str | None = None, top_only: bool = False,
               limit: int | None = None) -> list[dict]:
-    """Stored labels of a set: [{"path", "label", "score", "cosine", "rank"}], by path then rank."""
+    """Labels of a set as shown: [{"path", "label", "score", "cosine", "rank", "source"}], by path then rank.
+    A corrected photo has one row, its corrected label (rank 1, score 1.0, cosine None, source "manual");
+    other photos their machine rows (source "zero-shot:<model hash>" or "prompt:<name>")."""
     db, own = _open(db_path)
     try:
         if db.label_set_meta(label_set) is None:
@@ -204,39 +264,40 @@ def labels_of(db_path, label_set: str = DEFAULT_SET, label: str | None = None, t
 
 def export_labels(db_path, label_set: str = DEFAULT_SET, fmt: str = "csv", out: str | os.PathLike | None = None,
                   top_only: bool = False) -> int:
-    """Write a set's labels as CSV (path,label,score,cosine,rank; UTF-8 with BOM so spreadsheets read Chinese)
-    or JSON (an array of objects) to ``out`` (atomically; None or "-": stdout). Returns the row count."""
-    fmt = fmt.lower()
-    if fmt not in ("csv", "json"):
+    """Write a set's labels as shown by ``labels_of`` as CSV (path,label,score,cosine,rank,source; UTF-8 with
+    BOM so spreadsheets read Chinese) or JSON (an array of objects with those keys) to ``out`` (atomically;
+    None or "-": stdout). Returns the row count."""
+    _check_format(fmt)
+    return write_label_rows(labels_of(db_path, label_set, top_only=top_only), fmt, out)
+
+
+def _check_format(fmt: str) -> str:
+    if str(fmt).lower() not in ("csv", "json"):
         raise LabelError(f"unknown export format {fmt!r} (csv or json)")
-    rows = labels_of(db_path, label_set, top_only=top_only)
+    return str(fmt).lower()
+
+
+def write_label_rows(rows: Sequence[dict], fmt: str = "csv", out: str | os.PathLike | None = None) -> int:
+    """Write label rows (dicts with the keys of EXPORT_FIELDS; others ignored) as ``export_labels`` does: CSV
+    or JSON, to ``out`` atomically (None or "-": stdout). Returns the row count."""
+    fmt = _check_format(fmt)
+    rows = [{k: r.get(k) for k in EXPORT_FIELDS} for r in rows]
     for r in rows:
-        r["score"] = round(float(r["score"]), 6)
+        r["score"] = None if r["score"] is None else round(float(r["score"]), 6)
         r["cosine"] = None if r["cosine"] is None else round(float(r["cosine"]), 6)
     if fmt == "json":
         text = json.dumps(rows, ensure_ascii=False, indent=1) + "\n"
     else:
         buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=["path", "label", "score", "cosine", "rank"], lineterminator="\n")
+        w = csv.DictWriter(buf, fieldnames=list(EXPORT_FIELDS), lineterminator="\n")
         w.writeheader()
         w.writerows(rows)
         text = buf.getvalue()
     if out is None or str(out) == "-":
         sys.stdout.write(text)
-        return len(rows)
-    out = Path(out).expanduser()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=out.name + ".", suffix=".tmp", dir=str(out.parent))
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8-sig" if fmt == "csv" else "utf-8", newline="") as f:
-            f.write(text)
-        os.replace(tmp, out)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    else:
+        from dcclip_core.atomic import atomic_write_text
+        atomic_write_text(Path(out).expanduser(), text, encoding="utf-8-sig" if fmt == "csv" else "utf-8")
     return len(rows)
 
 
@@ -283,13 +344,13 @@ def _needs_pixels(prompt) -> bool:
 
 def _store_top(db: PhotoDB, label_set: str, ids: Sequence[int], labels: Sequence[str], prob: np.ndarray,
                source: str, cos: np.ndarray | None = None) -> None:
-    """Write each image's best label of ``prob`` (b, L) as rank 1 (a manual label of the image is kept)."""
+    """Write each image's best label of ``prob`` (b, L) as rank 1 (corrected images too: their correction is
+    kept apart and shown instead, this row once it is undone)."""
     best = np.argmax(prob, axis=1)
     when = now_iso()
-    manual = db.manual_label_ids(label_set)
     rows = [(int(i), label_set, labels[int(j)], float(prob[r, j]), source,
              None if cos is None else float(cos[r, j]), 1, when)
-            for r, (i, j) in enumerate(zip(ids, best)) if int(i) not in manual]
+            for r, (i, j) in enumerate(zip(ids, best))]
     db.put_labels(rows)
 
 
@@ -298,8 +359,8 @@ def label_index_with_prompt(db_path, prompt, label_set: str | None = None, model
     """Label every indexed photo with the best class of a learned prompt (a ``dcclip_core.prompts.Prompt``
     learned for ``model``). Prompts that only replace the text side (zero-shot, CoOp, MVLPT) use the stored
     vectors (fast); VPT / Tip-Adapter / linear-probe prompts encode every photo again (unreadable photos are
-    skipped). Labels are stored in ``lang`` (en | zh); manual corrections are kept when the same prompt labels
-    the set again. Same summary as ``label_index``."""
+    skipped). Labels are stored in ``lang`` (en | zh); the set's machine labels are replaced, its corrections
+    kept. Same summary as ``label_index``."""
     from dcclip_core.prompts import PromptClassifier
     from .indexer import default_model, model_identity
     t0 = time.perf_counter()
@@ -314,13 +375,8 @@ def label_index_with_prompt(db_path, prompt, label_set: str | None = None, model
         total = db.vector_stats(mhash)[0]
         if total == 0:
             raise LabelError(f"no photos in {db.path} are indexed with this model ({mhash}); run build first")
-        try:                                  # manual corrections survive a re-run of the same prompt only
-            old = json.loads(db.label_set_meta(label_set) or "{}")
-        except ValueError:
-            old = {}
-        same = old.get("prompt") == prompt.name and old.get("model_hash") == mhash
         with db.transaction():
-            db.clear_labels(label_set, keep_manual=same)
+            db.clear_labels(label_set)                                     # machine rows only: corrections stay
             db.set_label_set_meta(label_set, json.dumps(
                 {"labels": labels, "model_hash": mhash, "top": 1, "prompt": prompt.name, "method": prompt.method,
                  "time": now_iso()}, ensure_ascii=False))
@@ -361,10 +417,20 @@ def label_index_with_prompt(db_path, prompt, label_set: str | None = None, model
             "model_hash": mhash, "prompt": prompt.name, "seconds": round(time.perf_counter() - t0, 3)}
 
 
+def _path_forms(paths: Sequence[str | os.PathLike]) -> list[str]:
+    """Each path as given, absolute, and with symlinks resolved (the index stores absolute paths)."""
+    out: dict[str, None] = {}
+    for p in paths:
+        raw = os.path.abspath(os.path.expanduser(str(p)))
+        for c in (str(p), raw, str(Path(raw).resolve())):
+            out[c] = None
+    return list(out)
+
+
 def set_label(db_path, label_set: str, paths: Sequence[str], label: str) -> int:
-    """Correct photos' label by hand: each photo's labels in the set are replaced by ``label`` (rank 1,
-    score 1.0, source "manual"); later zero-shot or prompt runs over the same set keep it. Returns the number
-    of photos changed (paths not in the index are ignored)."""
+    """Correct photos' label by hand: ``label`` becomes their label in the set (shown as rank 1, score 1.0,
+    source "manual", instead of their machine labels) until ``remove_correction``; no labelling run deletes
+    or overrides it. Returns the number of photos corrected (paths not in the index are ignored)."""
     label = " ".join(str(label or "").split())
     if not label:
         raise LabelError("an empty label (type the correct label, e.g. 猫)")
@@ -374,7 +440,28 @@ def set_label(db_path, label_set: str, paths: Sequence[str], label: str) -> int:
             if db.label_set_meta(label_set) is None:
                 db.set_label_set_meta(label_set, json.dumps(
                     {"labels": [label], "model_hash": None, "top": 1, "time": now_iso()}, ensure_ascii=False))
-            return db.set_manual_label(label_set, paths, label)
+            return db.set_correction(label_set, _path_forms(paths), label)
+    finally:
+        if own:
+            db.close()
+
+
+def remove_correction(db_path, label_set: str, paths: Sequence[str]) -> int:
+    """Undo ``set_label``: the photos show their machine label in the set again (none until a labelling run
+    has labelled them). Returns the number of corrections removed (other paths are ignored)."""
+    db, own = _open(db_path)
+    try:
+        return db.remove_correction(label_set, _path_forms(paths))
+    finally:
+        if own:
+            db.close()
+
+
+def corrections_of(db_path, label_set: str = DEFAULT_SET) -> dict[str, str]:
+    """{path: corrected label} of the photos corrected by hand in a set ({} when none, or no such set)."""
+    db, own = _open(db_path)
+    try:
+        return db.corrections(label_set)
     finally:
         if own:
             db.close()
@@ -401,34 +488,100 @@ def _claim(dst: Path) -> tuple[Path, int]:
     raise LabelError(f"too many files named like {dst}")
 
 
+class _DestFolder:
+    """A class folder's files, found by the name a photo was copied as: "x.jpg" finds "x.jpg", "x (2).jpg", ...
+    (the names ``_claim`` gives), so a photo already copied there is recognised by its content."""
+
+    def __init__(self, path: Path):
+        path.mkdir(exist_ok=True)
+        self.path = path
+        self._names: dict[str, list[str]] = {}
+        self._sha: dict[str, str] = {}
+        with os.scandir(path) as it:
+            for e in it:
+                if e.is_file():
+                    self.add(e.name)
+
+    def add(self, name: str) -> None:
+        self._names.setdefault(name, []).append(name)
+        p = Path(name)
+        m = _VARIANT.match(p.stem)
+        if m and m.group(1) + p.suffix != name:
+            self._names.setdefault(m.group(1) + p.suffix, []).append(name)
+
+    def holds(self, name: str, size: int, sha256: Callable[[], str]) -> bool:
+        """True when a file named ``name`` or one of its " (n)" variants has this size and content."""
+        from dcclip_core.runtime import sha256_file
+        for cand in self._names.get(name, ()):
+            p = self.path / cand
+            try:
+                if p.stat().st_size != size:
+                    continue
+                if cand not in self._sha:
+                    self._sha[cand] = sha256_file(p)
+            except OSError:
+                continue
+            if self._sha[cand] == sha256():
+                return True
+        return False
+
+
+_VARIANT = re.compile(r"^(.*) \((\d+)\)$")
+
+
 def copy_to_folders(db_path, label_set: str, out_dir: str | os.PathLike,
-                    progress: Callable[[int, int], None] | None = None) -> dict:
-    """Copy each labelled photo into ``out_dir/<its best label>/`` (one sub-folder per label, created as needed).
-    Existing files are never overwritten: a name already taken gets " (2)", " (3)", ... Photos missing on disk
-    are listed, not fatal. Returns {"copied", "folders": {label: n}, "missing": [...], "out": str}."""
+                    progress: Callable[[int, int], None] | None = None,
+                    relabel: dict[str, str] | None = None) -> dict:
+    """Copy each labelled photo into ``out_dir/<its label as shown>/`` (one sub-folder per label, created as
+    needed). Running it again copies nothing twice: a photo whose folder already holds a file with the same
+    content under its name or a " (n)" variant of it is counted as ``already`` there. Existing files are never
+    overwritten: a different file with the name gets " (2)", " (3)", ... Photos missing on disk are listed, not
+    fatal. ``relabel`` ({path: label}) sends those photos to another label's folder (e.g. "not sure").
+    Returns {"copied", "already", "folders": {label: photos in its folder, copied or already}, "missing": [...],
+    "out": str}."""
     import shutil
+    from dcclip_core.runtime import sha256_file
     out = Path(out_dir).expanduser().resolve()
-    rows = labels_of(db_path, label_set, top_only=True)
+    db, own = _open(db_path)
+    try:
+        rows = labels_of(db, label_set, top_only=True)
+        known = db.hash_rows_by_paths([r["path"] for r in rows])
+    finally:
+        if own:
+            db.close()
     out.mkdir(parents=True, exist_ok=True)
+    dests: dict[str, _DestFolder] = {}
     folders: dict[str, int] = {}
     missing: list[str] = []
+    copied = already = 0
     for n, r in enumerate(rows, 1):
         src = Path(r["path"])
-        d = out / folder_name(r["label"])
-        d.mkdir(exist_ok=True)
+        label = relabel.get(r["path"], r["label"]) if relabel else r["label"]
+        name = folder_name(label)
         try:
-            with open(src, "rb") as fin:
-                dst, fd = _claim(d / src.name)
-                try:
-                    with os.fdopen(fd, "wb") as fout:
-                        shutil.copyfileobj(fin, fout, 1 << 20)
-                except BaseException:
-                    os.unlink(dst)
-                    raise
-            shutil.copystat(src, dst)
-            folders[r["label"]] = folders.get(r["label"], 0) + 1
+            st = src.stat()
+            row = known.get(str(src)) or {}
+            fresh = row.get("sha256") and row.get("size") == st.st_size and row.get("mtime") == st.st_mtime
+            sha = (lambda: row["sha256"]) if fresh else functools.cache(lambda: sha256_file(src))  # read if needed
+            dest = dests.get(name) or dests.setdefault(name, _DestFolder(out / name))
+            if dest.holds(src.name, st.st_size, sha):
+                already += 1
+            else:
+                with open(src, "rb") as fin:
+                    dst, fd = _claim(dest.path / src.name)
+                    try:
+                        with os.fdopen(fd, "wb") as fout:
+                            shutil.copyfileobj(fin, fout, 1 << 20)
+                    except BaseException:
+                        os.unlink(dst)
+                        raise
+                shutil.copystat(src, dst)
+                dest.add(dst.name)
+                copied += 1
+            folders[label] = folders.get(label, 0) + 1
         except FileNotFoundError:
             missing.append(str(src))
         if progress is not None:
             progress(n, len(rows))
-    return {"copied": sum(folders.values()), "folders": folders, "missing": missing, "out": str(out)}
+    return {"copied": copied, "already": already, "folders": folders, "missing": missing, "out": str(out)}
+

@@ -18,6 +18,7 @@ import numpy as np
 from .db import PhotoDB
 from .errors import NotIndexedError
 from .indexer import default_model, model_identity
+from . import duplicates as D
 from . import vectors as V
 
 
@@ -155,30 +156,44 @@ class Searcher:
             raise NotIndexedError(f"not in the index: {path}")
         return int(row["id"])
 
+    def _vector(self, vi: V.VectorIndex, image_id: int, path) -> np.ndarray:
+        """The stored vector of an indexed photo (call holding the lock)."""
+        q = self.db.vector_of(image_id) if vi.kind != "flat" or not vi.ntotal else vi.reconstruct(image_id)
+        if q is None or len(q) != vi.dim:
+            q = self.db.vector_of(image_id)
+        if q is None:
+            raise NotIndexedError(f"no vector for {path} (not embedded with this model yet)")
+        return q
+
     def similar(self, path, k: int = 20, threshold: float | None = None, offset: int = 0) -> list[dict]:
         """Nearest neighbours of an indexed photo (itself excluded)."""
         image_id = self._id_of(path)
         with self._lock:
             vi = self._ensure()
-            q = self.db.vector_of(image_id) if vi.kind != "flat" or not vi.ntotal else vi.reconstruct(image_id)
-            if q is None or len(q) != vi.dim:
-                q = self.db.vector_of(image_id)
-            if q is None:
-                raise NotIndexedError(f"no vector for {path} (not embedded with this model yet)")
-            return self._results(vi, q, k, threshold, offset, exclude={image_id})
+            return self._results(vi, self._vector(vi, image_id, path), k, threshold, offset, exclude={image_id})
 
-    def duplicates(self, threshold: float = 0.95, batch: int = 4096, max_hamming: int | None = 6,
-                   floor: float = 0.80) -> list[dict]:
-        """Pairs of indexed photos with cosine >= threshold, best first: [{"a", "b", "score", "hamming",
-        "match"}]; pairs whose perceptual hashes differ in <= ``max_hamming`` bits count too when their
-        cosine is >= ``floor`` (None: embedding only; see index.duplicates)."""
-        from .duplicates import find_duplicates
-        return find_duplicates(self, threshold=threshold, max_hamming=max_hamming, floor=floor)
+    def duplicates(self, threshold: float = D.SIMILAR, batch: int = 4096, max_hamming: int | None = D.HAMMING,
+                   floor: float = D.FLOOR, similar: bool = False) -> list[dict]:
+        """Every duplicate pair, best first: [{"a", "b", "score", "hamming", "match"}] — identical files, and
+        photos whose perceptual hashes differ in <= ``max_hamming`` bits at cosine >= ``floor``; with
+        ``similar`` also pairs at cosine >= ``threshold`` by the embedding alone (see index.duplicates)."""
+        return D.find_duplicates(self, threshold=threshold, max_hamming=max_hamming, floor=floor, similar=similar)
 
-    def duplicate_groups(self, threshold: float = 0.95, max_hamming: int | None = 6, floor: float = 0.80) -> list[dict]:
-        """Groups of near-duplicates (connected components): [{"group", "size", "score", "paths", "keep"}]."""
-        from .duplicates import find_duplicates, group_duplicates
-        return group_duplicates(find_duplicates(self, threshold, max_hamming, floor), self.db)
+    def duplicates_of(self, path, threshold: float = D.SIMILAR, max_hamming: int | None = D.HAMMING,
+                      floor: float = D.FLOOR, similar: bool = False) -> list[dict]:
+        """The duplicates of one indexed photo, under the definition of ``duplicates`` (they agree):
+        [{"path", "score", "match", "hamming"}], best first (raises NotIndexedError)."""
+        image_id = self._id_of(path)
+        with self._lock:
+            vi = self._ensure()
+            return D.duplicates_of(self.db, vi, self._hash, image_id, self._vector(vi, image_id, path),
+                                   threshold=threshold, max_hamming=max_hamming, floor=floor, similar=similar)
+
+    def duplicate_groups(self, threshold: float = D.SIMILAR, max_hamming: int | None = D.HAMMING,
+                         floor: float = D.FLOOR, similar: bool = False) -> list[dict]:
+        """Groups of duplicates (connected components): [{"group", "size", "score", "paths", "keep"}]."""
+        return D.group_duplicates(self.duplicates(threshold, max_hamming=max_hamming, floor=floor, similar=similar),
+                                  self.db)
 
     # ---- info -----------------------------------------------------------------------------------------
     def stats(self, error_limit: int | None = 1000) -> dict:

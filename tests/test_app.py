@@ -172,16 +172,15 @@ def test_status_ready(server):
 @needs_model
 @pytest.mark.parametrize("query", ["猫", "a cat"])
 def test_text_search_cat_first(server, query):
-    gallery, message = server.client.predict(query, 20, 0.0, api_name="/search")
+    gallery, message, _ = server.client.predict(query, 20, "any", api_name="/search")
     first = _first_caption(gallery)
-    assert "cat_chelsea.jpg" in first, (query, [g["caption"] for g in gallery[:5]])
-    score, _, name = first.partition(" · ")
-    assert name == "cat_chelsea.jpg" and -1.0 <= float(score) <= 1.0
-    assert "/" not in first  # captions show the file name only
-    scores = [float(g["caption"].split(" · ")[0]) for g in gallery]
-    assert scores == sorted(scores, reverse=True) and min(scores) >= 0.0  # default minimum score: 0
-    # the slider's minimum lifts the limit: every photo, ranked (k=20 > 16 photos)
-    gallery, _ = server.client.predict(query, 20, A.SCORE_MIN, api_name="/search")
+    dots, _, rest = first.partition(" ")
+    assert dots == "●●●" and rest.split(" · ")[0] == "cat_chelsea.jpg", (query, [g["caption"] for g in gallery[:5]])
+    assert "/" not in first  # captions show the file name only (one folder: no need to tell names apart)
+    levels = [g["caption"].split(" ")[0].count("●") for g in gallery]
+    assert levels == sorted(levels, reverse=True) and min(levels) >= 1  # "every match": weak ones too, no "none"
+    # "every photo, ranked" shows them all (k=20 > 16 photos)
+    gallery, _, _ = server.client.predict(query, 20, "all", api_name="/search")
     assert len(gallery) == len(list(DEMO.glob("*.jpg"))) and "cat_chelsea.jpg" in gallery[0]["caption"]
 
 
@@ -189,24 +188,23 @@ def test_text_search_cat_first(server, query):
 def test_search_json_and_k(server):
     res = server.client.predict("a cat", 3, api_name="/search_json")
     assert len(res) == 3 and res[0]["name"] == "cat_chelsea.jpg"
-    gallery, _ = server.client.predict("猫", 5, A.SCORE_MIN, api_name="/search")
+    gallery, _, _ = server.client.predict("猫", 5, "all", api_name="/search")
     assert len(gallery) == 5
 
 
 @needs_model
 def test_image_search_finds_itself(server):
-    gallery, message = server.client.predict(gradio_client.handle_file(str(CAT)), 20, 0.0,
+    gallery, message = server.client.predict(gradio_client.handle_file(str(CAT)), 20, "any",
                                              api_name="/search_image")
     first = _first_caption(gallery)
-    assert "cat_chelsea.jpg" in first, [g["caption"] for g in gallery[:5]]
-    assert float(first.split(" · ")[0]) > 0.95
+    assert first.startswith("●●● cat_chelsea.jpg"), [g["caption"] for g in gallery[:5]]
 
 
 @needs_model
 def test_empty_query_and_threshold_give_messages(server):
-    gallery, message = server.client.predict("   ", 20, 0.0, api_name="/search")
+    gallery, message, _ = server.client.predict("   ", 20, "any", api_name="/search")
     assert gallery == [] and message and "error" not in message.lower()
-    gallery, message = server.client.predict("猫", 20, 1.0, api_name="/search")
+    gallery, message, _ = server.client.predict("qwxzv", 20, "good", api_name="/search")
     assert gallery == [] and message
 
 
@@ -356,7 +354,9 @@ def test_translations_complete():
     used = set(__import__("re").findall(r'\bT\("(\w+)"\)', (ROOT / "app.py").read_text(encoding="utf-8")))
     assert used and used <= set(A.EN), used - set(A.EN)
     cjk = lambda t: any("\u4e00" <= ch <= "\u9fff" for ch in t)  # noqa: E731
-    assert all(cjk(v) for v in A.ZH.values() if not v.startswith("{")), [k for k, v in A.ZH.items() if not cjk(v)]
+    # every Chinese string has Chinese in it, except the example queries (shown as typed: 猫, a cat, ...)
+    assert all(cjk(v) for k, v in A.ZH.items() if not v.startswith("{") and not k.startswith("ex_")), \
+        [k for k, v in A.ZH.items() if not cjk(v)]
     for locale in ("en", "zh", "zh-CN"):
         assert locale in A.I18N.translations_dict
 
@@ -380,20 +380,16 @@ def test_stub_search_api(stub_app):
     app, url = stub_app
     c = gradio_client.Client(url, verbose=False, download_files=False)
     assert c.predict(api_name="/status")["state"] == "ready"
-    gallery, msg = c.predict("猫", 20, A.SCORE_MIN, api_name="/search")
-    assert gallery[0]["caption"] == "0.400 · cat_chelsea.jpg" and "“猫”" in msg
+    gallery, msg, _ = c.predict("猫", 20, "all", api_name="/search")
+    assert gallery[0]["caption"] == "cat_chelsea.jpg" and "“猫”" in msg      # a stub model has no calibrated levels
     assert len(gallery) == len(list(DEMO.glob("*.jpg")))
     assert [r["name"] for r in c.predict("a cup of coffee", 2, api_name="/search_json")][0] == "coffee.jpg"
-    gallery, _ = c.predict(gradio_client.handle_file(str(CAT)), 3, 0.0, api_name="/search_image")
-    assert [g["caption"] for g in gallery][0] == "1.000 · cat_chelsea.jpg" and len(gallery) == 3
-    gallery, msg = c.predict("", 20, 0.0, api_name="/search")
+    gallery, _ = c.predict(gradio_client.handle_file(str(CAT)), 3, "any", api_name="/search_image")
+    assert [g["caption"] for g in gallery][0] == "cat_chelsea.jpg" and len(gallery) == 3
+    gallery, msg, _ = c.predict("", 20, "any", api_name="/search")
     assert gallery == [] and msg == A.EN["msg_empty"]
-    gallery, msg = c.predict("猫", 20, 0.9, api_name="/search")
-    assert gallery == [] and "0.90" in msg
-    gallery, _ = c.predict("猫", 20, 0.3, api_name="/search")
-    assert [g["caption"] for g in gallery] == ["0.400 · cat_chelsea.jpg"]
     zh = gradio_client.Client(url, verbose=False, download_files=False, headers={"Accept-Language": "zh-CN,zh;q=0.9"})
-    assert zh.predict("", 20, 0.0, api_name="/search")[1] == A.ZH["msg_empty"]
+    assert zh.predict("", 20, "any", api_name="/search")[1] == A.ZH["msg_empty"]
 
 
 def test_stub_not_ready_is_friendly(tmp_path):
@@ -403,7 +399,7 @@ def test_stub_not_ready_is_friendly(tmp_path):
     try:
         c = gradio_client.Client(url, verbose=False, download_files=False)
         assert c.predict(api_name="/status")["state"] == "loading"
-        gallery, msg = c.predict("猫", 20, 0.0, api_name="/search")
+        gallery, msg, _ = c.predict("猫", 20, "any", api_name="/search")
         assert gallery == [] and "try again" in msg
     finally:
         app.close()
@@ -412,35 +408,35 @@ def test_stub_not_ready_is_friendly(tmp_path):
 @pytest.mark.parametrize("stub_app", [True], indirect=True)
 def test_stub_demo_mode_serves_no_paths(stub_app):
     app, url = stub_app
-    assert "/secret/place" not in app.backend.about_md("en") and "dcclip-stub" in app.backend.about_md("zh")
+    assert "/secret/place" not in A.about_md(app.backend, "en") and "dcclip-stub" in A.about_md(app.backend, "zh")
     c = gradio_client.Client(url, verbose=False, download_files=False)
-    gallery, _ = c.predict("猫", 3, 0.0, api_name="/search")
+    gallery, _ = c.predict("猫", 3, "any", api_name="/search")[:2]
     assert all("/" not in g["caption"] for g in gallery)
-    # originals are not served in demo mode (only cached thumbnails are)
+    # originals are not served by path (only thumbnails and /photo/<id>)
     assert _get(url + "/gradio_api/file=" + str(CAT))[0] in (403, 404)
 
 
-def test_stub_files_outside_roots_not_served(stub_app):
+def test_stub_files_are_not_served_by_path(stub_app):
     app, url = stub_app
     for target in ["/etc/passwd", str(ROOT / "app.py"), str(DEMO / ".." / ".." / "app.py"),
-                   "../../../../etc/passwd", "%2e%2e/%2e%2e/etc/passwd"]:
+                   "../../../../etc/passwd", "%2e%2e/%2e%2e/etc/passwd", str(CAT)]:
         code, body = _get(url + "/gradio_api/file=" + target)
         assert code in (400, 403, 404) and b"root:" not in body, (target, code)
-    assert _get(url + "/gradio_api/file=" + str(CAT))[0] == 200  # inside the indexed root: allowed
 
 
 def test_stub_thumbnails_route(stub_app):
     """Results are thumbnail URLs on /thumb/<sha1>.jpg: served as JPEG; nothing else can be named there."""
     app, url = stub_app
     c = gradio_client.Client(url, verbose=False, download_files=False)
-    gallery, _ = c.predict("猫", 3, 0.0, api_name="/search")
+    gallery, _ = c.predict("猫", 3, "any", api_name="/search")[:2]
     u = gallery[0]["image"]["url"]
-    assert u.startswith(url + A.THUMB_ROUTE + "/") and u.endswith(".jpg"), u
+    from ui.files import THUMB_ROUTE, THUMB_SIZE
+    assert u.startswith(url + THUMB_ROUTE + "/") and u.endswith(".jpg"), u
     code, body = _get(u)
     assert code == 200 and body[:3] == b"\xff\xd8\xff"
     from PIL import Image
     import io
-    assert max(Image.open(io.BytesIO(body)).size) <= A.THUMB_SIZE
+    assert max(Image.open(io.BytesIO(body)).size) <= THUMB_SIZE
     for bad in ["/thumb/../../etc/passwd.jpg", "/thumb/..%2f..%2fetc%2fpasswd.jpg", "/thumb/" + "0" * 40 + ".jpg",
                 "/thumb/" + "a" * 39 + ".jpg", "/thumb/%2e%2e/app.py", "/thumb/" + str(CAT)]:
         code, body = _get(url + bad)
@@ -457,7 +453,7 @@ def test_stub_thumbnails_need_login_with_auth(tmp_path):
     url = f"http://127.0.0.1:{port}"
     try:
         c = gradio_client.Client(url, verbose=False, download_files=False, auth=("u", "p"))
-        gallery, _ = c.predict("猫", 3, 0.0, api_name="/search")
+        gallery, _ = c.predict("猫", 3, "any", api_name="/search")[:2]
         u = gallery[0]["image"]["url"]
         assert _get(u)[0] == 401                                   # no login cookie
         import httpx
@@ -476,13 +472,18 @@ def test_stub_demo_mode_is_read_only(stub_app, tmp_path):
     f = tmp_path / "p.safetensors"
     f.write_bytes(b"not really")
     assert c.predict(gradio_client.handle_file(str(f)), "x", api_name="/prompt_import")[0] == ro
+    assert c.predict("colours-coop", api_name="/prompt_delete_ask") == ro
     assert c.predict("colours-coop", api_name="/prompt_delete")[0] == ro
-    assert c.predict(str(DEMO), api_name="/remove_folder")[2] == A.EN["index_readonly"]
+    assert c.predict(str(DEMO), api_name="/remove_folder_ask") == A.EN["index_readonly"]
+    assert c.predict(str(DEMO), api_name="/remove_folder")[2] == ro
     assert c.predict("default", api_name="/model_use")[0] == ro
+    assert c.predict("cat_chelsea.jpg", "狗", 50, "", api_name="/label_correct")[1] == ro
+    assert c.predict("cat_chelsea.jpg", 50, "", api_name="/label_undo")[1] == ro
 
 
 # ------------------------------------------------------------------------------ Index tab (runs last: it adds a folder)
 def _rows(df) -> list:
+    df = df.get("value", df) if isinstance(df, dict) and "__type__" in df else df   # an update carries its value
     return df["data"] if isinstance(df, dict) else list(df)
 
 
@@ -491,9 +492,9 @@ def test_stub_index_tab(stub_app):
     c = gradio_client.Client(url, verbose=False, download_files=False)
     md, df = c.predict(api_name="/index_info")
     assert str(DEMO.resolve()) in md and "16 photos" in md.replace(str(len(list(DEMO.glob('*.jpg')))), "16")
-    md, df, msg = c.predict("", api_name="/add_folder")
+    md, df, msg, _ = c.predict("", api_name="/add_folder")
     assert msg == A.EN["msg_no_folder"]
-    md, df, msg = c.predict("/no/such/folder", api_name="/add_folder")
+    md, df, msg, _ = c.predict("/no/such/folder", api_name="/add_folder")
     assert "/no/such/folder" in msg
 
 
@@ -503,7 +504,7 @@ def test_stub_index_tab_demo_readonly(stub_app):
     c = gradio_client.Client(url, verbose=False, download_files=False)
     md, df = c.predict(api_name="/index_info")
     assert str(DEMO) not in md and A.EN["index_readonly"] in md
-    md, df, msg = c.predict("/tmp", api_name="/add_folder")
+    md, df, msg, _ = c.predict("/tmp", api_name="/add_folder")
     assert msg == A.EN["index_readonly"]
 
 
@@ -515,7 +516,7 @@ def test_index_tab_add_folder_and_rescan(server, tmp_path):
     import shutil
     shutil.copy(DEMO / "coffee.jpg", extra / "my_coffee.jpg")
     c = server.client
-    md, df, msg = c.predict(str(extra), api_name="/add_folder")
+    md, df, msg, status = c.predict(str(extra), api_name="/add_folder")
     assert "1 new" in msg and "1 unreadable" in msg, msg
     assert str(extra.resolve()) in md
     n = len(list(DEMO.glob("*.jpg")))
@@ -525,13 +526,13 @@ def test_index_tab_add_folder_and_rescan(server, tmp_path):
     assert c.predict(api_name="/status")["images"] == n + 1
     res = c.predict("a cup of coffee", 3, api_name="/search_json")
     assert {"coffee.jpg", "my_coffee.jpg"} <= {r["name"] for r in res[:3]}, res
-    md2, df2, msg2 = c.predict(api_name="/rescan")
+    md2, df2, msg2, _ = c.predict(api_name="/rescan")
     assert "2 folder" in msg2 and "0 new" in msg2, msg2
     assert md2 == md
     # remove the folder again: out of the index and the searches, still on disk
-    md, df, msg, folder_dd, remove_dd = c.predict("/not/indexed", api_name="/remove_folder")
+    md, df, msg, *_ = c.predict("/not/indexed", api_name="/remove_folder")
     assert msg == A.EN["msg_pick_folder"]
-    md, df, msg, folder_dd, remove_dd = c.predict(str(extra.resolve()), api_name="/remove_folder")
+    md, df, msg, status, folder_dd, remove_dd = c.predict(str(extra.resolve()), api_name="/remove_folder")
     assert "1 photos, 1 unreadable" in msg, msg
     assert str(extra.resolve()) not in md and f"{n} photos · 0 unreadable" in md, md
     assert str(extra.resolve()) not in [x[1] for x in remove_dd["choices"]]
@@ -557,14 +558,14 @@ def test_model_tab_metrics(stub_app):
 @needs_model
 def test_search_filters_and_detail(server):
     c = server.client
-    gallery, msg = c.predict("猫", 20, A.SCORE_MIN, "", "", "", api_name="/search")
+    gallery, msg, _ = c.predict("猫", 20, "all", "", "", "", api_name="/search")
     assert "cat_chelsea.jpg" in gallery[0]["caption"]
-    gallery, msg = c.predict("猫", 20, A.SCORE_MIN, str(DEMO.resolve()), "1970-01-01", "2999-12-31",
-                             api_name="/search")
+    gallery, msg, _ = c.predict("猫", 20, "all", str(DEMO.resolve()), "1970-01-01", "2999-12-31",
+                                api_name="/search")
     assert gallery and "cat_chelsea.jpg" in gallery[0]["caption"]
-    gallery, msg = c.predict("猫", 20, A.SCORE_MIN, "", "2999-01-01", "", api_name="/search")
+    gallery, msg, _ = c.predict("猫", 20, "all", "", "2999-01-01", "", api_name="/search")
     assert gallery == []
-    gallery, msg = c.predict("猫", 20, A.SCORE_MIN, "", "yesterday", "", api_name="/search")
+    gallery, msg, _ = c.predict("猫", 20, "all", "", "yesterday", "", api_name="/search")
     assert gallery == [] and "2024-05-31" in msg
     d = c.predict("cat_chelsea.jpg", api_name="/detail")
     assert d["neighbours"] and all(n["name"] != "cat_chelsea.jpg" for n in d["neighbours"])
@@ -573,8 +574,12 @@ def test_search_filters_and_detail(server):
 
 
 def _value(out):
-    """An output's value (an update that also shows the component carries it under "value")."""
+    """An output's value (an update that also sets other properties carries it under "value")."""
     return out["value"] if isinstance(out, dict) and out.get("__type__") == "update" else out
+
+
+def _caps(gallery) -> list[str]:
+    return [g["caption"] for g in _value(gallery) or []]
 
 
 def _file(f) -> Path:
@@ -586,12 +591,11 @@ def _file(f) -> Path:
 @needs_model
 def test_label_tab_and_export(server):
     c = server.client
-    review, msg, _ = c.predict("", "", api_name="/label")
-    assert review == [] and msg == A.EN["msg_no_labels"]
-    review, msg, dd = c.predict("猫, 咖啡, rocket, 花", "", api_name="/label")
-    assert review and "· " in review[0]["caption"], msg
-    caps = {Path(g["caption"]).name for g in review}
-    assert any(cap.startswith("猫 · ") for cap in caps), caps
+    review, msg, *_ = c.predict("", "", 50, api_name="/label")
+    assert msg == A.EN["msg_no_labels"]
+    review, msg, dd, info, page, filt = c.predict("猫, 咖啡, rocket, 花", "", 50, api_name="/label")
+    caps = set(_caps(review))
+    assert "猫" in caps and not any(any(ch.isdigit() for ch in cap) for cap in caps), caps   # labels, no scores
     assert set(x[0] for x in dd["choices"]) <= {"猫", "咖啡", "rocket", "花"}
     f, msg = c.predict(api_name="/export_csv")
     text = _file(f).read_text(encoding="utf-8-sig")
@@ -605,38 +609,39 @@ def test_label_tab_and_export(server):
 @needs_model
 def test_label_correct_and_copy_to_folders(server, tmp_path):
     c = server.client
-    c.predict("猫, 咖啡, rocket, 花", "", api_name="/label")
-    review, msg, _ = c.predict("", "狗", api_name="/label_correct")
+    c.predict("猫, 咖啡, rocket, 花", "", 50, api_name="/label")
+    review, msg, *_ = c.predict("", "狗", 50, "", api_name="/label_correct")
     assert msg == A.EN["msg_pick_photo"]
-    review, msg, dd = c.predict("cat_chelsea.jpg", "狗", api_name="/label_correct")
+    review, msg, dd, *_ = c.predict("cat_chelsea.jpg", "狗", 50, "", api_name="/label_correct")
     assert "狗" in msg and "cat_chelsea.jpg" in msg
     assert "狗" in [x[0] for x in dd["choices"]]
     rows = json.loads(_file(c.predict(api_name="/export_json")[0]).read_text(encoding="utf-8"))
     cat = [r for r in rows if r["path"].endswith("cat_chelsea.jpg")]
     assert [r["label"] for r in cat] == ["狗"]
     out = tmp_path / "分类结果"
-    assert c.predict("relative/dir", api_name="/label_copy") == A.EN["msg_copy_where"]
-    msg = c.predict(str(out), api_name="/label_copy")
+    assert c.predict("relative/dir", 50, api_name="/label_copy") == A.EN["msg_copy_where"]
+    msg = c.predict(str(out), 0, api_name="/label_copy")
     n = len(list(DEMO.glob("*.jpg")))
     assert f"Copied {n} photos" in msg, msg
     assert (out / "狗" / "cat_chelsea.jpg").read_bytes() == CAT.read_bytes()
     assert len(list(out.rglob("*.jpg"))) == n
-    c.predict(str(out), api_name="/label_copy")               # again: nothing overwritten, new names
-    assert (out / "狗" / "cat_chelsea (2).jpg").is_file() and len(list(out.rglob("*.jpg"))) == 2 * n
+    msg = c.predict(str(out), 0, api_name="/label_copy")     # again: nothing overwritten, nothing copied twice
+    assert not (out / "狗" / "cat_chelsea (2).jpg").exists() and len(list(out.rglob("*.jpg"))) == n, msg
     # labelling again with the same labels keeps the correction
-    c.predict("猫, 咖啡, rocket, 花", "", api_name="/label")
+    c.predict("猫, 咖啡, rocket, 花", "", 50, api_name="/label")
     rows = json.loads(_file(c.predict(api_name="/export_json")[0]).read_text(encoding="utf-8"))
     assert [r["label"] for r in rows if r["path"].endswith("cat_chelsea.jpg")] == ["狗"]
 
 
 FS_CLASSES = {"动物": ["cat_chelsea.jpg", "dog_chicky.jpg", "squirrel.jpg", "baboon.jpg"],
               "食物": ["coffee.jpg", "apple.jpg", "orange.jpg", "fruits.jpg"]}
+FS_FIFTH = {"动物": "butterfly.jpg", "食物": "rocket.jpg"}       # 5 per class: one in five is kept for validation
 
 
 @needs_model
 def test_fewshot_learn_save_apply_delete(server):
     c = gradio_client.Client(server.url, verbose=False, download_files=False)   # its own session (state)
-    plot, msg = c.predict("tip-adapter", 10, api_name="/fewshot_learn")
+    plot, msg, _ = c.predict("tip-adapter", 10, api_name="/fewshot_learn")
     assert msg == A.EN["fs_need_two"]
     tbl, msg, _ = c.predict("动物", [], api_name="/fewshot_add")
     assert msg == A.EN["fs_nothing_picked"]
@@ -644,43 +649,47 @@ def test_fewshot_learn_save_apply_delete(server):
         tbl, msg, _ = c.predict(cls, [gradio_client.handle_file(str(DEMO / n)) for n in names],
                                 api_name="/fewshot_add")
         assert f"Added {len(names)} examples" in msg
-    assert [r[:2] for r in tbl["data"]] == [["动物", 4], ["食物", 4]]
+    assert [r[:2] for r in _rows(tbl)] == [["动物", 4], ["食物", 4]]
     gallery, msg = c.predict("猫", api_name="/fewshot_find")           # results to pick from
     assert gallery and "cat_chelsea.jpg" in gallery[0]["caption"]
-    plot, msg = c.predict("tip-adapter", 10, api_name="/fewshot_learn")
-    assert "tip-adapter" in msg and "Accuracy on the examples" in msg, msg
-    plot, msg = c.predict("coop", 10, api_name="/fewshot_learn")
-    assert "coop" in msg and "%" in msg, msg
-    assert len(plot["data"]) == 10 and all(len(p) == 2 for p in plot["data"])     # live loss, one per step
+    plot, msg, save_msg = c.predict("tip-adapter", 10, api_name="/fewshot_learn")
+    assert "Tip-Adapter (instant)" in msg and "Accuracy on the examples" in msg and save_msg == "", msg
+    for cls, name in FS_FIFTH.items():
+        c.predict(cls, [gradio_client.handle_file(str(DEMO / name))], api_name="/fewshot_add")
+    plot, msg, _ = c.predict("coop", 10, api_name="/fewshot_learn")
+    assert "CoOp (learned words)" in msg and "Validation accuracy" in msg, msg
+    acc = [p[1] for p in plot["data"]]
+    assert len(acc) == 11 and all(0 <= a <= 100 for a in acc), plot["data"]   # validation accuracy, steps 0..10
     msg, _, _ = c.predict("bad/../name", api_name="/fewshot_save")
     assert "bad-name" in msg                                           # sanitised to a file name
+    assert "bad-name" in c.predict("bad-name", api_name="/prompt_delete_ask")   # asks first
     c.predict("bad-name", api_name="/prompt_delete")
     msg, dd, _ = c.predict("我的-pets", api_name="/fewshot_save")
     assert "我的-pets" in msg and dd["value"] == "我的-pets"
     msg, _, _ = c.predict("我的-pets", api_name="/fewshot_save")
     assert msg == A.EN["fs_name_taken"].format(name="我的-pets")
     tbl, dd, _ = c.predict(api_name="/prompts_list")
-    row = next(r for r in tbl["data"] if r[0] == "我的-pets")
-    assert row[1] == "coop" and row[2] == 2 and row[6] == "yes" and row[7] == "yours"
-    assert any(r[7] == "shipped" for r in tbl["data"])
+    row = next(r for r in _rows(tbl) if r[0] == "我的-pets")
+    assert row[1] == "CoOp (learned words)" and row[2] == 2 and row[6] == "yes" and row[7] == "yours"
+    assert any(r[7] == "shipped" for r in _rows(tbl))
     info = c.predict("我的-pets", api_name="/prompt_detail")
-    assert "coop" in info and "动物" in info and "fits the loaded model" in info
-    msg, review, label_msg, dd = c.predict("我的-pets", api_name="/prompt_apply")
+    assert "CoOp" in info and "动物" in info and "fits the loaded model" in info
+    msg, review, label_msg, *_ = c.predict("我的-pets", 0, api_name="/prompt_apply")
     assert "Labelled 16 photos" in msg, msg
-    caps = {g["caption"].split(" · ")[0] for g in review}
+    caps = set(_caps(review))
     assert caps <= {"动物", "食物"} and caps, caps
     files, msg = c.predict("我的-pets", api_name="/prompt_export")
     st, js = (_file(f) for f in _value(files))
     assert st.suffix == ".safetensors" and st.stat().st_size > 1000
     assert json.loads(js.read_text(encoding="utf-8"))["method"] == "coop"
-    review, msg, _ = c.predict("", "我的-pets", api_name="/label")       # the Label tab takes a prompt too
+    review, msg, *_ = c.predict("", "我的-pets", 50, api_name="/label")   # the Label tab takes a prompt too
     assert "Labelled 16 photos" in msg
-    msg, tbl, _, _ = c.predict("我的-pets", api_name="/prompt_delete")
-    assert "Deleted" in msg and all(r[0] != "我的-pets" for r in tbl["data"])
+    msg, tbl, *_ = c.predict("我的-pets", api_name="/prompt_delete")
+    assert "Deleted" in msg and all(r[0] != "我的-pets" for r in _rows(tbl))
     msg, *_ = c.predict("colours-coop", api_name="/prompt_delete")
     assert "cannot be deleted" in msg
-    tbl, msg, _ = c.predict(api_name="/fewshot_clear")
-    assert tbl["data"] == [] or tbl["data"] == [[]] or not tbl["data"]
+    tbl, msg, *_ = c.predict(api_name="/fewshot_clear")
+    assert _rows(tbl) == [] or _rows(tbl) == [[]] or not _rows(tbl)
 
 
 @needs_model
@@ -709,15 +718,15 @@ def test_prompt_import_only_valid_safetensors(server, tmp_path):
     assert msg.startswith("Refused:") and "another-model" in msg, msg
     good = load_prompt("colours-coop").save(tmp_path / "colours-copy.safetensors")
     msg, tbl, dd, _ = c.predict(gradio_client.handle_file(str(good)), "我的颜色", api_name="/prompt_import")
-    assert "我的颜色" in msg and any(r[0] == "我的颜色" for r in tbl["data"]), msg
+    assert "我的颜色" in msg and any(r[0] == "我的颜色" for r in _rows(tbl)), msg
     c.predict("我的颜色", api_name="/prompt_delete")
 
 
 @needs_model
 def test_model_use(server):
-    msg, about = server.client.predict("default", api_name="/model_use")
+    msg, about, status = server.client.predict("default", api_name="/model_use")
     assert "all 16 photos" in msg.replace(str(len(list(DEMO.glob("*.jpg")))), "16"), msg
-    assert "猫" in server.client.predict("猫", 3, 0.0, api_name="/search")[1]
+    assert "猫" in server.client.predict("猫", 3, "any", api_name="/search")[1]
 
 
 @needs_model
@@ -782,7 +791,7 @@ def test_browser_fewshot_prompts_label(server, locale, tabs, suffix):
             page.locator("#fs-learn").click()
             page.locator("#fs-result").get_by_text("%").first.wait_for(state="visible", timeout=120_000)
             page.wait_for_timeout(1500)                 # the plot's last redraw
-            assert page.locator("#fs-loss canvas, #fs-loss svg").count() > 0, "no loss plot drawn"
+            assert page.locator("#fs-curve canvas, #fs-curve svg").count() > 0, "no accuracy plot drawn"
             page.locator("#fs-name textarea, #fs-name input").first.fill(f"browser-{suffix}")
             page.locator("#fs-save").click()
             page.locator("#fs-save-msg").get_by_text(f"browser-{suffix}").first.wait_for(state="visible",

@@ -14,7 +14,7 @@ if not (ROOT / "assets" / "models" / "default" / "config.json").exists():
 
 from index import build_index, labels_of  # noqa: E402
 from index.labels import (LabelError, copy_to_folders, folder_name, label_index,  # noqa: E402
-                          label_index_with_prompt, set_label)
+                          label_index_with_prompt, remove_correction, set_label)
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +40,7 @@ def test_manual_correction_survives_relabel(demo_db, model):
     assert {r["path"]: r["label"] for r in labels_of(db, "t1", top_only=True)}[cat] == "猫"
     assert set_label(db, "t1", [cat, "/not/indexed.jpg"], "  狗 ") == 1
     rows = [r for r in labels_of(db, "t1") if r["path"] == cat]
-    assert [(r["label"], r["rank"]) for r in rows] == [("狗", 1)]
+    assert [(r["label"], r["rank"], r["source"]) for r in rows] == [("狗", 1, "manual")]
     label_index(db, "猫, 咖啡, rocket", label_set="t1", model=model)   # same set again: the correction stays
     assert {r["path"]: r["label"] for r in labels_of(db, "t1", top_only=True)}[cat] == "狗"
     with pytest.raises(LabelError):
@@ -58,9 +58,10 @@ def test_copy_to_folders_never_overwrites(demo_db, model, tmp_path):
     assert res["copied"] == n and not res["missing"] and sum(res["folders"].values()) == n
     assert (out / "猫" / "cat_chelsea.jpg").read_bytes() == b"mine, keep me"
     assert (out / "猫" / "cat_chelsea (2).jpg").read_bytes() == (photos / "cat_chelsea.jpg").read_bytes()
-    res2 = copy_to_folders(db, "t2", out)                         # again: every file gets a new name
-    assert res2["copied"] == n
-    assert len(list(out.rglob("*.jpg"))) == 2 * n + 1
+    assert res["already"] == 0
+    res2 = copy_to_folders(db, "t2", out)                         # again: nothing copied twice
+    assert (res2["copied"], res2["already"], res2["folders"]) == (0, n, res["folders"])
+    assert len(list(out.rglob("*.jpg"))) == n + 1
     assert {p.name for p in out.iterdir()} <= {folder_name(x) for x in ["猫", "咖啡", "rocket", "花"]}
 
 
@@ -85,8 +86,13 @@ def test_label_with_prompt(demo_db, model):
     label_index_with_prompt(db, p, "t3", model=model, lang="zh")        # the same prompt: correction kept
     assert {Path(r["path"]).name: r["label"] for r in labels_of(db, "t3", top_only=True)}["cat_chelsea.jpg"] == "狗"
     p.meta["name"] = "another"
-    label_index_with_prompt(db, p, "t3", model=model, lang="en")        # another prompt: starts over
-    assert {Path(r["path"]).name: r["label"] for r in labels_of(db, "t3", top_only=True)}["cat_chelsea.jpg"] == "cat"
+    label_index_with_prompt(db, p, "t3", model=model, lang="en")        # another prompt: correction kept too
+    top = {Path(r["path"]).name: r for r in labels_of(db, "t3", top_only=True)}
+    assert (top["cat_chelsea.jpg"]["label"], top["cat_chelsea.jpg"]["source"]) == ("狗", "manual")
+    assert top["coffee.jpg"]["source"] == "prompt:another"
+    assert remove_correction(db, "t3", [cat]) == 1                      # undo: the prompt's label shows
+    top = {Path(r["path"]).name: r for r in labels_of(db, "t3", top_only=True)}
+    assert (top["cat_chelsea.jpg"]["label"], top["cat_chelsea.jpg"]["source"]) == ("cat", "prompt:another")
 
 
 

@@ -216,7 +216,9 @@ def test_eval_cli_contract_on_photos_en_zh(data, tmp_path):
                             "--json", "--out", str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=120)
         assert r.returncode == 0, r.stderr
         res = json.loads(r.stdout.strip().splitlines()[-1])
-        assert isinstance(res["accuracy"], float) and res["lang"] == lang and res["n"] >= 12
+        # 2 views per photo: 10 from scikit-image alone, 14 where Debian's opencv-doc adds apple and butterfly
+        n_photos = 2 * sum(len(files) for files, _, _ in photo_sources().values())
+        assert isinstance(res["accuracy"], float) and res["lang"] == lang and res["n"] == n_photos >= 10
         assert res["accuracy"] >= 0.5, res                  # well above chance (1/6) on real photos
         assert (tmp_path / f"eval_{lang}.png").stat().st_size > 5000
         full = json.loads((tmp_path / f"eval_{lang}.json").read_text(encoding="utf-8"))

@@ -90,7 +90,7 @@ def test_duplicates_pairs_groups_and_cli(dup_photos, tmp_path, monkeypatch, caps
     code, out, _ = run_cli(["duplicates", "--db", dbp, "--groups"], model, monkeypatch, capsys)
     assert code == 0 and "group 1: 3 photos" in out
     code, out, _ = run_cli(["duplicates", "--db", dbp, "--threshold", "1.5", "--no-hash"], model, monkeypatch, capsys)
-    assert code == 0 and "no pairs" in out
+    assert code == 0 and len(out.splitlines()) == 1 and "identical" in out        # the same bytes: always
 
 
 # ---- schema migration ----------------------------------------------------------------------------------
@@ -175,11 +175,13 @@ def test_label_export_remove(photos, tmp_path, monkeypatch, capsys):
     label_index(dbp, "red,green,blue,猫", label_set="colours", model=model)
     n = export_labels(dbp, "colours", "csv", tmp_path / "out" / "c.csv")
     rows = list(csv.DictReader((tmp_path / "out" / "c.csv").open(encoding="utf-8-sig")))
-    assert n == len(rows) == 7 and set(rows[0]) == {"path", "label", "score", "cosine", "rank"}
+    assert n == len(rows) == 7 and list(rows[0]) == ["path", "label", "score", "cosine", "rank", "source"]
+    assert {r["source"] for r in rows} == {"zero-shot:fake-v1"}
     assert any(r["label"] == "猫" for r in rows)
     export_labels(dbp, "colours", "json", tmp_path / "c.json")
     data = json.loads((tmp_path / "c.json").read_text(encoding="utf-8"))
     assert len(data) == 7 and {d["label"] for d in data} <= {"red", "green", "blue", "猫"}
+    assert all(d["source"] == "zero-shot:fake-v1" for d in data)
 
     # CLI: label / export / remove / stats
     code, out, _ = run_cli(["label", "--db", dbp, "--labels", "猫,red", "--label-set", "two", "--json"], model,
@@ -193,7 +195,7 @@ def test_label_export_remove(photos, tmp_path, monkeypatch, capsys):
     assert code == 0 and json.loads(out)["rows"] == 7 and json.loads(out)["format"] == "json"
     code, out, err = run_cli(["export", "--db", dbp, "--label-set", "two", "--format", "csv"], model, monkeypatch,
                              capsys)
-    assert code == 0 and out.splitlines()[0] == "path,label,score,cosine,rank" and len(out.splitlines()) == 8
+    assert code == 0 and out.splitlines()[0] == "path,label,score,cosine,rank,source" and len(out.splitlines()) == 8
     code, out, err = run_cli(["export", "--db", dbp], model, monkeypatch, capsys)          # two sets: which?
     assert code == 2 and "colours" in err and "two" in err
     code, out, err = run_cli(["export", "--db", dbp, "--label-set", "nope"], model, monkeypatch, capsys)
@@ -284,7 +286,7 @@ def test_photodb_label_and_removal_methods(photos, tmp_path):
     red = str(photos.resolve() / "red.jpg")
     assert set(db.size_rows_by_paths([red, "/nope.jpg"])) == {red} and db.images_without_phash() == []
 
-    # labels: upsert, counts, manual corrections, clearing with / without them
+    # labels: upsert, counts, corrections (kept apart, shown instead of the machine rows), clearing
     t = "2026-01-01T00:00:00+00:00"
     db.put_labels([(by_name["red.jpg"], "s", "red", 0.9, "zero-shot:x", 0.3, 1, t),
                    (by_name["red.jpg"], "s", "blue", 0.1, "zero-shot:x", 0.1, 2, t),
@@ -292,15 +294,21 @@ def test_photodb_label_and_removal_methods(photos, tmp_path):
     db.put_labels([(by_name["green.png"], "s", "red", 0.7, "zero-shot:x", 0.25, 1, t)])   # same key: updated
     assert db.label_counts("s") == {"red": 2} and db.labelled_image_count("s") == 2
     assert db.labelled_image_ids("s") == {by_name["red.jpg"], by_name["green.png"]}
-    assert [(Path(r["path"]).name, r["label"], r["score"]) for r in db.label_rows("s")] == \
-        [("green.png", "red", 0.7), ("red.jpg", "red", 0.9), ("red.jpg", "blue", 0.1)]
+    assert [(Path(r["path"]).name, r["label"], r["score"], r["source"]) for r in db.label_rows("s")] == \
+        [("green.png", "red", 0.7, "zero-shot:x"), ("red.jpg", "red", 0.9, "zero-shot:x"),
+         ("red.jpg", "blue", 0.1, "zero-shot:x")]
     assert len(db.label_rows("s", top_only=True)) == 2 and len(db.label_rows("s", label="blue")) == 1
     assert len(db.label_rows("s", limit=1)) == 1
-    assert db.set_manual_label("s", [red, "/not/indexed.jpg"], "green") == 1
-    assert db.manual_label_ids("s") == {by_name["red.jpg"]}
-    assert [(r["label"], r["rank"], r["score"]) for r in db.label_rows("s") if r["path"] == red] == [("green", 1, 1.0)]
-    assert db.clear_labels("s", keep_manual=True) == 1 and db.label_counts("s") == {"green": 1}
-    assert db.clear_labels("s") == 1 and db.labelled_image_count("s") == 0
+    assert db.set_correction("s", [red, "/not/indexed.jpg"], "green") == 1
+    assert db.corrected_image_ids("s") == {by_name["red.jpg"]} and db.corrections("s") == {red: "green"}
+    assert [(r["label"], r["rank"], r["score"], r["source"]) for r in db.label_rows("s") if r["path"] == red] == \
+        [("green", 1, 1.0, "manual")]
+    assert db.label_counts("s") == {"green": 1, "red": 1} and db.labelled_image_count("s") == 2
+    assert len(db.label_rows("s", label="blue")) == 0 and len(db.label_rows("s", label="green")) == 1
+    assert db.clear_labels("s") == 3 and db.label_counts("s") == {"green": 1} and db.labelled_image_count("s") == 1
+    assert db.labelled_image_ids("s") == set()                       # machine rows only: a run labels it again
+    assert db.remove_correction("s", [red, red, "/not/indexed.jpg"]) == 1 and db.labelled_image_count("s") == 0
+    assert db.remove_correction("s", [red]) == 0 and db.corrections("s") == {}
 
     # label set definitions: exact prefix (LIKE's "_" wildcard would have matched "labelXset:")
     db.set_label_set_meta("b", '{"labels": ["x"]}')
@@ -316,7 +324,7 @@ def test_photodb_label_and_removal_methods(photos, tmp_path):
     assert db.labelled_image_count("s") == 0
     with pytest.raises(RuntimeError):
         with db.transaction():
-            db.set_manual_label("s", [red], "green")
+            db.set_correction("s", [red], "green")
             raise RuntimeError("killed mid-way")
     assert db.labelled_image_count("s") == 0
 

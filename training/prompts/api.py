@@ -35,14 +35,16 @@ def library_path(name: str) -> Path:
 def learn_prompt(examples: Mapping[str, Sequence], method: str = "coop", *, names: Mapping | None = None,
                  lang: str = "en", progress: Progress | None = None, model=None, config=None, seed: int = 0,
                  source: Prompt | str | None = None, name: str | None = None,
-                 val_fraction: float | None = None) -> Prompt:
+                 val_fraction: float | None = None,
+                 on_eval: Callable[[int, float], None] | None = None) -> Prompt:
     """Learn a prompt from {label: [images]} (5 per class is enough to start).
 
     ``names`` maps a label to {"en": ..., "zh": ...} (default: the label itself in both languages).
     ``progress(step, total, loss)`` is called after every optimisation step. A validation split is held out
     only when every class has >= 10 examples (``val_fraction`` 0.2), otherwise all examples train.
+    ``on_eval(step, accuracy)`` hears each validation while it learns (only with a validation split).
     """
-    from .methods import Env, FewShotConfig, data_from_examples, learn
+    from .methods import Env, FewShotConfig, data_from_examples, learn, listen_evals
     if len(examples) < 2:
         raise ValueError("need at least two labels to learn a classifier")
     empty = [k for k, v in examples.items() if not len(v)]
@@ -67,7 +69,8 @@ def learn_prompt(examples: Mapping[str, Sequence], method: str = "coop", *, name
         from training.fewshot import default_source
         src = load_prompt(source, model=env.model) if isinstance(source, (str, Path)) else source
         kw["source"] = src or default_source(env.model)
-    prompt, info = learn(method, data, env, cfg, progress=progress, **kw)
+    with listen_evals(on_eval):
+        prompt, info = learn(method, data, env, cfg, progress=progress, **kw)
     if name:
         prompt.meta["name"] = name
     prompt.meta["task"] = name or "examples"

@@ -19,6 +19,8 @@ Validation (balanced, disjoint from the shots) picks the best step and the train
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import math
 import time
@@ -34,6 +36,26 @@ from .features import FeatureCache, class_embeddings, l2n
 
 METHODS = ("zeroshot", "tip-adapter", "tip-adapter-f", "linear-probe", "coop", "vpt", "upt", "mvlpt")
 Progress = Callable[[int, int, float], None]          # (step, total steps, loss)
+# Who hears each validation (step, accuracy) while a prompt learns: set for one learning run by ``listen_evals``
+# (the app plots validation accuracy live); the train loop's callers need not pass it down.
+_EVAL_LISTENER: "contextvars.ContextVar[Callable[[int, float], None] | None]" = contextvars.ContextVar(
+    "dcclip_eval_listener", default=None)
+
+
+@contextlib.contextmanager
+def listen_evals(fn: Callable[[int, float], None] | None):
+    """Within the block, every validation of ``train_loop`` (and a learner's final one) calls fn(step, accuracy)."""
+    token = _EVAL_LISTENER.set(fn)
+    try:
+        yield
+    finally:
+        _EVAL_LISTENER.reset(token)
+
+
+def _heard(step: int, acc: float) -> None:
+    fn = _EVAL_LISTENER.get()
+    if fn is not None and acc == acc:                # not NaN
+        fn(int(step), float(acc))
 
 
 @dataclass
@@ -270,6 +292,7 @@ def train_loop(params: list, loss_fn: Callable, n: int, steps: int, lr: float, c
         acc, vloss = val_fn()
         best_key = (acc, -vloss)
         history.append({"step": 0, "val_accuracy": acc, "val_loss": vloss})
+        _heard(0, acc)
     for step in range(1, steps + 1):
         f = step / warm if step <= warm else 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, steps - warm)))
         for g in opt.param_groups:
@@ -297,6 +320,7 @@ def train_loop(params: list, loss_fn: Callable, n: int, steps: int, lr: float, c
         if val_fn is not None and (step % cfg.eval_every == 0 or step == steps):
             acc, vloss = val_fn()
             history.append({"step": step, "loss": lv, "val_accuracy": acc, "val_loss": vloss})
+            _heard(step, acc)
             if (acc, -vloss) > best_key:
                 best_key, best = (acc, -vloss), snapshot()
         elif val_fn is None and step == steps:
@@ -787,13 +811,21 @@ def learn(method: str, data: FewShotData, env: Env, cfg: FewShotConfig | None = 
         raise ValueError(f"unknown method {method!r} (have: {', '.join(METHODS)})")
     cfg = cfg or FewShotConfig()
     t0 = time.perf_counter()
-    with blas_threads(cfg.threads):
+    outer, heard = _EVAL_LISTENER.get(), []
+
+    def relay(step: int, acc: float) -> None:
+        heard.append(step)
+        outer(step, acc)
+
+    with blas_threads(cfg.threads), listen_evals(relay if outer is not None else None):
         prompt, info = FITTERS[method](data, env, cfg, progress=progress, **kw)
     info["train_s"] = time.perf_counter() - t0
     if "val_accuracy" not in info or info["val_accuracy"] is None or (
             isinstance(info["val_accuracy"], float) and math.isnan(info["val_accuracy"])):
         info["val_accuracy"] = evaluate(prompt, data.val, env) if data.val is not None else float("nan")
     va = info["val_accuracy"]
+    if outer is not None and not heard and va is not None and va == va:
+        outer(int(cfg.steps), float(va))              # learners without a train loop: one point at the end
     prompt.meta["val_accuracy"] = None if va is None or (isinstance(va, float) and math.isnan(va)) else float(va)
     prompt.meta["train_s"] = round(info["train_s"], 3)
     prompt.meta["config"] = {k: v for k, v in dataclasses.asdict(cfg).items()}

@@ -1,0 +1,674 @@
+"""The photo app's service object: the model, the index and everything the page, its API and tests do with them.
+
+    be = Backend("photos.db", root="~/Pictures")      # loads the model and indexes root in a background thread
+    be.start(); be.wait()
+    be.search_text("猫")                                # [{"path", "score", ...}] (async: await be.search_text)
+    be.index_folder("/photos/more")                    # raises ReadOnlyError in demo mode
+
+Demo mode (``--demo``, the conference booth) is enforced here, not in the page: every method that would write a
+file or the database raises ``ReadOnlyError``; labelling runs in memory and returns rows for that visitor only;
+prompts come from the shipped library only; paths are shown as file names. The booth's database lives in a
+folder of its own and holds only the bundled photos (``prepare_booth``).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import threading
+import time
+from pathlib import Path
+
+from .files import Thumbnails
+
+HERE = Path(__file__).resolve().parent.parent
+DEMO_ROOT = HERE / "assets" / "demo"
+ROOTS_META = "app_roots"   # DB meta key: JSON list of folders added in the Index tab
+LABEL_SET = "app"          # the label set the Label tab writes
+
+
+class ReadOnlyError(PermissionError):
+    """A write asked of the read-only demo (the page says "Demo mode: read-only")."""
+
+
+class NotReadyError(RuntimeError):
+    """The model or the index is still loading."""
+
+
+def default_cache() -> Path:
+    """$DCCLIP_CACHE or ~/.cache/dcclip (the app's databases, thumbnails, prompts)."""
+    from dcclip_core.config import cache_dir
+    return cache_dir()
+
+
+def library_db(cache: Path) -> Path:
+    """The database of plain ``python app.py``: <cache>/library.db (an older <cache>/demo.db, which the same
+    command used to write and which may hold folders the user added, is moved there once)."""
+    new, old = cache / "library.db", cache / "demo.db"
+    if not new.exists() and old.is_file():
+        for suffix in ("", "-wal", "-shm", ".faiss"):
+            src = Path(str(old) + suffix)
+            if src.exists():
+                os.replace(src, str(new) + suffix)
+    return new
+
+
+def booth_dir(cache: Path) -> Path:
+    """Everything ``--demo`` writes: its own database and thumbnails, apart from the user's library."""
+    return cache / "booth"
+
+
+def prepare_booth(db_path: Path, demo_root: Path = DEMO_ROOT) -> bool:
+    """Make sure the booth database holds only the bundled photos: if it names any other file, any added folder,
+    any label or correction, it is deleted (with its vector file) and rebuilt by the next index run. True when
+    it was reset."""
+    if not Path(db_path).is_file():
+        return False
+    from index import PhotoDB
+    root = str(Path(demo_root).resolve())
+    try:
+        with PhotoDB(db_path, create=False) as db:
+            foreign = db.count_images() - len(db.image_ids_under(root))
+            dirty = foreign > 0 or json.loads(db.get_meta(ROOTS_META) or "[]") or db.label_set_metas()
+    except Exception:
+        dirty = True                                  # unreadable: start again
+    if not dirty:
+        return False
+    folder = Path(db_path).parent
+    for p in folder.glob(Path(db_path).name + "*"):
+        p.unlink()
+    shutil.rmtree(folder / "thumbs", ignore_errors=True)
+    return True
+
+
+# ---------------------------------------------------------------------------------------------------
+# Models the user can pick
+# ---------------------------------------------------------------------------------------------------
+def user_models_dir() -> Path:
+    """Models the user installed: $DCCLIP_MODELS or <cache>/models (one directory with config.json each)."""
+    return Path(os.environ.get("DCCLIP_MODELS") or default_cache() / "models")
+
+
+def installed_models() -> list[str]:
+    """Names of the shipped models (assets/models) and the user's (user_models_dir()), shipped first."""
+    try:
+        import dcclip_core
+        names = list(dcclip_core.list_models()) or ["default"]
+    except Exception:
+        names = ["default"]
+    d = user_models_dir()
+    if d.is_dir():
+        names += [p.parent.name for p in sorted(d.glob("*/config.json")) if p.parent.name not in names]
+    return names
+
+
+def model_path(name: str) -> str:
+    """An installed model's name as dcclip_core.load() takes it (a path for the user's models)."""
+    d = user_models_dir() / name
+    if (d / "config.json").is_file() and not (HERE / "assets" / "models" / name / "config.json").is_file():
+        return str(d)
+    return name
+
+
+def model_metrics(name: str = "default") -> dict:
+    """assets/models/<name>/metrics.json (or {})."""
+    try:
+        from dcclip_core import model_dir
+        d = Path(model_dir(model_path(name)))
+    except Exception:
+        d = HERE / "assets" / "models" / name
+    try:
+        return json.loads((d / "metrics.json").read_text(encoding="utf-8"))
+    except Exception:
+        return {}
+
+
+# ---------------------------------------------------------------------------------------------------
+# Concurrent text searches, batched
+# ---------------------------------------------------------------------------------------------------
+class SearchBatcher:
+    """Text searches arriving together share one vector-index pass and one row lookup.
+
+    A flat index reads every vector once per query (100 MB at 100k photos); a batch is one
+    ``Searcher.search_many`` call, whose answers equal ``Searcher.search``'s. One worker thread takes whatever
+    is queued (no waiting to fill a batch) and answers it; when the batch call fails, each search goes
+    through ``Searcher.search`` on its own.
+    """
+
+    def __init__(self, searcher, max_batch: int = 32):
+        import queue
+        self.searcher, self.max_batch = searcher, max_batch
+        self._q: "queue.Queue" = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+
+    def submit(self, query: str, k: int = 20, threshold: float | None = None):
+        """Queue a search; a concurrent.futures.Future of its results."""
+        from concurrent.futures import Future
+        if self._thread is None:
+            with self._start_lock:
+                if self._thread is None:
+                    self._thread = threading.Thread(target=self._loop, name="dcclip-search", daemon=True)
+                    self._thread.start()
+        fut: Future = Future()
+        self._q.put((str(query), int(k), threshold, fut))
+        return fut
+
+    def search(self, query: str, k: int = 20, threshold: float | None = None) -> list[dict]:
+        return self.submit(query, k, threshold).result()
+
+    def _loop(self):
+        import queue
+        while True:
+            items = [self._q.get()]
+            while len(items) < self.max_batch:
+                try:
+                    items.append(self._q.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                results = self._run(items)
+            except Exception:
+                results = None
+            for i, (q, k, t, fut) in enumerate(items):
+                if results is not None:
+                    fut.set_result(results[i])
+                    continue
+                try:
+                    fut.set_result(self.searcher.search(q, k=k, threshold=t))
+                except Exception as e:
+                    fut.set_exception(e)
+
+    def _run(self, items) -> list[list[dict]]:
+        """One Searcher.search_many call for the batch; each query keeps its own k and threshold."""
+        want = max(k for _, k, _, _ in items)
+        results = self.searcher.search_many([q for q, *_ in items], k=want)
+        return [[r for r in res if t is None or r["score"] >= float(t)][:k]
+                for res, (_, k, t, _) in zip(results, items)]
+
+
+# ---------------------------------------------------------------------------------------------------
+# The service
+# ---------------------------------------------------------------------------------------------------
+class Backend:
+    """Holds the model and the searcher; loads, warms up and (re)indexes a root in a background thread."""
+
+    def __init__(self, db_path: str | Path, model=None, searcher=None, root: str | Path | None = None,
+                 demo: bool = False, thumb_dir: str | Path | None = None):
+        self.db_path = str(db_path)
+        self.model = model
+        self.searcher = searcher
+        self.root = Path(root).resolve() if root else None
+        self.demo = bool(demo)
+        self.thumbs = Thumbnails(Path(thumb_dir) if thumb_dir else default_cache() / "thumbs")
+        self.state = "ready" if searcher is not None else "starting"
+        self.done = 0
+        self.total = 0
+        self.error = ""
+        self.index_stats: dict = {}
+        self._write_lock = threading.Lock()  # one index / label write at a time
+        self._thread: threading.Thread | None = None
+        self.started = time.time()
+        self.ready_at: float | None = time.time() if searcher is not None else None
+        self._batcher: SearchBatcher | None = None
+
+    @property
+    def thumb_dir(self) -> Path:
+        return self.thumbs.dir
+
+    # -- start-up --------------------------------------------------------------------------------
+    def start(self) -> "Backend":
+        if self.searcher is None and self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="dcclip-startup", daemon=True)
+            self._thread.start()
+        return self
+
+    def wait(self, timeout: float | None = None) -> bool:
+        if self._thread is not None:
+            self._thread.join(timeout)
+        return self.state == "ready"
+
+    def _progress(self, done, total, path=None):
+        self.done, self.total = int(done), int(total)
+
+    def _run(self):
+        try:
+            self.state = "loading"
+            model = self.model
+            if model is None:
+                import dcclip_core
+                model = dcclip_core.load()
+            if hasattr(model, "warmup"):
+                model.warmup()
+            self.model = model
+            if self.root is not None:
+                from index import build_index
+                self.state = "indexing"
+                Path(self.db_path).parent.mkdir(parents=True, exist_ok=True)
+                self.index_stats = build_index(str(self.root), self.db_path, model=model,
+                                               progress=self._progress) or {}
+            from index import Searcher
+            self.searcher = Searcher(self.db_path, model=model)
+            self.ready_at = time.time()
+            self.state = "ready"
+        except Exception as e:  # shown in the status line; the page stays up
+            self.error = str(e) or type(e).__name__
+            self.state = "error"
+            return
+        self._prewarm_thumbnails()
+
+    def _prewarm_thumbnails(self, limit: int = 2000):
+        """Make the thumbnails of a small root ahead of the first search (the demo: 16 photos)."""
+        if self.root is None:
+            return
+        from dcclip_core.preprocess import IMAGE_EXTENSIONS
+        try:
+            files = []
+            for p in self.root.rglob("*"):
+                if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file():
+                    files.append(p)
+                    if len(files) > limit:
+                        return
+            for p in files:
+                self.thumbs.make(str(p))
+        except Exception:
+            pass
+
+    def require_ready(self) -> None:
+        if self.state != "ready" or self.searcher is None:
+            raise NotReadyError(self.state)
+
+    def require_writable(self) -> None:
+        """Raise ReadOnlyError in demo mode (every write path calls this first)."""
+        if self.demo:
+            raise ReadOnlyError("demo mode is read-only")
+
+    # -- status --------------------------------------------------------------------------------
+    def model_info(self) -> dict:
+        m = self.any_model()
+        try:
+            return dict(m.info) if m is not None else {}
+        except Exception:
+            return {}
+
+    def stats(self) -> dict:
+        """The index's counts right now (read from the database on every call: never stale)."""
+        if self.searcher is None:
+            return {}
+        try:
+            return dict(self.searcher.stats())
+        except Exception as e:
+            return {"error": str(e)}
+
+    def status(self) -> dict:
+        st = {"state": self.state, "done": self.done, "total": self.total, "error": self.error,
+              "images": None, "model_id": None, "torch_loaded": "torch" in sys.modules}
+        if self.state == "ready":
+            s = self.stats()
+            st["images"] = s.get("images")
+            st["errors"] = s.get("errors")
+            st["model_id"] = s.get("model_id") or self.model_info().get("id")
+            st["ready_seconds"] = round((self.ready_at or time.time()) - self.started, 2)
+        return st
+
+    # -- folders -----------------------------------------------------------------------------------
+    def roots(self, read_db: bool = True) -> list[str]:
+        """The folders indexed into this DB (the start-up root + folders added in the Index tab);
+        ``read_db=False``: the start-up root only (the page is built before the index package loads)."""
+        out = [str(self.root)] if self.root is not None else []
+        if not read_db:
+            return out
+        try:
+            from index import PhotoDB
+            if Path(self.db_path).exists():
+                with PhotoDB(self.db_path, create=False) as db:
+                    for r in json.loads(db.get_meta(ROOTS_META) or "[]"):
+                        if r not in out:
+                            out.append(r)
+        except Exception:
+            pass
+        return out
+
+    def _remember_root(self, root: str) -> None:
+        from index import PhotoDB
+        with PhotoDB(self.db_path) as db:
+            cur = json.loads(db.get_meta(ROOTS_META) or "[]")
+            if root not in cur:
+                db.set_meta(ROOTS_META, json.dumps(cur + [root], ensure_ascii=False))
+
+    def shown_path(self, path: str) -> str:
+        """A path as the page may show it: the file name only in demo mode."""
+        return Path(str(path)).name if self.demo else str(path)
+
+    def bad_files(self, limit: int = 1000) -> list[dict]:
+        """[{"path" (as shown), "reason"}] of the unreadable files, newest first."""
+        s = self.stats()
+        return [{"path": self.shown_path(e.get("path", "")), "reason": str(e.get("reason", ""))}
+                for e in (s.get("error_list") or [])[:limit]]
+
+    def index_folder(self, root: str, progress=None) -> dict:
+        """Index (or re-scan) one folder into this DB with the loaded model; progress(done, total, path)."""
+        self.require_writable()
+        self.require_ready()
+        from index import build_index
+        root = str(Path(root).expanduser().resolve())
+        if not Path(root).is_dir():
+            raise FileNotFoundError(root)
+        with self._write_lock:
+            res = build_index(root, self.db_path, model=self.any_model(), progress=progress) or {}
+        if self.root is None or root != str(self.root):
+            self._remember_root(root)
+        return res
+
+    def remove_root(self, root: str) -> dict:
+        """Take a folder out of the index (rows, vectors, labels, recorded errors); files stay on disk."""
+        self.require_writable()
+        from index import PhotoDB, remove_paths
+        with self._write_lock:
+            res = remove_paths(self.db_path, [root])
+            with PhotoDB(self.db_path) as db:
+                cur = [r for r in json.loads(db.get_meta(ROOTS_META) or "[]") if r != root]
+                db.set_meta(ROOTS_META, json.dumps(cur, ensure_ascii=False))
+            if self.root is not None and str(self.root) == root:
+                self.root = None      # the start-up folder: not indexed again until the next --root
+        return res
+
+    # -- photos ----------------------------------------------------------------------------------
+    def any_model(self):
+        """The loaded model (the searcher's when the backend was given a searcher)."""
+        return self.model if self.model is not None else getattr(self.searcher, "model", None)
+
+    def find_path(self, name: str) -> str | None:
+        """An indexed photo's path from its path (not in demo mode) or its file name."""
+        name = str(name or "").strip()
+        if not name:
+            return None
+        from index import PhotoDB
+        try:
+            with PhotoDB(self.db_path, create=False) as db:
+                if not self.demo and Path(name).is_absolute() and db.image_by_path(name):
+                    return name
+                base = Path(name).name
+                paths = db.paths_ending_with(base)
+        except Exception:
+            return None
+        return next((p for p in paths if Path(p).name == base), None)
+
+    def photo_row(self, path: str) -> dict:
+        """The index row of a photo ({} when it is not indexed)."""
+        from index import PhotoDB
+        try:
+            with PhotoDB(self.db_path, create=False) as db:
+                return db.image_by_path(str(path)) or {}
+        except Exception:
+            return {}
+
+    def photo_path(self, image_id: int) -> str | None:
+        """The file of an indexed photo by its id (the full-size route's only way to name a file)."""
+        from index import PhotoDB
+        try:
+            with PhotoDB(self.db_path, create=False) as db:
+                row = db.image_by_id(int(image_id))
+        except Exception:
+            return None
+        return str(row["path"]) if row else None
+
+    def duplicates_of(self, path: str) -> list[dict]:
+        """The duplicates of one photo under the index's one definition (same bytes, or the same picture
+        resized / recompressed): [{"path", "score", "match"}]."""
+        self.require_ready()
+        return list(self.searcher.duplicates_of(path))
+
+    # -- models ----------------------------------------------------------------------------------
+    def switch_model(self, name: str) -> dict:
+        """Load another installed model and search with it; photos embedded by another model are found
+        again only after a re-scan (build_index re-embeds them). Returns vectors/images counts."""
+        self.require_writable()
+        import dcclip_core
+        from index import PhotoDB, Searcher
+        model = dcclip_core.load(model_path(name))
+        if hasattr(model, "warmup"):
+            model.warmup()
+        with self._write_lock:
+            self.model = model
+            self.searcher = Searcher(self.db_path, model=model)
+            self._batcher = None
+        info = dict(model.info)
+        with PhotoDB(self.db_path, create=False) as db:
+            n_vec = db.vector_stats(info["hash"])[0]
+            n_img = db.count_images()
+        return {"model_id": info.get("id"), "vectors": n_vec, "images": n_img}
+
+    # -- search --------------------------------------------------------------------------------
+    def run_search(self, query=None, image=None, k=20, threshold=None, **filters):
+        """Text or image search; filters (folder, date_from, date_to) are passed on only when set."""
+        self.require_ready()
+        filters = {key: v for key, v in filters.items() if v}
+        if image is not None:
+            return self.searcher.search_image(image, k=int(k), threshold=threshold, **filters)
+        if not filters and self.batcher() is not None:
+            return self.batcher().search(query, k=int(k), threshold=threshold)
+        return self.searcher.search(query, k=int(k), threshold=threshold, **filters)
+
+    def batcher(self) -> SearchBatcher | None:
+        """The batcher over the current searcher (None for searchers without ``search_many``, e.g. stubs)."""
+        if not hasattr(self.searcher, "search_many"):
+            return None
+        if self._batcher is None or self._batcher.searcher is not self.searcher:
+            self._batcher = SearchBatcher(self.searcher)
+        return self._batcher
+
+    async def search_text(self, query: str, k=20, threshold=None, **filters) -> list[dict]:
+        """run_search for the event loop: a text search without filters waits on the batcher's thread
+        (no worker thread per request); anything else runs in a worker thread."""
+        import asyncio
+        self.require_ready()
+        filters = {key: v for key, v in filters.items() if v}
+        if not filters and self.batcher() is not None:
+            return await asyncio.wrap_future(self.batcher().submit(query, int(k), threshold))
+        return await asyncio.to_thread(self.run_search, query=query, k=k, threshold=threshold, **filters)
+
+    # -- thumbnails --------------------------------------------------------------------------------
+    def thumb_url(self, path: str, origin: str) -> str:
+        return self.thumbs.url(path, origin)
+
+    async def thumb_urls(self, paths: list[str], origin: str) -> list[str]:
+        """Thumbnail URLs of photos; thumbnails still to be made are made in a worker thread (decoding photos
+        must not hold up the event loop)."""
+        import asyncio
+        keys = [self.thumbs.ready(p) for p in paths]
+        if all(keys):
+            return [self.thumbs.url_of_key(key, origin) for key in keys]
+        return await asyncio.to_thread(lambda: [self.thumbs.url(p, origin) for p in paths])
+
+    # -- labels ----------------------------------------------------------------------------------
+    def prompt_dirs(self) -> list[Path]:
+        """Where prompts are read from: the shipped ones only in demo mode (a booth never shows a user's)."""
+        from dcclip_core.prompts import SHIPPED_DIR, library_dirs
+        return [SHIPPED_DIR] if self.demo else library_dirs()
+
+    def prompts(self, check: bool = True) -> list[dict]:
+        """Summaries of the prompts this page may use (``compatible`` with the loaded model when ``check``)."""
+        from dcclip_core.prompts import list_prompts
+        return list_prompts(dirs=self.prompt_dirs(), model=self.any_model() if check else None)
+
+    def _prompt_file(self, name: str) -> Path:
+        """A prompt's file by name, looked up only where this page may read prompts."""
+        from dcclip_core.prompts import PromptError, SUFFIX
+        for d in self.prompt_dirs():
+            p = Path(d) / f"{name}{SUFFIX}"
+            if p.is_file():
+                return p
+        raise PromptError(f"no prompt named {name!r}")
+
+    def load_prompt(self, name: str):
+        from dcclip_core.prompts import load_prompt
+        return load_prompt(self._prompt_file(name), model=self.any_model())
+
+    def save_prompt(self, prompt, name: str) -> Path:
+        """Save a learned prompt into the user's library (FileExistsError when the name is taken)."""
+        self.require_writable()
+        from training.prompts.api import library_path
+        dst = library_path(name)
+        if dst.exists():
+            raise FileExistsError(name)
+        prompt.meta["name"] = name
+        prompt.save(dst)
+        return dst
+
+    def import_prompt(self, src: str, name: str) -> Path:
+        self.require_writable()
+        from dcclip_core.prompts import import_prompt
+        return import_prompt(src, name=name, model=self.any_model())
+
+    def export_prompt(self, name: str) -> Path:
+        """A copy of a prompt (+ its metadata as JSON) in a fresh temp folder, to download."""
+        import tempfile
+        from dcclip_core.prompts import export_prompt
+        return export_prompt(self._prompt_file(name), Path(tempfile.mkdtemp(prefix="dcclip-prompt-")))
+
+    def delete_prompt(self, name: str) -> None:
+        self.require_writable()
+        from dcclip_core.prompts import delete_prompt
+        delete_prompt(name)
+
+    # -- relevance -------------------------------------------------------------------------------
+    def relevance(self):
+        """The loaded model's relevance calibration (dcclip_core.relevance), loaded once per model."""
+        from dcclip_core.relevance import load_relevance
+        m = self.any_model()
+        key = id(m)
+        if getattr(self, "_rel_key", None) != key:
+            self._rel, self._rel_key = load_relevance(m), key
+        return self._rel
+
+    def level(self, score: float) -> int | None:
+        """How well a result matches, for people: 3 strong, 2 good, 1 weak, 0 no good match (None: the model has
+        no calibration, show no level)."""
+        lv = self.relevance().level(float(score))
+        return None if lv is None else int(lv)
+
+    def certainty(self, row: dict) -> float:
+        """0..1: how sure a label is. A correction is certain; a zero-shot label's certainty is the calibrated
+        relevance of its cosine; a prompt's label (no cosine) its probability."""
+        if row.get("source") == "manual":
+            return 1.0
+        if row.get("cosine") is not None:
+            pct = self.relevance().percent(float(row["cosine"]))
+            if pct is not None:
+                return float(pct) / 100.0
+        return float(row.get("score") or 0.0)
+
+    def query_has_match(self, query: str, results: list[dict]) -> bool:
+        """False when nothing in the photos matches a text query: the query reads like nothing the image side
+        knows (nonsense, emoji, a wall of text), or its best photo is no better than unrelated photos score."""
+        rel = self.relevance()
+        if not results:
+            return False
+        if not rel.calibrated:
+            return True
+        try:
+            qv = self.any_model().encode_text([str(query)])[0]          # (d,): 1-2 ms, the search already paid once
+            return bool(rel.query_has_match(qv)) and (rel.level(float(results[0]["score"])) or 0) >= 1
+        except Exception:
+            return True
+
+    def stack_copies(self, results: list[dict]) -> list[dict]:
+        """Results with exact copies (the same bytes) stacked on the best-ranked one, which gets "copies": n."""
+        if len(results) < 2 or not all("id" in r for r in results):
+            return results
+        from index import PhotoDB
+        try:
+            with PhotoDB(self.db_path, create=False) as db:
+                rows = db.hash_rows_by_ids([int(r["id"]) for r in results])
+        except Exception:
+            return results
+        out, first = [], {}
+        for r in results:
+            sha = (rows.get(int(r["id"])) or {}).get("sha256")
+            if sha and sha in first:
+                first[sha]["copies"] = first[sha].get("copies", 1) + 1
+                continue
+            r = dict(r)
+            if sha:
+                first[sha] = r
+            out.append(r)
+        return out
+
+    # -- labels ----------------------------------------------------------------------------------
+    def label(self, labels: list[str], prompt_name: str | None = None, lang: str = "en", progress=None) -> dict:
+        """Label every photo with its best label of ``labels`` (zero-shot) or of a library prompt. Stored in the
+        database's label set "app"; in demo mode nothing is written and the summary carries the "rows"."""
+        self.require_ready()
+        from index import labels as L
+        model = self.any_model()
+        if self.demo:
+            if prompt_name:
+                raise ReadOnlyError("demo mode labels with typed labels only")
+            return L.classify_index(self.db_path, labels, model=model, progress=progress)
+        with self._write_lock:
+            if prompt_name:
+                return L.label_index_with_prompt(self.db_path, self.load_prompt(prompt_name), LABEL_SET,
+                                                 model=model, lang=lang, progress=progress)
+            return L.label_index(self.db_path, labels, label_set=LABEL_SET, model=model, progress=progress)
+
+    def label_rows(self, rows: list[dict] | None = None) -> list[dict]:
+        """Each labelled photo's best label [{"path", "label", "score", "cosine", "source", "certainty"}]: from
+        ``rows`` (a demo visitor's, in memory) or from the database."""
+        from index import labels as L
+        if rows is None:
+            if self.demo:
+                return []
+            try:
+                rows = L.labels_of(self.db_path, LABEL_SET, top_only=True)
+            except L.LabelError:
+                return []
+        return [{**r, "certainty": self.certainty(r)} for r in rows]
+
+    def correct(self, path: str, label: str) -> int:
+        """A correction: this photo is ``label``, whatever later labelling runs say (undo_correction removes it)."""
+        self.require_writable()
+        from index.labels import set_label
+        with self._write_lock:
+            return set_label(self.db_path, LABEL_SET, [path], label)
+
+    def undo_correction(self, path: str) -> int:
+        self.require_writable()
+        from index.labels import remove_correction
+        with self._write_lock:
+            return remove_correction(self.db_path, LABEL_SET, [path])
+
+    def copy_labelled(self, out_dir: str, sure: float = 0.0, unsure_folder: str = "not sure", progress=None) -> dict:
+        """Copy labelled photos into out_dir/<label>/ (photos less certain than ``sure`` into ``unsure_folder``);
+        never overwrites, never copies the same photo twice."""
+        self.require_writable()
+        from index.labels import copy_to_folders
+        rows = self.label_rows()
+        unsure = {r["path"] for r in rows if r.get("source") != "manual" and r["certainty"] < sure}
+        return copy_to_folders(self.db_path, LABEL_SET, out_dir, progress=progress,
+                               relabel={p: unsure_folder for p in unsure})
+
+    def export_labels(self, fmt: str, rows: list[dict] | None = None) -> tuple[Path, int]:
+        """The labels as CSV or JSON in a fresh temp folder: (file, rows). In demo mode: the visitor's ``rows``
+        with file names only."""
+        import tempfile
+        from index import labels as L
+        out = Path(tempfile.mkdtemp(prefix="dcclip-export-")) / f"labels.{fmt}"
+        if self.demo:
+            if not rows:
+                raise L.LabelError("nothing labelled yet")
+            shown = [{**{k: r.get(k) for k in L.EXPORT_FIELDS}, "path": Path(str(r["path"])).name} for r in rows]
+            return out, L.write_label_rows(shown, fmt, out)
+        return out, L.export_labels(self.db_path, LABEL_SET, fmt=fmt, out=out)
+
+    def model_megabytes(self) -> float:
+        """Size of the loaded model's runtime files (ONNX + tokenizer) in MB."""
+        try:
+            from dcclip_core import model_dir
+            d = Path(model_dir(self.model_info().get("name") or "default"))
+            cfg = json.loads((d / "config.json").read_text(encoding="utf-8"))
+            files = [v for k, v in (cfg.get("files") or {}).items() if k != "weights"]
+            return round(sum((d / f).stat().st_size for f in files if (d / f).is_file()) / 2 ** 20, 1)
+        except Exception:
+            return 0.0
