@@ -194,11 +194,13 @@ def uploaded_path(payload) -> str | None:
     return str(path)
 
 
-def result_caption(be: Backend, r: dict, names: dict[str, int], lang: str) -> str:
-    """A result tile's caption: relevance dots, file name, its folder when another result has the same name
-    (never in demo mode), the date it was taken (or last changed), and ×n for stacked exact copies."""
+def result_caption(be: Backend, r: dict, names: dict[str, int], lang: str, levels: bool = True) -> str:
+    """A result tile's caption: relevance dots (text searches only: the calibration is of text-to-photo scores),
+    file name, its folder when another result has the same name (never in demo mode), the date it was taken (or
+    last changed), and ×n for stacked exact copies."""
     p = Path(str(r["path"]))
-    parts = [f"{LEVEL_DOTS.get(be.level(r['score']), '')} {p.name}".strip()]  # no dots without a calibration
+    dots = LEVEL_DOTS.get(be.level(r["score"]), "") if levels else ""      # none without a calibration
+    parts = [f"{dots} {p.name}".strip()]
     if names.get(p.name, 0) > 1 and not be.demo:
         parts.append(f"{p.parent.name or p.parent}/")
     when = str(r.get("taken_at") or "")[:10]
@@ -211,12 +213,12 @@ def result_caption(be: Backend, r: dict, names: dict[str, int], lang: str) -> st
     return " · ".join(parts)
 
 
-def captions(be: Backend, results: list[dict], lang: str) -> list[str]:
+def captions(be: Backend, results: list[dict], lang: str, levels: bool = True) -> list[str]:
     names: dict[str, int] = {}
     for r in results:
         n = Path(str(r["path"])).name
         names[n] = names.get(n, 0) + 1
-    return [result_caption(be, r, names, lang) for r in results]
+    return [result_caption(be, r, names, lang, levels) for r in results]
 
 
 def label_caption(row: dict, lang: str, sure: float) -> str:
@@ -268,13 +270,17 @@ FONTS = ["Noto Sans CJK SC", "Noto Sans SC", "Noto Sans", "PingFang SC", "Micros
 # Gradio's upload size check runs in the browser and says so in English: translate that one toast for zh pages.
 HEAD = """<script>
 (() => {
-  const zh = (navigator.language || "").toLowerCase().startsWith("zh");
-  if (!zh) return;
-  const hant = /^zh-(tw|hk|mo|hant)/.test((navigator.language || "").toLowerCase());
+  const lang = (navigator.language || "").toLowerCase();
+  if (!lang.startsWith("zh")) return;
+  const hant = /^zh-(tw|hk|mo|hant)/.test(lang);
   const msg = hant ? "檔案太大：上傳的照片不能超過 20 MB。" : "文件太大：上传的照片不能超过 20 MB。";
+  const title = hant ? "無法上傳" : "无法上传";
   new MutationObserver(() => {
-    for (const el of document.querySelectorAll(".toast-text, .toast-body, [data-testid='toast-text']")) {
-      if (el.textContent.includes("exceed the maximum allowed size")) el.textContent = msg;
+    for (const el of document.querySelectorAll("[data-testid='toast-text']")) {
+      if (!el.textContent.includes("exceed the maximum allowed size")) continue;
+      el.textContent = msg;
+      const t = el.closest(".toast-body")?.querySelector(".toast-title");
+      if (t) t.textContent = title;
     }
   }).observe(document.documentElement, {childList: true, subtree: true, characterData: true});
 })();
@@ -379,11 +385,11 @@ def build_app(db_path: str | Path, model=None, searcher=None, demo: bool = False
         except Exception as e:
             return [], failed(lang, "msg_image_failed", e), []
         ms = int((time.perf_counter() - t0) * 1000)
-        res = be.stack_copies(_shown(res, show))
+        res = be.stack_copies(res)            # photo-to-photo scores have no calibrated levels: the top k, ranked
         if not res:
             return [], tr(lang, "msg_none_img"), []
         o = origin_of(request)
-        items = [(be.thumb_url(r["path"], o), c) for r, c in zip(res, captions(be, res, lang))]
+        items = [(be.thumb_url(r["path"], o), c) for r, c in zip(res, captions(be, res, lang, levels=False))]
         return items, tr(lang, "msg_results_img", n=len(res), ms=ms), [r["path"] for r in res]
 
     def photo_detail(path: str, lang: str, origin: str, k: int = 8):
@@ -408,7 +414,7 @@ def build_app(db_path: str | Path, model=None, searcher=None, demo: bool = False
         names = ", ".join(be.shown_path(d["path"]) for d in dups)
         lines.append(tr(lang, "dups_some", names=names) if dups else tr(lang, "dups_none"))
         return "\n\n".join(lines), [(be.thumb_url(r["path"], origin), c)
-                                    for r, c in zip(near, captions(be, near, lang))]
+                                    for r, c in zip(near, captions(be, near, lang, levels=False))]
 
     def on_select(paths, evt: gr.SelectData, request: gr.Request):
         lang = lang_of(request)
@@ -603,7 +609,8 @@ def build_app(db_path: str | Path, model=None, searcher=None, demo: bool = False
             rows = [r for r in rows if r.get("source") == "manual"]
         elif which:
             rows = [r for r in rows if str(r["label"]) == which]
-        rows.sort(key=lambda r: (str(r["label"]), -float(r["certainty"]), str(r["path"])))
+        unsure = lambda r: r.get("source") != "manual" and 100 * r["certainty"] < sure  # noqa: E731
+        rows.sort(key=lambda r: (unsure(r), str(r["label"]), -float(r["certainty"]), str(r["path"])))
         pages = max(1, -(-len(rows) // REVIEW_PAGE))
         selected = None
         try:
@@ -1088,7 +1095,7 @@ def build_app(db_path: str | Path, model=None, searcher=None, demo: bool = False
                     fs_class = gr.Textbox(label=T("fs_class"), placeholder=T("fs_class_hint"), max_lines=1,
                                           elem_id="fs-class")
                     fs_upload = gr.File(label=T("fs_upload"), file_count="multiple", file_types=["image"],
-                                        type="filepath", height=110, elem_id="fs-upload")
+                                        type="filepath", height=140, elem_id="fs-upload")
                     with gr.Row():
                         fs_add_btn = gr.Button(T("fs_add"), variant="secondary", elem_id="fs-add")
                         fs_clear_btn = gr.Button(T("fs_clear"), size="sm", elem_id="fs-clear")

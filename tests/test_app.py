@@ -197,7 +197,7 @@ def test_image_search_finds_itself(server):
     gallery, message = server.client.predict(gradio_client.handle_file(str(CAT)), 20, "any",
                                              api_name="/search_image")
     first = _first_caption(gallery)
-    assert first.startswith("●●● cat_chelsea.jpg"), [g["caption"] for g in gallery[:5]]
+    assert first.split(" · ")[0] == "cat_chelsea.jpg", [g["caption"] for g in gallery[:5]]   # no text-scale dots
 
 
 @needs_model
@@ -830,3 +830,43 @@ def test_browser_fewshot_prompts_label(server, locale, tabs, suffix):
                 state="visible", timeout=30_000)
         finally:
             browser.close()
+
+
+def test_login_backoff_doubles_per_address():
+    from ui.files import LoginBackoff
+    now = [1000.0]
+    b = LoginBackoff(None, free=3, base=2.0, cap=60.0, clock=lambda: now[0])
+    for _ in range(3):
+        assert b.wait_for("10.0.0.1") == 0
+        b.record("10.0.0.1", ok=False)
+    assert b.wait_for("10.0.0.1") == 2.0 and b.wait_for("10.0.0.2") == 0      # per address
+    now[0] += 2.5
+    assert b.wait_for("10.0.0.1") == 0
+    b.record("10.0.0.1", ok=False)
+    assert b.wait_for("10.0.0.1") == 4.0                                       # doubles with each failure
+    b.record("10.0.0.1", ok=False)
+    b.record("10.0.0.1", ok=False)
+    b.record("10.0.0.1", ok=False)
+    b.record("10.0.0.1", ok=False)
+    assert b.wait_for("10.0.0.1") == 60.0                                      # capped
+    b.record("10.0.0.1", ok=True)
+    assert b.wait_for("10.0.0.1") == 0                                         # a good login clears it
+
+
+def test_stub_wrong_logins_are_slowed_down(tmp_path):
+    """With --auth, a fourth wrong password from one address in a row is answered 429 without being checked."""
+    be = A.Backend(tmp_path / "x.db", searcher=StubSearcher(), root=DEMO, thumb_dir=tmp_path / "thumbs")
+    app = A.build_app(be.db_path, backend=be)
+    port = _free_port()
+    app.queue().launch(server_port=port, prevent_thread_lock=True, quiet=True, auth=("u", "p"),
+                       **A.launch_kwargs(app))
+    url = f"http://127.0.0.1:{port}"
+    try:
+        import httpx
+        codes = [httpx.post(url + "/login", data={"username": "u", "password": "wrong"}).status_code
+                 for _ in range(4)]
+        assert codes == [400, 400, 400, 429], codes
+        r = httpx.post(url + "/login", data={"username": "u", "password": "p"})
+        assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1     # even the right password waits
+    finally:
+        app.close()

@@ -182,7 +182,7 @@ def test_not_sure_and_review_paging(lib):
     c = lib.client
     review, msg, choices, info, page, filt = c.predict("猫, 狗", "", 50, api_name="/label")
     caps = _caps(review)
-    assert any(x.startswith("not sure") for x in caps), caps           # a rocket is neither a cat nor a dog
+    assert any(x.endswith("(not sure)") for x in caps), caps           # a rocket is neither a cat nor a dog
     assert "Page 1 of 1" in info, info
     out = c.predict("cat_chelsea.jpg", "猫", 50, "", api_name="/label_correct")
     assert any(x.startswith("✎ 猫") for x in _caps(out[0])), _caps(out[0])
@@ -250,3 +250,70 @@ def test_booth_database_holding_anything_else_is_rebuilt(tmp_path):
     with PhotoDB(db) as pdb:
         pdb.set_meta("app_roots", json.dumps(["/home/someone/Pictures"]))
     assert prepare_booth(db, DEMO) is True and not db.exists()
+
+
+# ------------------------------------------------------------------------------------------- in a browser
+def _browser():
+    from conftest import CHROMIUM
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"no Chromium at {CHROMIUM} (Debian package `chromium`)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.skip("the playwright Python package is not installed")
+    return sync_playwright, CHROMIUM
+
+
+@pytest.mark.parametrize("locale,too_big,corrected", [("zh-CN", "文件太大", "✎ 猫"), ("en-US", "exceed", "✎ cat")])
+def test_browser_phone_width_upload_limit_and_correction_highlight(lib, tmp_path, locale, too_big, corrected):
+    """At 390 px: search works and reads; a 21 MB upload is refused in the page's language; after a correction
+    the highlighted tile is the corrected photo (the grid re-sorts)."""
+    import os
+    import tempfile
+    sync_playwright, chromium = _browser()
+    shots = Path(os.environ.get("DCCLIP_SCREENSHOTS") or Path(tempfile.gettempdir()) / "dcclip-screenshots")
+    shots.mkdir(parents=True, exist_ok=True)
+    suffix = locale[:2]
+    big = tmp_path / "big.jpg"
+    big.write_bytes(b"\xff\xd8\xff" + os.urandom(21 * 2 ** 20))
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(locale=locale, viewport={"width": 390, "height": 844})
+            page.goto(lib.url, wait_until="domcontentloaded")
+            box = page.locator("#query textarea, #query input").first
+            box.wait_for(state="visible", timeout=60_000)
+            box.fill("猫")
+            box.press("Enter")
+            first = page.locator("#gallery .caption-label").first
+            first.wait_for(state="visible", timeout=60_000)
+            assert "cat_chelsea.jpg" in first.inner_text()
+            page.wait_for_timeout(600)
+            page.screenshot(path=str(shots / f"phone_search_{suffix}.png"), full_page=True)
+            page.locator("#image-query input[type=file]").set_input_files(str(big))
+            page.get_by_text(too_big).first.wait_for(state="visible", timeout=30_000)
+            page.screenshot(path=str(shots / f"phone_too_big_{suffix}.png"))
+            page.goto(lib.url, wait_until="domcontentloaded")
+            page.get_by_role("tab", name="标注" if suffix == "zh" else "Label").click()
+            page.locator("#labels textarea, #labels input").first.fill(
+                "猫, 咖啡, 火箭, 花" if suffix == "zh" else "cat, coffee, rocket, flower")
+            page.locator("#label-btn").click()
+            page.locator("#review .caption-label").first.wait_for(state="visible", timeout=60_000)
+            tiles = page.locator("#review .thumbnail-item")
+            target = next(i for i in range(tiles.count()) if "咖啡" in tiles.nth(i).inner_text()
+                          or "coffee" in tiles.nth(i).inner_text())
+            tiles.nth(target).click()
+            page.wait_for_timeout(400)
+            page.locator("#corr-label input").first.fill("猫" if suffix == "zh" else "cat")
+            page.keyboard.press("Enter")
+            page.locator("#corr-btn").click()
+            page.locator("#label-msg").get_by_text("coffee.jpg").first.wait_for(state="visible", timeout=30_000)
+            page.wait_for_timeout(800)
+            selected = page.locator("#review .thumbnail-item.selected")
+            assert selected.count() == 1 and selected.first.inner_text().strip().startswith(corrected), \
+                selected.first.inner_text() if selected.count() else "nothing selected"
+            page.screenshot(path=str(shots / f"phone_label_{suffix}.png"), full_page=True)
+            page.locator("#undo-btn").click()
+            page.locator("#label-msg").get_by_text("coffee.jpg").first.wait_for(state="visible", timeout=30_000)
+        finally:
+            browser.close()
