@@ -665,33 +665,35 @@ def build_app(db_path: str | Path, model=None, searcher=None, demo: bool = False
             return gr.skip()
         return be.shown_path(path)
 
+    def _change_correction(photo: str, change, lang: str):
+        """(path, message) after ``change(path)`` on the photo named in the correction box; the message alone says
+        why nothing changed (demo mode, no photo picked, a failure)."""
+        if demo:
+            return None, tr(lang, "demo_readonly")
+        path = be.find_path(photo or "")
+        if not path:
+            return None, tr(lang, "msg_pick_photo")
+        try:
+            return path, change(path)
+        except Exception as e:
+            return None, failed(lang, "msg_label_failed", e)
+
     def do_correct(photo: str, label: str, sure, which, mem, request: gr.Request):
         """Correct one photo's label: a fact about the photo that later labelling runs keep (undo removes it)."""
         lang, origin = lang_of(request), origin_of(request)
-        if demo:
-            return (gr.skip(), tr(lang, "demo_readonly")) + (gr.skip(),) * 6
-        path = be.find_path(photo or "")
-        if not path:
-            return (gr.skip(), tr(lang, "msg_pick_photo")) + (gr.skip(),) * 6
-        try:
-            be.correct(path, label or "")
-        except Exception as e:
-            return (gr.skip(), failed(lang, "msg_label_failed", e)) + (gr.skip(),) * 6
+        path, out = _change_correction(photo, lambda p: be.correct(p, label or ""), lang)
+        if path is None:
+            return (gr.skip(), out) + (gr.skip(),) * 6
         msg = tr(lang, "msg_corrected", name=Path(path).name, label=" ".join(str(label).split()))
         which = which if which in ("", "__corrected__") else ""
         return review_outputs(lang, origin, msg, sure, 1, which, mem, focus=path)
 
     def do_undo(photo: str, sure, which, mem, request: gr.Request):
+        """Remove a correction: the photo shows its automatic label again."""
         lang, origin = lang_of(request), origin_of(request)
-        if demo:
-            return (gr.skip(), tr(lang, "demo_readonly")) + (gr.skip(),) * 6
-        path = be.find_path(photo or "")
-        if not path:
-            return (gr.skip(), tr(lang, "msg_pick_photo")) + (gr.skip(),) * 6
-        try:
-            n = be.undo_correction(path)
-        except Exception as e:
-            return (gr.skip(), failed(lang, "msg_label_failed", e)) + (gr.skip(),) * 6
+        path, n = _change_correction(photo, be.undo_correction, lang)
+        if path is None:
+            return (gr.skip(), n) + (gr.skip(),) * 6
         msg = tr(lang, "msg_undone" if n else "msg_nothing_to_undo", name=Path(path).name)
         return review_outputs(lang, origin, msg, sure, 1, "" if which == "__corrected__" else which, mem, focus=path)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import DEMO, ROOT, AppProcess, http, needs_model
+from conftest import DEMO, ROOT, AppProcess, browser, http, needs_model
 
 gradio_client = pytest.importorskip("gradio_client", reason="gradio_client not installed")
 pytestmark = needs_model
@@ -253,33 +253,22 @@ def test_booth_database_holding_anything_else_is_rebuilt(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------- in a browser
-def _browser():
-    from conftest import CHROMIUM
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"no Chromium at {CHROMIUM} (Debian package `chromium`)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        pytest.skip("the playwright Python package is not installed")
-    return sync_playwright, CHROMIUM
-
-
 @pytest.mark.parametrize("locale,too_big,corrected", [("zh-CN", "文件太大", "✎ 猫"), ("en-US", "exceed", "✎ cat")])
 def test_browser_phone_width_upload_limit_and_correction_highlight(lib, tmp_path, locale, too_big, corrected):
     """At 390 px: search works and reads; a 21 MB upload is refused in the page's language; after a correction
     the highlighted tile is the corrected photo (the grid re-sorts)."""
     import os
     import tempfile
-    sync_playwright, chromium = _browser()
+    sync_playwright, chromium = browser()
     shots = Path(os.environ.get("DCCLIP_SCREENSHOTS") or Path(tempfile.gettempdir()) / "dcclip-screenshots")
     shots.mkdir(parents=True, exist_ok=True)
     suffix = locale[:2]
     big = tmp_path / "big.jpg"
     big.write_bytes(b"\xff\xd8\xff" + os.urandom(21 * 2 ** 20))
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        chrome = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
         try:
-            page = browser.new_page(locale=locale, viewport={"width": 390, "height": 844})
+            page = chrome.new_page(locale=locale, viewport={"width": 390, "height": 844})
             page.goto(lib.url, wait_until="domcontentloaded")
             box = page.locator("#query textarea, #query input").first
             box.wait_for(state="visible", timeout=60_000)
@@ -316,4 +305,21 @@ def test_browser_phone_width_upload_limit_and_correction_highlight(lib, tmp_path
             page.locator("#undo-btn").click()
             page.locator("#label-msg").get_by_text("coffee.jpg").first.wait_for(state="visible", timeout=30_000)
         finally:
-            browser.close()
+            chrome.close()
+
+
+def test_the_page_speaks_one_language_at_a_time(lib):
+    zh, en = lib.client_for("zh"), lib.client
+    tbl, *_ = zh.predict(api_name="/prompts_list")
+    tbl = _value(tbl)
+    assert tbl["headers"][:2] == ["名称", "方法"], tbl["headers"]                  # not "名称 Name"
+    rows = _rows(tbl)
+    assert any(r[1] == "CoOp（学习提示词）" for r in rows), [r[1] for r in rows]      # method names in Chinese
+    assert any(r[3].endswith("…") for r in rows), [r[3] for r in rows]             # cut labels say so
+    assert _value(en.predict(api_name="/prompts_list")[0])["headers"][:2] == ["Name", "Method"]
+    md, about = zh.predict("default", api_name="/model_card")
+    assert "维度" not in about and "dimensions" not in about and "模型文件" in about, about
+    from ui.i18n import TABLES, tr
+    assert [TABLES["zh_hant"][f"ex_{i}"] for i in (1, 5, 6)] == ["貓", "紅色的花", "寺廟"]   # zh-TW examples
+    assert tr("en", "msg_results", n=1, q="猫", ms=3).startswith("1 result for")
+
