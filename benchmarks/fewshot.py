@@ -99,9 +99,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     log = lambda m: print(m, file=sys.stderr, flush=True)
     from training.prompts.data import load_task
-    from training.prompts.features import FeatureCache
-    from training.prompts.methods import Env, FewShotConfig, evaluate, learn, prepare
-    from training.fewshot import default_source
+    from training.prompts.features import EmbeddingCache as FeatureCache
+    from training.prompts.methods import Env, FewShotConfig, default_source, evaluate, learn, prepare
     import dcclip_core
 
     root = make_task(cache_dir() / "fewshot_task_5x16")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -30,8 +31,13 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
 class Model:
     """A bilingual image-text model: ``encode_text`` and ``encode_image`` return L2-normalised float32 rows.
 
-    ONNX sessions are created lazily on first use, so constructing a Model is cheap.
+    ONNX sessions are created lazily on first use, so constructing a Model is cheap. ``threads`` is how many
+    CPU threads one call may use: the image session's intra-op threads, and the number of texts encoded at once.
     """
+
+    # intra-op threads per session role (None = ``threads``): a text runs alone and is small (~8 tokens), so
+    # a second intra-op thread buys nothing; texts of a list run side by side instead (see encode_text)
+    _INTRA_OP = {"text_onnx": 1}
 
     def __init__(self, path: str | Path, threads: int | None = None):
         self.path = Path(path)
@@ -40,6 +46,7 @@ class Model:
         self._lock = threading.Lock()
         self._sessions: dict[str, object] = {}
         self._tokenizer: Tokenizer | None = None
+        self._workers: ThreadPoolExecutor | None = None
 
     # ---- metadata -------------------------------------------------------------------------------------
     @property
@@ -96,7 +103,7 @@ class Model:
                 if sess is None:
                     import onnxruntime as ort
                     opts = ort.SessionOptions()
-                    opts.intra_op_num_threads = self.threads
+                    opts.intra_op_num_threads = self._INTRA_OP.get(role) or self.threads
                     opts.inter_op_num_threads = 1
                     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
                     fname = self.config.files[role]
@@ -104,6 +111,13 @@ class Model:
                                                 providers=["CPUExecutionProvider"])
                     self._sessions[role] = sess
         return sess
+
+    def _pool(self) -> ThreadPoolExecutor:
+        if self._workers is None:
+            with self._lock:
+                if self._workers is None:
+                    self._workers = ThreadPoolExecutor(self.threads, thread_name_prefix="dcclip-text")
+        return self._workers
 
     def warmup(self) -> None:
         """Create both sessions and run one tiny batch each (for a background warm-up in the app)."""
@@ -113,17 +127,36 @@ class Model:
 
     # ---- encoders -------------------------------------------------------------------------------------
     def encode_text(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
-        """list[str] (any mix of Chinese/English) -> float32 (n, d), rows L2-normalised."""
+        """list[str] (any mix of Chinese/English) -> float32 (n, d), rows L2-normalised.
+
+        A text gets the same vector, bit for bit, whatever else is in the list and wherever it sits: the int8
+        text tower quantises its activations with one scale per tensor (dynamic quantisation), so a shared run
+        would let every text - and the padding up to the longest one - move the others' vectors. Each distinct
+        text therefore runs alone at its own length; a list is spread over ``threads`` workers. ``batch_size``
+        is accepted for compatibility and changes nothing.
+        """
         if isinstance(texts, str):
             raise TypeError("encode_text expects a list of strings, not a single string")
         texts = list(texts)
-        out = np.zeros((len(texts), self.dim), np.float32)
-        sess = self._session("text_onnx") if texts else None
-        for i in range(0, len(texts), batch_size):
-            ids, mask = self.tokenizer(texts[i:i + batch_size])          # int64 (b, L) each
-            (emb,) = sess.run(["embedding"], {"input_ids": ids, "attention_mask": mask})
-            out[i:i + len(emb)] = emb                                     # (b, d)
-        return _l2n(out)
+        feeds: dict[bytes, tuple[np.ndarray, np.ndarray]] = {}   # token ids -> (ids, mask), int64 (1, L) each
+        keys = []
+        for t in texts:
+            ids, mask = self.tokenizer([t])
+            keys.append(ids.tobytes())
+            feeds.setdefault(keys[-1], (ids, mask))
+        if not feeds:
+            return np.zeros((0, self.dim), np.float32)
+        todo = list(feeds.values())
+        vecs = self._pool().map(self._encode_one, todo) if len(todo) > 1 and self.threads > 1 \
+            else map(self._encode_one, todo)
+        by_ids = dict(zip(feeds, vecs))                                    # token ids -> (d,)
+        return np.stack([by_ids[k] for k in keys])                         # (n, d)
+
+    def _encode_one(self, feed: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+        """One text's (ids, mask), int64 (1, L) each, unpadded -> its float32 (d,) row, L2-normalised."""
+        ids, mask = feed
+        (emb,) = self._session("text_onnx").run(["embedding"], {"input_ids": ids, "attention_mask": mask})
+        return _l2n(emb)[0]
 
     def encode_pixels(self, pixels: np.ndarray, return_features: bool = False):
         """Preprocessed float32 (n, 3, S, S) -> embeddings (n, d) [and pooled backbone features (n, F)]."""

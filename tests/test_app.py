@@ -336,7 +336,8 @@ def stub_app(tmp_path, request):
 
 def test_translations_complete():
     assert set(A.EN) == set(A.ZH)
-    used = set(__import__("re").findall(r'\bT\("(\w+)"\)', (ROOT / "app.py").read_text(encoding="utf-8")))
+    page = "".join(p.read_text(encoding="utf-8") for p in (ROOT / "ui").rglob("*.py"))
+    used = set(__import__("re").findall(r'\bT\("(\w+)"\)', page)) | set(__import__("re").findall(r'\btr\(\w+, "(\w+)"', page))
     assert used and used <= set(A.EN), used - set(A.EN)
     cjk = lambda t: any("\u4e00" <= ch <= "\u9fff" for ch in t)  # noqa: E731
     # every Chinese string has Chinese in it, except the example queries (shown as typed: 猫, a cat, ...)

@@ -154,7 +154,10 @@ def test_image_search_with_bad_files_says_why_in_the_users_language(lib, tmp_pat
                                           api_name="/search_image")
             assert gallery == [] and msg, msg
             assert "Error" not in msg and "DCCLIP_" not in msg and str(tmp_path) not in msg and "/tmp" not in msg, msg
-            assert ("照片" in msg) if lang == "zh" else ("Cannot search with this file" in msg), msg
+            why = {("en", fake): "not an image", ("en", huge): "too large: 20000x20000",
+                   ("zh", fake): "不是图片", ("zh", huge): "像素太多"}[(lang, f)]
+            assert why in msg and (("不是本应用能读取的照片" in msg) if lang == "zh" else
+                                   ("it is not a photo this app can read" in msg)), msg
     assert "Traceback" not in lib.log_tail(100_000)
 
 

@@ -1,5 +1,6 @@
-"""training/evaluate.py: dataset layouts (ImageFolder, ELEVATER iris/coco, zips), ELEVATER metrics, the report,
-and the `python -m training eval ... --json` contract on small real sets (sklearn digits, package photos)."""
+"""training/datasets.py + training/evaluate.py: dataset layouts (ImageFolder, ELEVATER iris/coco, zips), ELEVATER
+metrics, the report, and the `python -m training eval ... --json` contract on small real sets (sklearn digits,
+package photos)."""
 import json
 import subprocess
 import sys
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from training import datasets
 from training import evaluate as ev
 
 REPO = Path(__file__).resolve().parent.parent
@@ -139,7 +141,7 @@ def test_eval_metrics_single_and_multilabel():
 
 # ---- layouts ------------------------------------------------------------------------------------------------
 def test_eval_imagefolder_layout(data, tmp_path):
-    ds = ev.load_dataset(data["digits"])
+    ds = datasets.load_dataset(data["digits"])
     assert ds.layout == "imagefolder" and ds.classes == [str(i) for i in range(10)]
     assert len(ds.splits["test"]) == 30 and len(ds.splits["train"]) == 20
     assert ds.class_names("zh")[3] == "数字三" and ds.class_names("en")[3] == "the number three"
@@ -149,25 +151,25 @@ def test_eval_imagefolder_layout(data, tmp_path):
     Image.new("RGB", (8, 8), (200, 80, 0)).save(tmp_path / "test" / "red_fox" / "a.png")
     (tmp_path / "test" / "owl").mkdir()
     Image.new("RGB", (8, 8)).save(tmp_path / "test" / "owl" / "b.png")
-    bare = ev.load_dataset(tmp_path)
+    bare = datasets.load_dataset(tmp_path)
     assert bare.class_names("zh") == ["owl", "red fox"] and bare.missing_names("zh") == 2
     (tmp_path / "classnames.json").write_text(json.dumps({"owl": {"en": "owl", "zh": "猫头鹰"}, "red_fox": "red fox"}))
     (tmp_path / "templates.json").write_text(json.dumps({"en": ["a {} here."], "zh": ["这里有{}。"]}))
-    named = ev.load_dataset(tmp_path)
+    named = datasets.load_dataset(tmp_path)
     assert named.class_names("zh") == ["猫头鹰", "red fox"] and named.missing_names("zh") == 1
-    assert ev.dataset_templates(named, "zh") == ["这里有{}。"]
-    assert len(ev.dataset_templates(bare, "zh")) == 8                  # bundled zh_short
+    assert datasets.dataset_templates(named, "zh") == ["这里有{}。"]
+    assert len(datasets.dataset_templates(bare, "zh")) == 8                  # bundled zh_short
 
 
 def test_eval_elevater_iris_zip_and_multilabel(data):
-    ds = ev.load_dataset(data["iris"])
+    ds = datasets.load_dataset(data["iris"])
     assert ds.layout == "elevater-iris" and ds.name == "toy-photos" and not ds.multilabel
     sp = ds.splits["test"]
     assert isinstance(sp.images[0], tuple) and sp.images[0][0].name == "test.zip"
-    im = ev.read_image_source(sp.images[0])
+    im = datasets.read_image_source(sp.images[0])
     assert isinstance(im, bytes) and len(im) > 1000
     assert ds.class_names("zh")[ds.classes.index("cat")] == "猫"
-    voc = ev.load_dataset(data["voc"])
+    voc = datasets.load_dataset(data["voc"])
     assert voc.multilabel and voc.metric == "11point_mAP"
     assert voc.splits["test"].labels.shape == (len(voc.splits["test"]), len(voc.classes))
     assert (voc.splits["test"].labels.sum(1) == 2).all()
@@ -186,15 +188,15 @@ def test_eval_elevater_coco_and_extracted_fallback(data, tmp_path):
         anns.append({"id": k + 1, "image_id": k + 1, "category_id": k + 1})
     coco = {"images": images, "annotations": anns, "categories": [{"id": k + 1, "name": c} for k, c in enumerate(classes)]}
     (tmp_path / "test.json").write_text(json.dumps(coco))
-    ds = ev.load_dataset(tmp_path)
+    ds = datasets.load_dataset(tmp_path)
     assert ds.layout == "elevater-coco" and ds.classes == classes
     assert list(ds.splits["test"].labels) == list(range(len(classes)))
     assert Path(ds.splits["test"].images[0]).is_file()
 
 
 def test_eval_missing_dataset_is_a_clear_error(tmp_path):
-    with pytest.raises(ev.DatasetError, match="no ELEVATER index"):
-        ev.load_dataset(tmp_path)
+    with pytest.raises(datasets.DatasetError, match="no ELEVATER index"):
+        datasets.load_dataset(tmp_path)
     r = subprocess.run([sys.executable, "-m", "training", "eval", "--dataset", str(tmp_path / "nope"), "--json"],
                        cwd=REPO, capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "not found" in r.stderr
@@ -230,13 +232,13 @@ def test_eval_cli_contract_on_photos_en_zh(data, tmp_path):
 def test_eval_digits_and_elevater_with_model(data):
     import dcclip_core
     m = dcclip_core.load("default")
-    dig = ev.evaluate_zeroshot(m, ev.load_dataset(data["digits"]), "zh")
+    dig = ev.evaluate_zeroshot(m, datasets.load_dataset(data["digits"]), "zh")
     assert dig["n"] == 30 and 0 <= dig["accuracy"] <= 1 and dig["top5"] >= dig["accuracy"]
     assert sum(dig["support"]) == 30
-    iris = ev.evaluate_zeroshot(m, ev.load_dataset(data["iris"]), "en")
-    folder = ev.evaluate_zeroshot(m, ev.load_dataset(data["photos"]), "en")
+    iris = ev.evaluate_zeroshot(m, datasets.load_dataset(data["iris"]), "en")
+    folder = ev.evaluate_zeroshot(m, datasets.load_dataset(data["photos"]), "en")
     assert iris["accuracy"] == pytest.approx(folder["accuracy"])       # same images via a zip
-    voc = ev.evaluate_zeroshot(m, ev.load_dataset(data["voc"]), "en")
+    voc = ev.evaluate_zeroshot(m, datasets.load_dataset(data["voc"]), "en")
     assert voc["metric"] == "11point_mAP" and 0 < voc["score"] <= 1
     table = ev.report_table(voc)
     assert "11point_mAP (primary)" in table

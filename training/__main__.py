@@ -22,9 +22,9 @@ import sys
 COMMANDS = {
     "distill": ("training.cmd_distill", "stage 1: distil image/text students from a teacher's features"),
     "align": ("training.cmd_align", "stage 2: contrastive (InfoNCE) alignment on EN/ZH pairs"),
-    "eval": ("training.evaluate", "zero-shot evaluation on an ImageFolder or ELEVATER dataset"),
+    "eval": ("training.cmd_eval", "zero-shot evaluation on an ImageFolder or ELEVATER dataset"),
     "export": ("training.export_default", "export a model directory to ONNX fp32/int8 with parity checks"),
-    "fewshot": ("training.fewshot", "few-shot prompt learning / baselines on an ImageFolder dataset"),
+    "fewshot": ("training.cmd_fewshot", "few-shot prompt learning / baselines on an ImageFolder dataset"),
     "build-default": ("training.build_default", "build the embedded default model (about 90 min on 2 cores)"),
     "eval-default": ("training.eval_default", "evaluate the default model: ImageNet prototypes + real photos"),
 }

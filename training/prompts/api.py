@@ -44,7 +44,7 @@ def learn_prompt(examples: Mapping[str, Sequence], method: str = "coop", *, name
     only when every class has >= 10 examples (``val_fraction`` 0.2), otherwise all examples train.
     ``on_eval(step, accuracy)`` hears each validation while it learns (only with a validation split).
     """
-    from .methods import Env, FewShotConfig, data_from_examples, learn, listen_evals
+    from .methods import Env, FewShotConfig, data_from_examples, default_source, learn, listen_evals
     if len(examples) < 2:
         raise ValueError("need at least two labels to learn a classifier")
     empty = [k for k, v in examples.items() if not len(v)]
@@ -66,7 +66,6 @@ def learn_prompt(examples: Mapping[str, Sequence], method: str = "coop", *, name
         cfg = cfg.replace(visual="deep")                     # VPT on a ViT tower: tokens at every layer
     kw = {}
     if method == "mvlpt":
-        from training.fewshot import default_source
         src = load_prompt(source, model=env.model) if isinstance(source, (str, Path)) else source
         kw["source"] = src or default_source(env.model)
     with listen_evals(on_eval):

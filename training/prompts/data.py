@@ -5,7 +5,7 @@
     DIR/classnames.json      {folder: {"en": "...", "zh": "..."}} (a plain string = the English name)
     DIR/task.json            optional {"name", "role": "source" | "target" | "heldout", "description", ...}
 
-ELEVATER directories are read too (``training.evaluate.load_elevater``: a dataset-info JSON or a bare
+ELEVATER directories are read too (``training.datasets.load_elevater``: a dataset-info JSON or a bare
 ``train.txt`` / ``test.txt`` + ``labels.txt`` index, iris or coco format, images in zips or extracted), single-label
 only. Images inside a zip stay ``(zip, member)`` sources until a split needs them: ``materialise`` extracts just
 those members once into ``$DCCLIP_CACHE/elevater/<zip key>/`` (so features are cached per file as usual).
@@ -23,12 +23,7 @@ from typing import Sequence
 
 import numpy as np
 
-IMAGE_EXTS = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".heic",
-                        ".heif", ".avif"})
-
-
-class DatasetError(ValueError):
-    """A dataset directory that cannot be used; the message says what is missing."""
+from training.datasets import DatasetError, Split, is_elevater, list_class_folders, load_elevater
 
 
 @dataclass
@@ -59,21 +54,9 @@ class Task:
         return self.meta.get("role", "target")
 
 
-def _list_split(root: Path, classes: Sequence[str] | None) -> tuple[list[str], list[Path], np.ndarray]:
-    found = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
-    classes = list(classes) if classes is not None else found
-    paths, labels = [], []
-    for i, c in enumerate(classes):
-        d = root / c
-        if not d.is_dir():
-            continue
-        files = sorted(p for p in d.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTS)
-        paths += files
-        labels += [i] * len(files)
-    return classes, paths, np.asarray(labels, np.int64)
-
-
 def read_classnames(path: Path, classes: Sequence[str]) -> dict[str, list[str]]:
+    """A task's classnames.json -> {"en": [...], "zh": [...]}, a name for every class: a missing Chinese name is
+    the English one, a class the file does not list is its folder name."""
     table = {}
     if path.is_file():
         try:
@@ -93,16 +76,12 @@ def read_classnames(path: Path, classes: Sequence[str]) -> dict[str, list[str]]:
 
 
 def _elevater_task(root: Path, name: str | None = None) -> Task:
-    from training import evaluate as ev
-    try:
-        ds = ev.load_elevater(root, name)
-    except ev.DatasetError as e:
-        raise DatasetError(str(e)) from None
+    ds = load_elevater(root, name)
     if ds.multilabel:
         raise DatasetError(f"{root}: {ds.name} is multilabel; few-shot prompt learning needs one label per image")
     en = ds.class_names("en")
     names = {"en": en, "zh": [z or e for z, e in zip(ds.class_names("zh"), en)]}
-    empty = ev.Split([], np.zeros(0, np.int64))
+    empty = Split([], np.zeros(0, np.int64))
     tr, te = ds.splits.get("train", empty), ds.splits.get("test", empty)
     meta = {"name": ds.name, "layout": ds.layout, "role": "target"}
     return Task(name=ds.name, root=root, classes=list(ds.classes), names=names, train_paths=list(tr.images),
@@ -151,7 +130,6 @@ def load_task(root: str | Path, name: str | None = None) -> Task:
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"dataset directory not found: {root}")
-    from training.evaluate import is_elevater
     if is_elevater(root):
         return _elevater_task(root, name)
     tr, te = root / "train", root / "test"
@@ -161,15 +139,15 @@ def load_task(root: str | Path, name: str | None = None) -> Task:
     classes = None
     train_paths, train_labels, test_paths, test_labels = [], np.zeros(0, np.int64), [], np.zeros(0, np.int64)
     if tr.is_dir():
-        classes, train_paths, train_labels = _list_split(tr, None)
+        classes, train_paths, train_labels = list_class_folders(tr, None)
     if te.is_dir():
         if classes is None:
-            classes, test_paths, test_labels = _list_split(te, None)
+            classes, test_paths, test_labels = list_class_folders(te, None)
         else:
             extra = sorted(d.name for d in te.iterdir() if d.is_dir() and d.name not in classes)
             if extra:
                 raise DatasetError(f"{root}: test/ has classes missing from train/: {extra[:5]}")
-            _, test_paths, test_labels = _list_split(te, classes)
+            _, test_paths, test_labels = list_class_folders(te, classes)
     if not classes:
         raise DatasetError(f"{root}: no class folders under train/ or test/")
     meta = {}

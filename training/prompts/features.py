@@ -3,7 +3,7 @@
 A prompt that does not change the image tower (CoOp, Tip-Adapter, linear probe, feature-map VPT, UPT) trains
 on these cached arrays only, which is what makes prompt learning take seconds on a CPU.
 
-    cache = FeatureCache(model)                      # model = dcclip_core.load(); stores under the model hash
+    cache = EmbeddingCache(model)                    # model = dcclip_core.load(); stores under the model hash
     emb, feat = cache.encode(paths)                  # (n, 257) joint embeddings, (n, 1280) pooled features
 
 Cache files: ``$DCCLIP_CACHE/fewshot/<model hash>/<sha1 of the image folder>.npz``, one per folder, keyed by
@@ -12,27 +12,15 @@ file name + size + mtime (a changed file is re-encoded). No torch.
 from __future__ import annotations
 
 import hashlib
-import json
-import os
-import threading
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 
-from dcclip_core.config import ASSETS_DIR, cache_dir
-
-TEMPLATES_FILE = ASSETS_DIR / "data" / "templates.json"
-_templates: dict | None = None
-
-
-def templates(lang: str, kind: str = "short") -> list[str]:
-    """Prompt templates ``{}`` -> class name, from assets/data/templates.json (``en_short``, ``zh`` ...)."""
-    global _templates
-    if _templates is None:
-        _templates = json.loads(TEMPLATES_FILE.read_text(encoding="utf-8"))
-    key = f"{lang}_short" if kind == "short" else lang
-    return list(_templates[key])
+from dcclip_core.atomic import atomic_path
+from dcclip_core.config import cache_dir
+from training.corpus import default_templates
+from training.evaluate import class_embeddings as template_embeddings
 
 
 def l2n(x: np.ndarray) -> np.ndarray:
@@ -44,17 +32,15 @@ def class_embeddings(model, names: dict[str, Sequence[str]] | Sequence[str], lan
                      tmpl: dict[str, Sequence[str]] | None = None) -> np.ndarray:
     """Zero-shot class embeddings (C, d): normalised mean over templates (and over EN + ZH for ``both``).
 
-    ``names`` is {"en": [...], "zh": [...]} or a plain list (used for every language asked for).
+    ``names`` is {"en": [...], "zh": [...]} or a plain list (used for every language asked for); templates are
+    the bundled short ones unless ``tmpl`` gives them per language.
     """
     langs = ["en", "zh"] if lang == "both" else [lang]
     if not isinstance(names, dict):
         names = {lg: list(names) for lg in ("en", "zh")}
     out = None
     for lg in langs:
-        ts = list((tmpl or {}).get(lg) or templates(lg))
-        texts = [t.format(n) for n in names[lg] for t in ts]
-        e = model.encode_text(texts).reshape(len(names[lg]), len(ts), -1).mean(1)      # (C, d)
-        e = l2n(e)
+        e = template_embeddings(model.encode_text, names[lg], list((tmpl or {}).get(lg) or default_templates(lg)))
         out = e if out is None else out + e
     return l2n(out)
 
@@ -64,15 +50,19 @@ def _file_key(p: Path) -> str:
     return f"{p.name}|{st.st_size}|{st.st_mtime_ns}"
 
 
-class FeatureCache:
-    """Per-folder ``.npz`` stores of (embedding, features) for image files, under the model's hash."""
+class EmbeddingCache:
+    """Per-folder ``.npz`` stores of (embedding, features) for image files, under the model's hash.
+
+    Unlike the teacher-feature cache of stage 1 (``training.data.FeatureCache``: a fixed set of rows built once,
+    float16), this one is keyed by file and grows as new images are asked for, and keeps the ONNX outputs exact
+    (float32): few-shot results must not depend on which images were encoded before.
+    """
 
     def __init__(self, model, root: str | Path | None = None, progress: bool = False):
         self.model = model
         self.root = Path(root) if root else cache_dir() / "fewshot" / model.hash
         self.root.mkdir(parents=True, exist_ok=True)
         self.progress = progress
-        self._lock = threading.Lock()
 
     def _store(self, folder: Path) -> Path:
         h = hashlib.sha1(str(folder.resolve()).encode()).hexdigest()[:20]
@@ -122,13 +112,12 @@ class FeatureCache:
                 emb[i], feat[i] = store[keys[j]]
         return emb, feat
 
-    def _write(self, path: Path, store: dict) -> None:
+    @staticmethod
+    def _write(path: Path, store: dict) -> None:
         keys = sorted(store)
-        tmp = path.with_suffix(f".tmp{os.getpid()}.npz")
-        with self._lock:
-            np.savez(tmp, keys=np.array(keys), emb=np.stack([store[k][0] for k in keys]),
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            np.savez(f, keys=np.array(keys), emb=np.stack([store[k][0] for k in keys]),
                      feat=np.stack([store[k][1] for k in keys]))
-            os.replace(tmp, path)
 
 
 def encode_images(model, images: Sequence, batch_size: int = 16) -> tuple[np.ndarray, np.ndarray]:

@@ -30,9 +30,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from dcclip_core.prompts import Prompt, PromptClassifier, model_ref
+from dcclip_core.prompts import Prompt, PromptClassifier, list_prompts, load_prompt, model_ref
 from .data import Task, fewshot_split, materialise
-from .features import FeatureCache, class_embeddings, l2n
+from .features import EmbeddingCache, class_embeddings, l2n
 
 METHODS = ("zeroshot", "tip-adapter", "tip-adapter-f", "linear-probe", "coop", "vpt", "upt", "mvlpt")
 Progress = Callable[[int, int, float], None]          # (step, total steps, loss)
@@ -103,7 +103,7 @@ class FewShotConfig:
 
 
 @dataclass
-class Split:
+class FeatureSplit:
     emb: np.ndarray                     # (n, d) joint image embeddings (ONNX)
     feat: np.ndarray                    # (n, F) pooled backbone features (ONNX)
     y: np.ndarray                       # (n,) labels
@@ -118,9 +118,9 @@ class FewShotData:
     name: str
     classes: list[str]
     names: dict[str, list[str]]         # {"en": [...], "zh": [...]}
-    train: Split
-    val: Split | None
-    test: Split | None
+    train: FeatureSplit
+    val: FeatureSplit | None
+    test: FeatureSplit | None
     shots: int = 0
     seed: int = 0
 
@@ -132,10 +132,10 @@ class FewShotData:
 class Env:
     """The ONNX model, its feature cache and (lazily) the frozen torch parts used for training."""
 
-    def __init__(self, model=None, cache: FeatureCache | None = None, model_name: str = "default"):
+    def __init__(self, model=None, cache: EmbeddingCache | None = None, model_name: str = "default"):
         import dcclip_core
         self.model = model if model is not None else dcclip_core.load(model_name)
-        self.cache = cache if cache is not None else FeatureCache(self.model)
+        self.cache = cache if cache is not None else EmbeddingCache(self.model)
         self._text = self._head = self._tower = None
         self._zs: dict = {}
 
@@ -173,23 +173,36 @@ class Env:
         return feature_map_hw(self.model.config.image.image_size)
 
 
+def _test_rows(n: int, max_test: int | None) -> np.ndarray:
+    """All n test rows, or a fixed random sample of ``max_test`` of them (sorted)."""
+    idx = np.arange(n)
+    if max_test and n > max_test:
+        idx = np.sort(np.random.default_rng(1234).permutation(n)[:max_test])
+    return idx
+
+
 def prepare(task: Task, env: Env, shots: int, seed: int, with_test: bool = True,
             max_test: int | None = None) -> FewShotData:
-    """K shots per class + balanced validation from ``train/``, all of ``test/``; features from the cache."""
-    tr_idx, va_idx = fewshot_split(task.train_labels, shots, seed, num_classes=task.num_classes)
+    """K shots per class + balanced validation from ``train/``, all of ``test/`` (or ``max_test`` of it); features
+    from the cache. ``shots=0``: no training images at all (zero-shot on ``test/`` of a task without ``train/``)."""
+    if shots:
+        tr_idx, va_idx = fewshot_split(task.train_labels, shots, seed, num_classes=task.num_classes)
 
     def split(paths, labels, idx):
         ps = materialise([paths[i] for i in idx])                  # ELEVATER zip members -> cached files
         e, f = env.cache.encode(ps)
-        return Split(e, f, np.asarray(labels)[idx], ps)
+        return FeatureSplit(e, f, np.asarray(labels)[idx], ps)
 
     test = None
     if with_test and len(task.test_paths):
-        idx = np.arange(len(task.test_paths))
-        if max_test and len(idx) > max_test:
-            idx = np.sort(np.random.default_rng(1234).permutation(len(idx))[:max_test])
-        test = split(task.test_paths, task.test_labels, idx)
-    return FewShotData(task.name, list(task.classes), {k: list(v) for k, v in task.names.items()},
+        test = split(task.test_paths, task.test_labels, _test_rows(len(task.test_paths), max_test))
+    names = {k: list(v) for k, v in task.names.items()}
+    if not shots:
+        F = test.feat.shape[1] if test is not None else env.model.config.image.feature_dim
+        empty = FeatureSplit(np.zeros((0, env.model.dim), np.float32), np.zeros((0, F), np.float32),
+                             np.zeros(0, np.int64))
+        return FewShotData(task.name, list(task.classes), names, empty, None, test, 0, seed)
+    return FewShotData(task.name, list(task.classes), names,
                        split(task.train_paths, task.train_labels, tr_idx),
                        split(task.train_paths, task.train_labels, va_idx) if len(va_idx) else None,
                        test, shots, seed)
@@ -217,8 +230,8 @@ def data_from_examples(examples: dict, env: Env, names: dict[str, list[str]] | N
                 val_mask[idx[:k]] = True
     tr, va = np.flatnonzero(~val_mask), np.flatnonzero(val_mask)
     names = names or {"en": classes, "zh": classes}
-    return FewShotData("examples", classes, names, Split(e[tr], f[tr], y[tr], [ims[i] for i in tr]),
-                       Split(e[va], f[va], y[va], [ims[i] for i in va]) if len(va) else None, None,
+    return FewShotData("examples", classes, names, FeatureSplit(e[tr], f[tr], y[tr], [ims[i] for i in tr]),
+                       FeatureSplit(e[va], f[va], y[va], [ims[i] for i in va]) if len(va) else None, None,
                        shots=int(np.bincount(y[tr]).min()), seed=seed)
 
 
@@ -240,7 +253,7 @@ def accuracy_from_logits(z: np.ndarray, y: np.ndarray) -> float:
     return float((z.argmax(1) == y).mean()) if len(y) else float("nan")
 
 
-def evaluate(prompt: Prompt, split: Split | None, env: Env) -> float:
+def evaluate(prompt: Prompt, split: FeatureSplit | None, env: Env) -> float:
     """Top-1 accuracy on a split through the inference path (pixel prompts re-encode the images with ONNX)."""
     if split is None or not len(split):
         return float("nan")
@@ -329,7 +342,7 @@ def train_loop(params: list, loss_fn: Callable, n: int, steps: int, lr: float, c
             "final_loss": lv if steps else float("nan")}
 
 
-def _ce_val(logits_fn: Callable, split: Split | None, scale: float = 1.0):
+def _ce_val(logits_fn: Callable, split: FeatureSplit | None, scale: float = 1.0):
     """A val_fn computing (accuracy, CE loss) of logits_fn(split) under no_grad."""
     if split is None or not len(split):
         return None
@@ -357,10 +370,6 @@ def fit_zeroshot(data: FewShotData, env: Env, cfg: FewShotConfig, progress=None,
 
 TIP_ALPHAS = (0.1, 0.3, 0.5, 1, 2, 3, 5, 10, 20, 50)
 TIP_BETAS = (1, 2, 3, 5, 7, 10, 15, 20, 30)
-
-
-def _tip_logits(zs: np.ndarray, A: np.ndarray, V: np.ndarray, alpha: float, beta: float) -> np.ndarray:
-    return zs + alpha * np.exp(-beta * (1.0 - A)) @ V
 
 
 def _tip_search(zs, A, V, y, default=(1.0, 5.0)) -> tuple[float, float, float]:
@@ -644,6 +653,15 @@ def source_state(source: Prompt, base: str) -> dict:
     if base == "upt":
         return {k[4:]: torch.as_tensor(v.astype(np.float32)) for k, v in t.items() if k.startswith("upt.")}
     return {"ctx": torch.as_tensor(t["ctx"].astype(np.float32))} if "ctx" in t else {}
+
+
+def default_source(model) -> Prompt | None:
+    """The newest shipped/user prompt with method mvlpt-source compatible with the model, or None."""
+    cands = [p for p in list_prompts(model=model) if p.get("method") == "mvlpt-source" and p.get("compatible")]
+    if not cands:
+        return None
+    cands.sort(key=lambda p: (not p["shipped"], p.get("created") or ""), reverse=True)
+    return load_prompt(cands[0]["path"], model=model)
 
 
 def fit_mvlpt(data: FewShotData, env: Env, cfg: FewShotConfig, progress=None, source: Prompt | None = None,

@@ -160,7 +160,7 @@ def main(argv=None) -> int:
     order = VARIANTS + [v for v in args.methods if v not in VARIANTS]    # the table shows every variant measured
 
     def save():
-        from benchmarks.common import write_json
+        from training.results import write_json
         summ = summarise(results)
         doc["protocol"] = {"target": args.target, "model_hash": model_hash, "collection": str(args.collection),
                            "shots": args.shots,
@@ -172,9 +172,8 @@ def main(argv=None) -> int:
 
     if not args.report_only:
         from dcclip_core.prompts import load_prompt
-        from training.fewshot import default_source
         from .data import load_collection
-        from .methods import Env, FewShotConfig, prepare
+        from .methods import Env, FewShotConfig, default_source, prepare
         from .tasks import HELDOUT
         env = Env()
         tasks = {t.name: t for t in load_collection(args.collection)}

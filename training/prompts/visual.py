@@ -55,11 +55,11 @@ class FeaturePrompt(nn.Module):
                                    torch.zeros(n_tokens, feature_dim))       # [T, F]
 
     def forward(self, feat: torch.Tensor, tokens: torch.Tensor | None = None) -> torch.Tensor:
-        t = self.tokens if tokens is None else tokens
-        return (self.hw * feat + t.sum(0)) / (self.hw + t.shape[0])           # [n, F]
+        return apply_tokens(feat, self.tokens if tokens is None else tokens, self.hw)
 
 
 def apply_tokens(feat: torch.Tensor, tokens: torch.Tensor, hw: int) -> torch.Tensor:
+    """Pooled features [n, F] of an hw-position map with tokens [T, F] appended before the mean -> [n, F]."""
     return (hw * feat + tokens.sum(0)) / (hw + tokens.shape[0])
 
 

@@ -78,19 +78,10 @@ def config_from_args(args):
     return cfg
 
 
-def default_source(model):
-    """The newest shipped/user prompt with method mvlpt-source compatible with the model, or None."""
-    from dcclip_core.prompts import list_prompts, load_prompt
-    cands = [p for p in list_prompts(model=model) if p.get("method") == "mvlpt-source" and p.get("compatible")]
-    if not cands:
-        return None
-    cands.sort(key=lambda p: (not p["shipped"], p.get("created") or ""), reverse=True)
-    return load_prompt(cands[0]["path"], model=model)
-
-
 def run(args) -> int:
-    from .prompts.data import DatasetError, load_task, materialise
-    from .prompts.methods import Env, evaluate, fit_group, learn, prepare
+    from .datasets import DatasetError
+    from .prompts.data import load_task
+    from .prompts.methods import Env, default_source, evaluate, fit_group, learn, prepare
 
     t_total = time.perf_counter()
     log = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr, flush=True))
@@ -109,28 +100,12 @@ def run(args) -> int:
         cfg = cfg.replace(visual="deep")                     # a ViT tower: deep VPT unless asked otherwise
     log(f"{task.name}: {task.num_classes} classes, {len(task.train_paths)} train / {len(task.test_paths)} test "
         f"images; encoding (cached per model)...")
-    if args.method == "zeroshot" and not len(task.train_paths):
-        from .prompts.methods import FewShotData, Split
-        import numpy as np
-        idx = np.arange(len(task.test_paths))
-        if args.max_test and len(idx) > args.max_test:
-            idx = np.sort(np.random.default_rng(1234).permutation(len(idx))[:args.max_test])
-        try:
-            paths = materialise([task.test_paths[i] for i in idx])
-        except DatasetError as e:
-            print(f"fewshot: {e}", file=sys.stderr)
-            return 2
-        e, f = env.cache.encode(paths)
-        z = np.zeros((0, env.model.dim), np.float32)
-        data = FewShotData(task.name, task.classes, task.names, Split(z, np.zeros((0, f.shape[1]), np.float32),
-                                                                      np.zeros(0, np.int64)), None,
-                           Split(e, f, task.test_labels[idx], paths), 0, args.seed)
-    else:
-        try:
-            data = prepare(task, env, args.shots, args.seed, max_test=args.max_test)
-        except DatasetError as e:
-            print(f"fewshot: {e}", file=sys.stderr)
-            return 2
+    shots = 0 if args.method == "zeroshot" and not len(task.train_paths) else args.shots   # 0: test/ alone
+    try:
+        data = prepare(task, env, shots, args.seed, max_test=args.max_test)
+    except DatasetError as e:
+        print(f"fewshot: {e}", file=sys.stderr)
+        return 2
     last = [0.0]
 
     def progress(step, total, loss):

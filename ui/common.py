@@ -1,0 +1,197 @@
+"""Pieces every tab of the page uses: binding handlers to the service, errors and captions for people, galleries
+of thumbnail URLs, the status line and the folder choices.
+
+Handlers in ``ui.tabs.*`` are module-level functions whose first argument is the service (``ui.backend.Backend``);
+``bind(fn, be)`` gives Gradio a function of the remaining arguments with the same signature (Gradio reads it for
+``gr.Request`` and ``gr.Progress``), of the same kind (plain, async or generator).
+"""
+from __future__ import annotations
+
+import functools
+import inspect
+import re
+import time
+from pathlib import Path
+
+import gradio as gr
+
+from .backend import DEMO_ROOT, Backend, NotReadyError, ReadOnlyError
+from .i18n import EN, reason_text, tr
+
+LEVEL_DOTS = {3: "●●●", 2: "●●○", 1: "●○○", 0: "○○○"}   # relevance levels (ui.backend.Backend.level)
+
+
+def bind(fn, be: Backend):
+    """``fn(be, ...)`` as a handler of the remaining arguments (signature, kind and name kept)."""
+    if inspect.iscoroutinefunction(fn):
+        async def bound(*a, **kw):
+            return await fn(be, *a, **kw)
+    elif inspect.isgeneratorfunction(fn):
+        def bound(*a, **kw):
+            yield from fn(be, *a, **kw)
+    else:
+        def bound(*a, **kw):
+            return fn(be, *a, **kw)
+    functools.update_wrapper(bound, fn)
+    sig = inspect.signature(fn)
+    bound.__signature__ = sig.replace(parameters=list(sig.parameters.values())[1:])
+    return bound
+
+
+def status_text(be: Backend, lang: str) -> str:
+    """The status line: start-up progress, or the photo count read from the database now (never stale)."""
+    st = be.state
+    if st == "ready":
+        s = be.status()
+        return tr(lang, "st_ready", n=s.get("images") or 0, model=s.get("model_id") or "?")
+    if st == "indexing":
+        key = "st_indexing" if be.root is not None and be.root == DEMO_ROOT.resolve() else "st_indexing_n"
+        return tr(lang, key, done=be.done, total=be.total or "…")
+    if st == "error":
+        return tr(lang, "st_error", err=be.error)
+    return tr(lang, "st_loading" if st == "loading" else "st_starting")
+
+
+def user_error(lang: str, e: Exception) -> str:
+    """An error as a user reads it, in their language: no exception class names, no temp paths, no
+    environment variables."""
+    from dcclip_core.preprocess import ImageLoadError
+    if isinstance(e, ReadOnlyError):
+        return tr(lang, "demo_readonly")
+    if isinstance(e, NotReadyError):
+        return tr(lang, "msg_not_ready_short")
+    if isinstance(e, ImageLoadError):
+        return tr(lang, "msg_bad_image", why=reason_text(lang, e.reason))
+    if isinstance(e, FileNotFoundError):
+        return tr(lang, "msg_not_found", what=Path(str(e.filename or e)).name)
+    if isinstance(e, PermissionError):
+        return tr(lang, "msg_no_permission")
+    text = str(e).strip() or tr(lang, "msg_unknown_error")
+    try:
+        import tempfile
+        text = text.replace(tempfile.gettempdir(), "…")
+    except Exception:
+        pass
+    return text
+
+
+def failed(lang: str, key: str, e: Exception) -> str:
+    """The message ``key`` ("… failed: {err}") for an error; a refused write in demo mode says only that."""
+    if isinstance(e, ReadOnlyError):
+        return tr(lang, "demo_readonly")
+    return tr(lang, key, err=user_error(lang, e))
+
+
+def safe_prompt_name(name: str | None) -> str:
+    """A prompt name usable as a file name: letters (any script), digits, - and _ (others become "-")."""
+    n = re.sub(r"[^\w\-]+", "-", str(name or "").strip(), flags=re.UNICODE).strip("-._")
+    return n[:80]
+
+
+def thumb_gallery(**kw) -> gr.Gallery:
+    """A gr.Gallery whose (thumbnail URL, caption) values are built directly: the stock postprocess starts
+    a thread pool per call to inspect each item, a measurable share of a search under load. Other values
+    take the stock path. (Bound per instance: a Gallery subclass would make gradio write app.pyi.)"""
+    g = gr.Gallery(**kw)
+    stock = g.postprocess
+
+    def postprocess(value):
+        if isinstance(value, list) and value and all(
+                isinstance(v, tuple) and len(v) == 2 and isinstance(v[0], str) and v[0].startswith(("http://", "https://"))
+                for v in value):
+            from gradio.components.gallery import GalleryData, GalleryImage
+            from gradio.data_classes import ImageData
+            return GalleryData(root=[GalleryImage(image=ImageData(path=u, url=u, orig_name=u.rsplit("/", 1)[-1],
+                                                                  mime_type="image/jpeg"), caption=c)
+                                     for u, c in value])
+        return stock(value)
+
+    g.postprocess = postprocess
+    return g
+
+
+def uploaded_path(payload) -> str | None:
+    """The file of an upload event that skips Gradio's preprocessing (``preprocess=False``): gr.Image opens every
+    upload with PIL first, so a text file named .jpg or a 400-megapixel image failed inside Gradio with a
+    traceback and red "Error" badges instead of our message (dcclip_core's loader checks format and size and
+    says why). Only files in Gradio's upload folder are accepted, as its own preprocessing would."""
+    from gradio.processing_utils import get_upload_folder
+    from gradio.utils import is_in_or_equal
+    path = payload.get("path") if isinstance(payload, dict) else getattr(payload, "path", None)
+    if not path or not is_in_or_equal(str(path), get_upload_folder()):
+        return None
+    return str(path)
+
+
+def result_caption(be: Backend, r: dict, names: dict[str, int], lang: str, levels: bool = True) -> str:
+    """A result tile's caption: relevance dots (text searches only: the calibration is of text-to-photo scores),
+    file name, its folder when another result has the same name (never in demo mode), the date it was taken (or
+    last changed), and ×n for stacked exact copies."""
+    p = Path(str(r["path"]))
+    dots = LEVEL_DOTS.get(be.level(r["score"]), "") if levels else ""      # none without a calibration
+    parts = [f"{dots} {p.name}".strip()]
+    if names.get(p.name, 0) > 1 and not be.demo:
+        parts.append(f"{p.parent.name or p.parent}/")
+    when = str(r.get("taken_at") or "")[:10]
+    if not when and r.get("mtime"):
+        when = time.strftime("%Y-%m-%d", time.localtime(float(r["mtime"])))
+    if when:
+        parts.append(when)
+    if r.get("copies", 1) > 1:
+        parts.append(f"×{r['copies']}")
+    return " · ".join(parts)
+
+
+def captions(be: Backend, results: list[dict], lang: str, levels: bool = True) -> list[str]:
+    names: dict[str, int] = {}
+    for r in results:
+        n = Path(str(r["path"])).name
+        names[n] = names.get(n, 0) + 1
+    return [result_caption(be, r, names, lang, levels) for r in results]
+
+
+def label_caption(row: dict, lang: str, sure: float) -> str:
+    """A label review tile: "✎ label" for a correction, "label" when certain enough, else "not sure (label?)"."""
+    if row.get("source") == "manual":
+        return f"✎ {row['label']}"
+    if float(row.get("certainty", 1.0)) * 100 < float(sure):
+        return tr(lang, "label_unsure", label=row["label"])
+    return str(row["label"])
+
+
+def method_name(lang: str, method: str) -> str:
+    """A prompt method's name for people ("Tip-Adapter (instant)", "零样本（无需训练）"); unknown ones as stored."""
+    key = "fsm_" + str(method).replace("-", "_")
+    return tr(lang, key) if key in EN else str(method)
+
+
+def dataframe(value: list[list], lang: str, keys: list[str], **kw) -> gr.Dataframe:
+    """A Dataframe update with headers in the request's language."""
+    return gr.Dataframe(value=value, headers=[tr(lang, k) for k in keys], **kw)
+
+
+def not_ready(be: Backend, lang):
+    if be.state == "error":
+        return status_text(be, lang)
+    return tr(lang, "msg_not_ready", status=status_text(be, lang))
+
+
+def folder_dropdowns(be: Backend, lang: str = "en"):
+    roots = be.roots()
+    return (gr.Dropdown(choices=[(tr(lang, "folder_all"), "")] + [(r, r) for r in roots], value=""),
+            gr.Dropdown(choices=roots, value=None))
+
+
+def library_names(be: Backend) -> list:
+    """Every prompt in the library (before the model has loaded: compatibility is checked on use)."""
+    try:
+        return [p["name"] for p in be.prompts(check=False)]
+    except Exception:
+        return []
+
+
+def prompt_choices(be: Backend) -> list:
+    try:
+        return [p["name"] for p in be.prompts() if p.get("compatible", True)]
+    except Exception:
+        return library_names(be)

@@ -1,0 +1,106 @@
+"""The page: the title and status line, one tab per module of ``ui.tabs``, the look (local fonts only: a booth has
+no network) and what ``app.launch`` is given (no folder for Gradio's file route; photos come from ``ui.files``).
+
+    app = build_app("photos.db", backend=Backend("photos.db", root="~/Pictures"))
+    app.launch(**launch_kwargs(app))
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import gradio as gr
+
+from .backend import Backend, installed_models
+from .common import bind, folder_dropdowns, status_text
+from .files import LoginBackoff, routes as file_routes
+from .i18n import EN, I18N, T, lang_of
+from .tabs import fewshot, folders, label, model, prompts, search
+
+MAX_UPLOAD = "20mb"
+TABS = (search, label, fewshot, prompts, folders, model)     # in the order the page shows them
+CSS = """
+#title h1 { margin-bottom: 0.1em; }
+#subtitle p { color: var(--body-text-color-subdued); margin-top: 0; }
+#status p { font-size: 0.95em; margin: 0; }
+#message p { margin: 0.2em 0; }
+#query textarea, #query input { font-size: 1.1em; padding: 10px 12px; }
+.example-row { flex-wrap: wrap !important; gap: 6px !important; align-items: center; justify-content: flex-start !important; }
+#try { flex: 0 0 auto !important; width: auto !important; }
+.example-row button { flex: 0 0 auto !important; min-width: 0 !important; }
+.caption-label { white-space: nowrap; overflow: hidden; text-overflow: ellipsis; max-width: 100%; }
+.end-btn { align-self: flex-end !important; flex-grow: 0 !important; margin-bottom: 4px; }
+#fs-table table { table-layout: auto !important; }
+#fs-table th, #fs-table td { min-width: 6em; word-break: normal !important; overflow-wrap: anywhere; }
+#pr-upload { min-height: 150px; }
+button, .tab-nav button { text-transform: none !important; font-variant: normal !important; }
+"""
+FONTS = ["Noto Sans CJK SC", "Noto Sans SC", "Noto Sans", "PingFang SC", "Microsoft YaHei", "Source Han Sans SC",
+         "system-ui", "sans-serif"]
+HEAD = """<script>
+(() => {
+  const lang = (navigator.language || "").toLowerCase();
+  if (!lang.startsWith("zh")) return;
+  const hant = /^zh-(tw|hk|mo|hant)/.test(lang);
+  const msg = hant ? "檔案太大：上傳的照片不能超過 20 MB。" : "文件太大：上传的照片不能超过 20 MB。";
+  const title = hant ? "無法上傳" : "无法上传";
+  new MutationObserver(() => {
+    for (const el of document.querySelectorAll("[data-testid='toast-text']")) {
+      if (!el.textContent.includes("exceed the maximum allowed size")) continue;
+      el.textContent = msg;
+      const t = el.closest(".toast-body")?.querySelector(".toast-title");
+      if (t) t.textContent = title;
+    }
+  }).observe(document.documentElement, {childList: true, subtree: true, characterData: true});
+})();
+</script>"""
+
+
+def page_language(be: Backend, request: gr.Request):
+    """On load: what the server writes into the page, in the browser's language (status, folder choices, table
+    headers, method names, the model card)."""
+    lang = lang_of(request)
+    return (status_text(be, lang), *folder_dropdowns(be, lang), folders.bad_table(be, lang),
+            fewshot.fs_table({}, lang), gr.Radio(choices=fewshot.fs_method_choices(lang)), model.about_md(be, lang),
+            model.metrics_md(installed_models()[0], lang), prompts.prompts_table(be, lang))
+
+
+def build_app(db_path: str | Path, model=None, searcher=None, demo: bool = False,
+              root: str | Path | None = None, backend: Backend | None = None, start: bool = True) -> gr.Blocks:
+    """Build the page over a service. With ``searcher`` given it is used as is; otherwise the model loads (and
+    ``root``, if given, is indexed into ``db_path``) in a background thread, started here unless ``start`` is
+    False (app.main starts it once the page is served, so loading does not slow the first page)."""
+    be = backend or Backend(db_path, model=model, searcher=searcher, root=root, demo=demo)
+    be.demo = bool(be.demo or demo)
+    if start:
+        be.start()
+    with gr.Blocks(title="DC-CLIP 照片搜索 · Photo search", fill_width=True) as app:
+        gr.Markdown("# " + EN["title"], elem_id="title")
+        gr.Markdown(T("subtitle"), elem_id="subtitle")
+        ui = SimpleNamespace(app=app, status=gr.Markdown(T("st_starting"), elem_id="status"))
+        for tab in TABS:
+            setattr(ui, tab.__name__.rsplit(".", 1)[-1], tab.build(be))
+        for tab in TABS:
+            tab.wire(be, ui)
+        app.load(bind(page_language, be), None,
+                 [ui.status, ui.search.folder, ui.folders.remove_pick, ui.folders.bad_files, ui.fewshot.fs_table_df,
+                  ui.fewshot.fs_method, ui.model.model_about, ui.model.metrics, ui.prompts.pr_table],
+                 api_visibility="private", queue=False)
+        gr.api(be.status, api_name="status")
+    app.backend = be  # for tests and app.main()
+    return app
+
+
+def launch_kwargs(app: gr.Blocks, demo: bool = False) -> dict:
+    """Arguments for app.launch(): translations, looks, the routes that serve photos and the login back-off.
+    Gradio's own file route gets no indexed folder (``allowed_paths`` is empty): photos reach the page only
+    through /thumb and /photo, by keys and ids (ui.files)."""
+    from starlette.middleware import Middleware
+    be: Backend = app.backend
+    be.thumb_dir.mkdir(parents=True, exist_ok=True)
+    theme = gr.themes.Soft(primary_hue="indigo", font=FONTS, font_mono=["Noto Sans Mono CJK SC", "monospace"])
+    return dict(i18n=I18N, css=CSS, head=HEAD, theme=theme, allowed_paths=[],
+                app_kwargs={"routes": file_routes(be.thumbs, be.photo_path),
+                            "middleware": [Middleware(LoginBackoff)]},
+                max_file_size=MAX_UPLOAD, share=False,
+                footer_links=[] if demo else ["api", "settings"])

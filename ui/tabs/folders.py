@@ -1,0 +1,174 @@
+"""The Index tab: the indexed folders and their counts, add a folder, re-scan, remove a folder (after asking; files
+on disk are never touched), the unreadable files and why, in the page's language. Read-only in demo mode."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import gradio as gr
+
+from ..backend import Backend
+from ..common import bind, dataframe, failed, folder_dropdowns, not_ready, status_text
+from ..i18n import EN, T, lang_of, reason_text, tr
+
+
+def index_md(be: Backend, lang: str) -> str:
+    roots = be.roots()
+    st = be.stats()
+    lines = [f"**{tr(lang, 'index_roots')}**", ""]
+    if roots:
+        lines += [f"- `{be.shown_path(r)}`" for r in roots]
+    else:
+        lines.append(f"- {tr(lang, 'index_none')}")
+    if st:
+        lines += ["", tr(lang, "index_counts", n=st.get("images", 0), e=st.get("errors", 0))]
+    if be.demo:
+        lines += ["", tr(lang, "index_readonly")]
+    return "\n".join(lines)
+
+
+def bad_table(be: Backend, lang: str):
+    rows = [[b["path"], reason_text(lang, b["reason"])] for b in be.bad_files()]
+    return dataframe(rows, lang, ["col_file", "col_reason"])
+
+
+def index_outputs(be: Backend, lang: str, msg: str):
+    """(index info, bad files, message, status line)."""
+    return index_md(be, lang), bad_table(be, lang), msg, status_text(be, lang)
+
+
+def index_view(be: Backend, request: gr.Request):
+    lang = lang_of(request)
+    return index_md(be, lang), bad_table(be, lang)
+
+
+def _progress_cb(be: Backend, progress, lang, root):
+    desc = tr(lang, "msg_scanning", root=be.shown_path(root))
+
+    def cb(done, total, path=None):
+        if total:
+            progress((int(done), int(total)), desc=desc)
+    return cb
+
+
+def do_rescan(be: Backend, request: gr.Request, progress=gr.Progress()):
+    """Re-scan every indexed folder (new, changed, moved and deleted photos)."""
+    lang = lang_of(request)
+    if be.state != "ready":
+        return index_outputs(be, lang, not_ready(be, lang))
+    t0 = time.perf_counter()
+    tot = {"indexed": 0, "updated": 0, "removed": 0}
+    roots = be.roots()
+    try:
+        be.require_writable()
+        for r in roots:
+            res = be.index_folder(r, progress=_progress_cb(be, progress, lang, r))
+            for key in tot:
+                tot[key] += int(res.get(key) or 0)
+    except Exception as e:
+        return index_outputs(be, lang, failed(lang, "msg_index_failed", e))
+    msg = tr(lang, "msg_rescanned", n=len(roots), added=tot["indexed"], updated=tot["updated"],
+             removed=tot["removed"], errors=be.stats().get("errors", 0), s=round(time.perf_counter() - t0, 1))
+    return index_outputs(be, lang, msg)
+
+
+def do_add_folder(be: Backend, folder: str, request: gr.Request, progress=gr.Progress()):
+    """Index a new folder into the same database (its photos become searchable)."""
+    lang = lang_of(request)
+    if be.demo:
+        return index_outputs(be, lang, tr(lang, "index_readonly"))
+    folder = (folder or "").strip()
+    if not folder:
+        return index_outputs(be, lang, tr(lang, "msg_no_folder"))
+    root = Path(folder).expanduser()
+    if not root.is_dir():
+        return index_outputs(be, lang, tr(lang, "msg_not_folder", root=folder))
+    if be.state != "ready":
+        return index_outputs(be, lang, not_ready(be, lang))
+    root = str(root.resolve())
+    t0 = time.perf_counter()
+    try:
+        res = be.index_folder(root, progress=_progress_cb(be, progress, lang, root))
+    except Exception as e:
+        return index_outputs(be, lang, failed(lang, "msg_index_failed", e))
+    msg = tr(lang, "msg_added", root=root, added=int(res.get("indexed") or 0),
+             errors=int(res.get("errors") or 0), s=round(time.perf_counter() - t0, 1))
+    return index_outputs(be, lang, msg)
+
+
+def ask_remove_folder(be: Backend, root: str, request: gr.Request):
+    """First click on "Remove": ask to confirm (nothing is removed yet)."""
+    lang = lang_of(request)
+    if be.demo:
+        return tr(lang, "index_readonly"), gr.Row(visible=False)
+    if not root or root not in be.roots():
+        return tr(lang, "msg_pick_folder"), gr.Row(visible=False)
+    return tr(lang, "confirm_remove_folder", root=root), gr.Row(visible=True)
+
+
+def do_remove_folder(be: Backend, root: str, request: gr.Request):
+    """Take a folder's photos out of the index (the files on disk are not touched; not in be.demo mode)."""
+    lang = lang_of(request)
+    hide = gr.Row(visible=False)
+    if not root or root not in be.roots():
+        return (*index_outputs(be, lang, tr(lang, "msg_pick_folder")), gr.skip(), gr.skip(), hide)
+    try:
+        res = be.remove_root(root)
+    except Exception as e:
+        return (*index_outputs(be, lang, failed(lang, "msg_index_failed", e)), gr.skip(),
+                gr.skip(), hide)
+    msg = tr(lang, "msg_removed", root=root, n=res["removed"], e=res["errors_removed"])
+    return (*index_outputs(be, lang, msg), *folder_dropdowns(be, lang), hide)
+
+
+def folders_after_add(be: Backend, request: gr.Request):
+    return folder_dropdowns(be, lang_of(request))
+
+def build(be: Backend) -> SimpleNamespace:
+    """The Index tab's components."""
+    with gr.Tab(T("tab_index"), elem_id="tab-index") as tab:
+        index_info = gr.Markdown("", elem_id="index-info")          # filled when the tab opens
+        with gr.Row(visible=not be.demo):
+            rescan_btn = gr.Button(T("rescan_btn"), variant="secondary", scale=0, min_width=200,
+                                   elem_id="rescan-btn")
+        with gr.Row(visible=not be.demo, equal_height=False):
+            add_folder = gr.Textbox(label=T("add_folder_label"), placeholder=T("add_folder_placeholder"),
+                                    scale=5, elem_id="add-folder")
+            add_btn = gr.Button(T("add_folder_btn"), variant="primary", scale=1, min_width=160,
+                                elem_classes=["end-btn"])
+        with gr.Row(visible=not be.demo, equal_height=False):
+            remove_pick = gr.Dropdown(be.roots(False), value=None, label=T("remove_folder_label"),
+                                      allow_custom_value=True,  # checked against the indexed folders
+                                      info=T("remove_folder_info"), scale=5, elem_id="remove-folder")
+            remove_btn = gr.Button(T("remove_folder_btn"), variant="stop", scale=1, min_width=160,
+                                   elem_classes=["end-btn"], elem_id="remove-btn")
+        index_msg = gr.Markdown("", elem_id="index-msg")
+        with gr.Row(visible=False) as rm_confirm_row:
+            rm_confirm_btn = gr.Button(T("confirm_yes_remove"), variant="stop", elem_id="remove-confirm")
+            rm_cancel_btn = gr.Button(T("confirm_cancel"), elem_id="remove-cancel")
+        bad_files = gr.Dataframe(value=[], headers=[EN["col_file"], EN["col_reason"]],
+                                 label=T("index_bad"), interactive=False, wrap=True, max_height=400,
+                                 column_count=(2, "fixed"), elem_id="bad-files")
+    return SimpleNamespace(tab=tab, index_info=index_info, rescan_btn=rescan_btn, add_folder=add_folder,
+                           add_btn=add_btn, remove_pick=remove_pick, remove_btn=remove_btn, index_msg=index_msg,
+                           rm_confirm_row=rm_confirm_row, rm_confirm_btn=rm_confirm_btn,
+                           rm_cancel_btn=rm_cancel_btn, bad_files=bad_files)
+
+
+def wire(be: Backend, ui: SimpleNamespace) -> None:
+    t, search = ui.folders, ui.search
+    outs = [t.index_info, t.bad_files, t.index_msg, ui.status]
+    t.tab.select(bind(index_view, be), None, [t.index_info, t.bad_files], api_name="index_info", queue=False)
+    t.rescan_btn.click(bind(do_rescan, be), None, outs, api_name="rescan", concurrency_limit=1, concurrency_id="write")
+    for event, api in ((t.add_folder.submit, None), (t.add_btn.click, "add_folder")):
+        event(bind(do_add_folder, be), [t.add_folder], outs, api_name=api, api_visibility="public" if api else "private",
+              concurrency_limit=1, concurrency_id="write").then(
+            bind(folders_after_add, be), None, [search.folder, t.remove_pick], api_visibility="private", queue=False)
+    t.remove_btn.click(bind(ask_remove_folder, be), [t.remove_pick], [t.index_msg, t.rm_confirm_row],
+                       api_name="remove_folder_ask", queue=False)
+    t.rm_confirm_btn.click(bind(do_remove_folder, be), [t.remove_pick],
+                           outs + [search.folder, t.remove_pick, t.rm_confirm_row], api_name="remove_folder",
+                           concurrency_limit=1, concurrency_id="write")
+    t.rm_cancel_btn.click(lambda: ("", gr.Row(visible=False)), None, [t.index_msg, t.rm_confirm_row],
+                          api_visibility="private", queue=False)

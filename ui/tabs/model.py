@@ -1,0 +1,109 @@
+"""The Model tab: what the model does for the user (languages, where it runs, its size), its model-card metrics,
+switching to another installed model (not in demo mode)."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import gradio as gr
+
+from ..backend import Backend, installed_models, model_metrics
+from ..common import bind, failed, not_ready, status_text
+from ..i18n import T, lang_of, tr
+
+LANG_NAMES = {"en": "English", "zh": "中文 (简体)", "zh_hant": "中文 (繁體)"}
+
+
+def metrics_md(name: str, lang: str) -> str:
+    """A compact Markdown table: real-photo recall@1/@5 per language and ImageNet held-out top-1."""
+    m = model_metrics(name)
+    if not m:
+        return tr(lang, "m_none")
+    real = m.get("real_photos") or {}
+    inet = m.get("imagenet") or {}
+    head = [tr(lang, "m_lang"), tr(lang, "m_r1"), tr(lang, "m_r5"), tr(lang, "m_in1")]
+    rows = []
+    for code, label in LANG_NAMES.items():
+        r = real.get(f"student/{code}") or {}
+        i = inet.get(f"student/{code}/calibrated") or inet.get(f"student/{code}/uncalibrated") or {}
+        if not r and not i:
+            continue
+        pct = lambda v: "–" if v is None else f"{100 * float(v):.1f}%"  # noqa: E731
+        rows.append([label, pct(r.get("recall@1")), pct(r.get("recall@5")), pct(i.get("held_top1"))])
+    lines = [f"**{tr(lang, 'model_metrics')}** · `{m.get('model', name)}`", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    if real.get("n_photos"):
+        lines += ["", tr(lang, "m_note", n=real["n_photos"])]
+    return "\n".join(lines)
+
+
+def about_md(be: Backend, lang: str) -> str:
+    """The Model tab's panel: what the model does for the user (languages, where it runs, its size, speed) and
+    the index's counts (no file paths in demo mode)."""
+    info = be.model_info()
+    s = be.stats()
+    lines = [f"**{tr(lang, 'about_model')}**", ""]
+    if info:
+        names = {"zh": "中文", "en": "English"}
+        langs = ", ".join(names.get(x, x) for x in info.get("languages") or [])
+        lines += [f"- {tr(lang, 'about_id')}: `{info.get('id', '?')}`",
+                  f"- {tr(lang, 'about_langs')}: {langs} · {tr(lang, 'about_trad')}",
+                  f"- {tr(lang, 'about_runs')}",
+                  f"- {tr(lang, 'about_size', mb=be.model_megabytes())}"]
+    else:
+        lines.append(f"- {tr(lang, 'about_wait')}")
+    lines += ["", f"**{tr(lang, 'about_index')}**", ""]
+    if s:
+        lines += [f"- {tr(lang, 'about_images')}: {s.get('images', '?')}",
+                  f"- {tr(lang, 'about_errors')}: {s.get('errors', 0)}"]
+        if not be.demo and s.get("db"):
+            lines.append(f"- {tr(lang, 'about_db')}: `{s.get('db')}`")
+    else:
+        lines.append(f"- {status_text(be, lang)}")
+    lines += ["", tr(lang, "about_offline")]
+    return "\n".join(lines)
+
+
+def model_view(be: Backend, name, request: gr.Request):
+    lang = lang_of(request)
+    return metrics_md(name or "default", lang), about_md(be, lang)
+
+
+def do_use_model(be: Backend, name: str, request: gr.Request):
+    """Switch to another installed model; the index is re-embedded by a re-scan (the message says so)."""
+    lang = lang_of(request)
+    if be.state != "ready":
+        return not_ready(be, lang), gr.skip(), gr.skip()
+    try:
+        res = be.switch_model(name)
+    except Exception as e:
+        return failed(lang, "msg_model_failed", e), gr.skip(), gr.skip()
+    key = "msg_model_ok" if res["vectors"] >= res["images"] else "msg_model_reindex"
+    return (tr(lang, key, model=res["model_id"], n=res["vectors"], total=res["images"]), about_md(be, lang),
+            status_text(be, lang))
+
+def build(be: Backend) -> SimpleNamespace:
+    """The Model tab's components."""
+    models = installed_models()
+    with gr.Tab(T("tab_model"), elem_id="tab-model") as tab:
+        with gr.Row(equal_height=False):
+            model_pick = gr.Dropdown(models, value=models[0], label=T("model_pick"), scale=4,
+                                     elem_id="model-pick")
+            model_use_btn = gr.Button(T("model_use"), scale=1, min_width=160, visible=not be.demo,
+                                      elem_classes=["end-btn"], elem_id="model-use")
+        model_msg = gr.Markdown("", elem_id="model-msg")
+        model_about = gr.Markdown("", elem_id="model-about")
+        metrics = gr.Markdown("", elem_id="metrics")
+
+    return SimpleNamespace(tab=tab, model_pick=model_pick, model_use_btn=model_use_btn, model_msg=model_msg,
+                           model_about=model_about, metrics=metrics)
+
+
+def wire(be: Backend, ui: SimpleNamespace) -> None:
+    t = ui.model
+    t.tab.select(bind(model_view, be), [t.model_pick], [t.metrics, t.model_about], api_visibility="private",
+                 queue=False)
+    t.model_pick.change(bind(model_view, be), [t.model_pick], [t.metrics, t.model_about], api_name="model_card",
+                        queue=False)
+    t.model_use_btn.click(bind(do_use_model, be), [t.model_pick], [t.model_msg, t.model_about, ui.status],
+                          api_name="model_use", concurrency_limit=1, concurrency_id="write")

@@ -1,0 +1,261 @@
+"""The Search tab: text and photo queries, relevance levels, filters, a photo's details (neighbours, duplicates,
+full-size view). Handlers are module-level functions of the service (bound with ``ui.common.bind``)."""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import gradio as gr
+
+from ..backend import Backend
+from ..common import (bind, captions, failed, folder_dropdowns, not_ready, status_text, thumb_gallery,
+                      uploaded_path, user_error)
+from ..files import origin_of, photo_url
+from ..i18n import T, lang_of, tr
+
+EXAMPLE_KEYS = [f"ex_{i}" for i in range(1, 9)]   # example queries, per language (assets/data/ui_strings.json)
+# What the search shows, by relevance level (Backend.level: 3 strong, 2 good, 1 weak, 0 none)
+SHOW_CHOICES = ["good", "any", "all"]
+SHOW_MIN_LEVEL = {"good": 2, "any": 1, "all": None}
+DEFAULT_SHOW = "any"
+MAX_UPLOAD_BYTES = 20 * 2 ** 20
+
+
+def _filters(be: Backend, folder, date_from, date_to, lang):
+    """(filters, error message) from the filter inputs; dates must be ISO (YYYY-MM-DD)."""
+    import datetime as _dt
+    f = {}
+    if folder and not be.demo and folder in be.roots():
+        f["folder"] = folder
+    for key, v in (("date_from", date_from), ("date_to", date_to)):
+        v = (v or "").strip() if isinstance(v, str) else v
+        if not v:
+            continue
+        try:
+            _dt.date.fromisoformat(str(v)[:10])
+        except ValueError:
+            return None, tr(lang, "msg_bad_date", d=v)
+        f[key] = str(v)[:10] if key == "date_from" else str(v)[:10] + "T23:59:59"
+    if f.get("date_from") and f.get("date_to") and f["date_from"] > f["date_to"][:10]:
+        return None, tr(lang, "msg_dates_swapped", a=f["date_from"], b=f["date_to"][:10])
+    return f, None
+
+
+def _shown(be: Backend, res: list[dict], show: str | None) -> list[dict]:
+    """Results at or above the chosen relevance (all of them for "all")."""
+    floor = SHOW_MIN_LEVEL.get(show or DEFAULT_SHOW, 1)
+    if floor is None:
+        return res
+    return [r for r in res if _level_or_top(be, r["score"]) >= floor]
+
+
+def _level_or_top(be: Backend, score: float) -> int:
+    lv = be.level(score)
+    return 3 if lv is None else lv            # an uncalibrated model hides nothing
+
+
+async def do_search(be: Backend, query, k, show=DEFAULT_SHOW, folder=None, date_from=None, date_to=None,
+                    request: gr.Request = None):
+    """Text search (runs on the event loop: the work happens in the batcher's thread). The photo in
+    "search by image" is cleared: the results shown are this query's."""
+    lang = lang_of(request)
+    q = (query or "").strip()
+    if be.state != "ready":
+        return [], not_ready(be, lang), [], gr.skip()
+    if not q:
+        return [], tr(lang, "msg_empty"), [], gr.skip()
+    f, err = _filters(be, folder, date_from, date_to, lang)
+    if err:
+        return [], err, [], gr.skip()
+    t0 = time.perf_counter()
+    try:
+        res = await be.search_text(q, k=int(k), **f)
+    except Exception as e:
+        return [], failed(lang, "msg_failed", e), [], None
+    ms = int((time.perf_counter() - t0) * 1000)
+    if show != "all" and not be.query_has_match(q, res):
+        return [], tr(lang, "msg_no_match", q=q), [], None
+    res = be.stack_copies(_shown(be, res, show))
+    if not res:
+        return [], tr(lang, "msg_none", q=q), [], None
+    urls = await be.thumb_urls([r["path"] for r in res], origin_of(request))
+    items = list(zip(urls, captions(be, res, lang)))
+    return items, tr(lang, "msg_results", n=len(res), q=q, ms=ms), [r["path"] for r in res], None
+
+
+def do_image_search(be: Backend, upload, k, show=DEFAULT_SHOW, folder=None, date_from=None, date_to=None,
+                    request: gr.Request = None):
+    """Search by an uploaded photo (raw event data: ``upload`` is Gradio's file payload, see uploaded_path)."""
+    lang = lang_of(request)
+    if not upload:  # cleared (also when a text search clears it): keep the current results
+        return gr.skip(), gr.skip(), gr.skip()
+    image = uploaded_path(upload)
+    if image is None:
+        return [], tr(lang, "msg_image_failed", err=tr(lang, "msg_unknown_error")), []
+    if be.state != "ready":
+        return [], not_ready(be, lang), []
+    try:
+        if os.path.getsize(image) > MAX_UPLOAD_BYTES:
+            return [], tr(lang, "msg_upload_too_big", mb=MAX_UPLOAD_BYTES // 2 ** 20), []
+    except (OSError, TypeError):
+        pass
+    f, err = _filters(be, folder, date_from, date_to, lang)
+    if err:
+        return [], err, []
+    t0 = time.perf_counter()
+    try:
+        res = be.run_search(image=image, k=int(k), **f)
+    except Exception as e:
+        return [], failed(lang, "msg_image_failed", e), []
+    ms = int((time.perf_counter() - t0) * 1000)
+    res = be.stack_copies(res)            # photo-to-photo scores have no calibrated levels: the top k, ranked
+    if not res:
+        return [], tr(lang, "msg_none_img"), []
+    o = origin_of(request)
+    items = [(be.thumb_url(r["path"], o), c) for r, c in zip(res, captions(be, res, lang, levels=False))]
+    return items, tr(lang, "msg_results_img", n=len(res), ms=ms), [r["path"] for r in res]
+
+
+def photo_detail(be: Backend, path: str, lang: str, origin: str, k: int = 8):
+    """(Markdown about the photo, [(thumbnail, caption)] of its nearest neighbours)."""
+    name = Path(str(path)).name
+    try:
+        near = be.searcher.similar(path, k=k)
+        dups = be.duplicates_of(path)
+    except Exception as e:
+        return f"**{name}** · {tr(lang, 'msg_failed', err=user_error(lang, e))}", []
+    row = be.photo_row(path)
+    lines = [f"**{be.shown_path(path)}**"]
+    facts = []
+    if row.get("width"):
+        facts.append(f"{tr(lang, 'detail_size')}: {row['width']}×{row['height']}")
+    if row.get("taken_at"):
+        facts.append(f"{tr(lang, 'detail_taken')}: {str(row['taken_at'])[:10]}")
+    if row.get("id") is not None:
+        facts.append(f"[{tr(lang, 'detail_full')}]({photo_url(row['id'], origin)})")
+    if facts:
+        lines.append(" · ".join(facts))
+    names = ", ".join(be.shown_path(d["path"]) for d in dups)
+    lines.append(tr(lang, "dups_some", names=names) if dups else tr(lang, "dups_none"))
+    return "\n\n".join(lines), [(be.thumb_url(r["path"], origin), c)
+                                for r, c in zip(near, captions(be, near, lang, levels=False))]
+
+
+def on_select(be: Backend, paths, evt: gr.SelectData, request: gr.Request):
+    lang = lang_of(request)
+    try:
+        path = paths[int(evt.index)]
+    except (TypeError, ValueError, IndexError):
+        return gr.skip(), gr.skip()
+    return photo_detail(be, path, lang, origin_of(request))
+
+
+def api_detail(be: Backend, name: str) -> dict:
+    """A photo's nearest neighbours and duplicates, by its file name (or path outside be.demo)."""
+    if be.state != "ready":
+        return {}
+    path = be.find_path(name)
+    if path is None:
+        return {"error": "not in the index"}
+    near = be.searcher.similar(path, k=8)
+    return {"neighbours": [{"name": Path(str(r["path"])).name, "score": round(float(r["score"]), 4)}
+                           for r in near],
+            "duplicates": [Path(str(d["path"])).name for d in be.duplicates_of(path)],
+            "full": photo_url(be.photo_row(path).get("id"))}
+
+
+async def api_search(be: Backend, query: str, k: int = 20) -> list:
+    """Text search as JSON: [{"name": file name, "score": float, "level": 0-3}, ...] best first ([] until
+    ready, and for a query nothing in the photos matches)."""
+    q = (query or "").strip()
+    if be.state != "ready" or not q:
+        return []
+    res = await be.search_text(q, k=k)
+    if not be.query_has_match(q, res):
+        return []
+    return [{"name": Path(str(r["path"])).name, "score": round(float(r["score"]), 4),
+             "level": be.level(r["score"])} for r in _shown(be, res, "any")]
+
+
+def poll(be: Backend, request: gr.Request):
+    """Start-up status (every second until ready); the folder lists once the index is there."""
+    lang = lang_of(request)
+    done = be.state in ("ready", "error")
+    dd = folder_dropdowns(be, lang) if be.state == "ready" else (gr.skip(), gr.skip())
+    return status_text(be, lang), gr.Timer(active=not done), *dd
+
+def example_query(i: int):
+    """The handler of example button i: the example in the page's language (zh-TW gets traditional characters)."""
+    def fill(request: gr.Request):
+        return tr(lang_of(request), EXAMPLE_KEYS[i])
+    return fill
+
+
+def build(be: Backend) -> SimpleNamespace:
+    """The Search tab's components (inside the page's Blocks)."""
+    with gr.Tab(T("tab_search")) as tab:
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=3):
+                with gr.Row(equal_height=True, elem_id="search-bar"):
+                    query = gr.Textbox(show_label=False, container=False, placeholder=T("query_placeholder"),
+                                       scale=6, lines=1, max_lines=1, autofocus=True, elem_id="query")
+                    btn = gr.Button(T("search_btn"), variant="primary", scale=1, min_width=100,
+                                    elem_id="search-btn")
+                with gr.Row(elem_classes=["example-row"]):
+                    gr.Markdown(T("examples_label"), container=False, min_width=40, elem_id="try")
+                    ex_btns = [gr.Button(T(key), size="sm", variant="secondary", min_width=0, scale=0,
+                                         elem_classes=["example-btn"]) for key in EXAMPLE_KEYS]
+                with gr.Accordion(T("options"), open=False):
+                    with gr.Row():
+                        k = gr.Slider(1, 100, value=20, step=1, label=T("k_label"))
+                        show = gr.Radio([(T(f"show_{c}"), c) for c in SHOW_CHOICES], value=DEFAULT_SHOW,
+                                        label=T("show_label"), info=T("show_info"), elem_id="show")
+                    with gr.Row():
+                        folder = gr.Dropdown([(T("folder_all"), "")] + [(r, r) for r in be.roots(False)],
+                                             value="", label=T("folder_label"), visible=not be.demo,
+                                             allow_custom_value=False, elem_id="folder")
+                        date_from = gr.Textbox(label=T("date_from"), placeholder=T("date_placeholder"),
+                                               max_lines=1, elem_id="date-from")
+                        date_to = gr.Textbox(label=T("date_to"), placeholder=T("date_placeholder"),
+                                             max_lines=1, elem_id="date-to")
+            with gr.Column(scale=1, min_width=300):
+                image = gr.Image(type="filepath", label=T("image_label"), sources=["upload", "clipboard"],
+                                 height=200, elem_id="image-query")
+        message = gr.Markdown("", elem_id="message")
+        gallery = thumb_gallery(label=T("gallery_label"), columns=5, height=620, object_fit="cover",
+                                allow_preview=True, show_label=False, elem_id="gallery", format="jpeg",
+                                fit_columns=False, interactive=False)
+        result_paths = gr.State([])
+        with gr.Accordion(T("detail_label"), open=True, elem_id="detail"):
+            detail = gr.Markdown(T("detail_hint"), elem_id="detail-info")
+            neighbours = thumb_gallery(label=T("neighbours_label"), columns=8, height=200, object_fit="cover",
+                                       allow_preview=False, elem_id="neighbours", format="jpeg",
+                                       interactive=False)
+    return SimpleNamespace(tab=tab, query=query, btn=btn, ex_btns=ex_btns, k=k, show=show, folder=folder,
+                           date_from=date_from, date_to=date_to, image=image, message=message, gallery=gallery,
+                           result_paths=result_paths, detail=detail, neighbours=neighbours)
+
+
+def wire(be: Backend, ui: SimpleNamespace) -> None:
+    """The Search tab's events and the page's JSON API (/search_json, /detail, /status)."""
+    s = ui.search
+    inputs = [s.query, s.k, s.show, s.folder, s.date_from, s.date_to]
+    outs = [s.gallery, s.message, s.result_paths, s.image]
+    search = bind(do_search, be)
+    # searches are short (an 8 ms index query + thumbnails as URLs): no queue limit
+    s.query.submit(search, inputs, outs, api_name="search", concurrency_limit=None)
+    s.btn.click(search, inputs, outs, api_visibility="private", concurrency_limit=None)
+    for i, b in enumerate(s.ex_btns):
+        b.click(example_query(i), None, s.query, queue=False, api_visibility="private").then(
+            search, inputs, outs, api_visibility="private", concurrency_limit=None)
+    # .change also covers a pasted (clipboard) photo, which fires no upload event
+    s.image.change(bind(do_image_search, be), [s.image] + inputs[1:], outs[:3], api_name="search_image",
+                   preprocess=False)                               # the handler reads the file itself
+    s.gallery.select(bind(on_select, be), [s.result_paths], [s.detail, s.neighbours], api_visibility="private")
+    gr.api(bind(api_detail, be), api_name="detail")
+    gr.api(bind(api_search, be), api_name="search_json", concurrency_limit=None)
+    timer = gr.Timer(1.0)
+    timer.tick(bind(poll, be), None, [ui.status, timer, s.folder, ui.folders.remove_pick], api_visibility="private",
+               queue=False)
