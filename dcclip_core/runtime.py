@@ -46,7 +46,7 @@ class Model:
         self._lock = threading.Lock()
         self._sessions: dict[str, object] = {}
         self._tokenizer: Tokenizer | None = None
-        self._workers: ThreadPoolExecutor | None = None
+        self._workers: tuple[int, ThreadPoolExecutor] | None = None     # (pid, pool): a forked child makes its own
 
     # ---- metadata -------------------------------------------------------------------------------------
     @property
@@ -113,11 +113,13 @@ class Model:
         return sess
 
     def _pool(self) -> ThreadPoolExecutor:
-        if self._workers is None:
+        """``threads`` workers that run the texts of one encode_text call side by side (created lazily)."""
+        pid = os.getpid()
+        if self._workers is None or self._workers[0] != pid:
             with self._lock:
-                if self._workers is None:
-                    self._workers = ThreadPoolExecutor(self.threads, thread_name_prefix="dcclip-text")
-        return self._workers
+                if self._workers is None or self._workers[0] != pid:
+                    self._workers = (pid, ThreadPoolExecutor(self.threads, thread_name_prefix="dcclip-text"))
+        return self._workers[1]
 
     def warmup(self) -> None:
         """Create both sessions and run one tiny batch each (for a background warm-up in the app)."""
