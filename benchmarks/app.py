@@ -119,9 +119,9 @@ def app_db(n: int, model_name: str) -> Path:
     root = d / f"photos_{n}"
     shutil.rmtree(root, ignore_errors=True)
     _log(f"  linking {n:,} photo files under {root} ...")
-    import sqlite3
-    con = sqlite3.connect(db)
-    ids = [r[0] for r in con.execute("SELECT id FROM images ORDER BY id")]
+    from index import PhotoDB
+    pdb = PhotoDB(db, create=False)
+    ids = pdb.all_image_ids()
     rows = []
     for j, iid in enumerate(ids):
         p = photos[j % len(photos)]
@@ -133,10 +133,9 @@ def app_db(n: int, model_name: str) -> Path:
         except OSError:
             shutil.copyfile(p, dst)
         st = dst.stat()
-        rows.append((str(dst), st.st_size, st.st_mtime, iid))
-    con.executemany("UPDATE images SET path = ?, size = ?, mtime = ? WHERE id = ?", rows)
-    con.commit()
-    con.close()
+        rows.append((iid, str(dst), st.st_size, st.st_mtime))
+    pdb.set_image_files(rows)
+    pdb.close()
     done.write_text("ok\n")
     return db
 

@@ -284,13 +284,9 @@ def make_db(path: Path, n: int, dim: int, model_hash: str, model_id: str) -> Non
     for x in clustered(n, dim):
         with db.transaction():
             gen = db.bump_generation()
-            db.conn.executemany(
-                "INSERT INTO images(id, path, size, mtime, width, height, model_hash, indexed_at) "
-                "VALUES (?, ?, 3000000, 1700000000, 4000, 3000, ?, ?)",
-                [(i0 + j + 1, f"/photos/{(i0 + j) // 1000:04d}/{i0 + j:07d}.jpg", model_hash, when)
-                 for j in range(len(x))])
-            db.conn.executemany("INSERT INTO vectors(image_id, vec, gen) VALUES (?, ?, ?)",
-                                [(i0 + j + 1, x[j].astype("<f4").tobytes(), gen) for j in range(len(x))])
+            db.load_rows([{"id": i0 + j + 1, "path": f"/photos/{(i0 + j) // 1000:04d}/{i0 + j:07d}.jpg",
+                           "size": 3000000, "mtime": 1700000000, "width": 4000, "height": 3000,
+                           "model_hash": model_hash, "indexed_at": when} for j in range(len(x))], x, gen)
         i0 += len(x)
     db.close()
 

@@ -327,6 +327,27 @@ class PhotoDB:
             self.conn.execute("UPDATE images SET path=?, size=?, mtime=? WHERE id=?",
                               (new_path, size, mtime, int(image_id)))
 
+    def all_image_ids(self) -> list[int]:
+        """Every image id, ascending."""
+        return [int(r[0]) for r in self._all("SELECT id FROM images ORDER BY id")]
+
+    def set_image_files(self, rows: Iterable[tuple[int, str, int, float]]) -> None:
+        """(id, path, size, mtime) for many rows at once: photos now stored elsewhere (one transaction)."""
+        with self.transaction():
+            self.conn.executemany("UPDATE images SET path=?, size=?, mtime=? WHERE id=?",
+                                  [(str(p), int(sz), float(mt), int(i)) for i, p, sz, mt in rows])
+
+    def load_rows(self, images: list[dict], vectors: np.ndarray, gen: int) -> None:
+        """Bulk-load image rows (dicts of "id" and IMAGE_FIELDS) with their vectors (n, d) at generation ``gen``,
+        through sqlite-utils' batched inserts (synthetic collections for benchmarks; the indexer goes through
+        upsert_image / put_vector)."""
+        if len(images) != len(vectors):
+            raise ValueError(f"{len(images)} image rows but {len(vectors)} vectors")
+        with self.transaction():
+            self.db["images"].insert_all(images, batch_size=10_000)
+            self.db["vectors"].insert_all(({"image_id": int(r["id"]), "vec": vec_to_blob(v), "gen": int(gen)}
+                                           for r, v in zip(images, vectors)), batch_size=10_000)
+
     def _delete_ids(self, ids: Sequence[int]) -> None:
         for i in range(0, len(ids), 500):
             chunk = [int(x) for x in ids[i:i + 500]]

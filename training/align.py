@@ -1,16 +1,25 @@
 """DC-CLIP stage 2: multilingual vision-language alignment with a symmetric InfoNCE loss.
 
+Two entry points share the loss (``info_nce``):
+
+* ``run_align`` (the ``python -m training align`` command): a student model (its text tower and head G, and
+  optionally its image side) trained on any mix of image-caption pairs (EN and ZH), EN<->ZH text pairs and
+  class-prototype items, one batch per source per step, data parallel under torchrun; held-out recall, export.
+* ``train_alignment`` + ``choose_gamma`` (``python -m training build-default``): only the head G, on cached text
+  features, against class prototypes; the seen-class calibration chosen on seen classes alone.
+
 Image side: the image tower's class prototypes (unit rows of ``ImageTower.protos``; a text that names several
-classes, e.g. a hypernym, targets the normalised mean of their prototypes). Text side: student (or teacher)
-features through the alignment head G. Loss = 1/2 (CE(text->image) + CE(image->text)) with a learnable
-temperature; every batch holds distinct targets, with EN and ZH texts mixed.
+classes, e.g. a hypernym, targets the normalised mean of their prototypes), or for photos
+normalise(softmax(classifier(f)) @ prototypes). Text side: student (or teacher) features through the alignment
+head G. Loss = 1/2 (CE(text->image) + CE(image->text)) with a learnable temperature; every batch holds distinct
+targets, with EN and ZH texts mixed.
 """
 from __future__ import annotations
 
 import json
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -18,6 +27,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from training import ddp
+from training.corpus import default_templates
+from training.data import guess_lang, read_pairs
+from training.students import build_student, encode_pooled, export_model_dir, freeze_batchnorm, student_tokenizer
 
 
 @dataclass
@@ -59,7 +73,6 @@ def train_alignment(head: nn.Module, text_fn: Callable[[np.ndarray], torch.Tenso
     ``text_fn`` returns cached features for a frozen text tower, or runs a trainable student (then pass its
     parameters as ``extra_params``).
     """
-    from tqdm import tqdm
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     by_target: list[np.ndarray] = [np.empty(0, np.int64)] * len(targets)
@@ -168,3 +181,374 @@ def choose_gamma(head_factory: Callable[[], nn.Module], text_fn_factory, items_c
     best = max(rows, key=lambda r: r["hm"])
     return {"gamma": best["gamma"], "best": best, "grid": rows, "n_val_classes": int(n_val)}
 
+
+# ---------------------------------------------------------------------------------------------------------
+# The command: settings, data sources
+# ---------------------------------------------------------------------------------------------------------
+@dataclass
+class AlignSettings:
+    student: str = "default"                 # model name / dir (e.g. a stage-1 export) or arch:<template>
+    student_init: str = "model"
+    tokenizer: str | None = None
+    pairs: list = field(default_factory=list)
+    prototypes: list = field(default_factory=list)
+    heldout_pairs: list = field(default_factory=list)
+    languages: list = field(default_factory=lambda: ["en", "zh"])
+    train_text: str = "all"                  # all | head | none
+    train_image: str = "none"                # none | classifier | all
+    image_text_weight: float = 1.0
+    text_text_weight: float = 1.0
+    proto_weight: float = 1.0
+    init_temperature: float = 0.07
+    max_logit_scale: float = 100.0
+    learn_temperature: bool = True
+    steps: int = 200
+    batch_size: int = 32                     # per process and per source
+    grad_accum: int = 1
+    lr: float = 5e-5                         # text / image towers
+    head_lr: float = 1e-3                    # G, classifier and the temperature
+    weight_decay: float = 1e-4
+    warmup_steps: int = 10
+    seed: int = 0
+    precision: str = "auto"
+    threads: int | None = None
+    out: str = "runs/align"
+    log_every: int = 10
+    ckpt_every: int = 50
+    export: str | None = None
+
+
+def read_prototype_items(paths, templates: dict[str, list[str]] | None = None) -> list[dict]:
+    """-> [{"text", "classes": [int], "lang"}] from JSONL items ``{"text", "classes": [k], "lang"?}`` or a JSON
+    class-name table ``{"<class index>": {"en": name(s), "zh": name(s)}}`` put into ``templates`` (default: the
+    bundled short ones)."""
+    items: list[dict] = []
+    for p in map(Path, paths):
+        if p.suffix.lower() == ".jsonl":
+            for ln in p.read_text(encoding="utf-8").splitlines():
+                if ln.strip():
+                    r = json.loads(ln)
+                    items.append({"text": r["text"], "classes": [int(c) for c in r["classes"]],
+                                  "lang": r.get("lang") or guess_lang(r["text"])})
+            continue
+        table = json.loads(p.read_text(encoding="utf-8"))
+        if templates is None:
+            templates = {"en": default_templates("en"), "zh": default_templates("zh")}
+        for k, names in table.items():
+            for lang, ns in (names.items() if isinstance(names, dict) else [("en", names)]):
+                for n in ([ns] if isinstance(ns, str) else ns):
+                    for t in templates.get(lang, ["{}"]):
+                        items.append({"text": t.format(n), "classes": [int(k)], "lang": lang})
+    return items
+
+
+class TextBank:
+    """Every distinct text of the run, indexed: ``texts[add(t)] == t``."""
+
+    def __init__(self):
+        self.texts: list[str] = []
+        self.index: dict[str, int] = {}
+
+    def add(self, t: str) -> int:
+        if t not in self.index:
+            self.index[t] = len(self.texts)
+            self.texts.append(t)
+        return self.index[t]
+
+
+def _pick(rng: np.random.Generator, options: list):
+    return options[int(rng.integers(len(options)))]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Model
+# ---------------------------------------------------------------------------------------------------------
+class AlignNet(nn.Module):
+    """Text student + G + image tower + learnable temperature; forward(batch) -> (loss, stats)."""
+
+    def __init__(self, model, s: AlignSettings, d, tokenizer, text_feats, image_cache):
+        super().__init__()
+        self.text, self.image, self.s, self.d = model.text, model.image, s, d
+        self.tokenizer = tokenizer
+        self.text_feats = text_feats            # [T, W] frozen student features, or None (tower trains)
+        self.image_cache = image_cache          # {"feats": [I, F]} frozen backbone features, or None
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / s.init_temperature)),
+                                        requires_grad=s.learn_temperature)
+
+    # ---- embeddings [n, D], unit rows --------------------------------------------------------------
+    def embed_text(self, idx, texts):
+        if self.text_feats is not None:
+            pooled = self.text_feats[torch.as_tensor(idx)]
+        else:
+            ids, mask = self.tokenizer([texts[i] for i in idx])
+            pooled = self.text.encode_hidden(torch.from_numpy(ids), torch.from_numpy(mask))[0]
+        return F.normalize(self.text.align(pooled).float(), dim=-1)
+
+    def embed_image(self, idx, pixels_fn):
+        if self.image_cache is not None:
+            feats = self.image_cache[torch.as_tensor(idx)]
+        else:
+            feats = self.image.backbone(pixels_fn(idx))
+        p = (self.image.classifier(feats).float() / self.image.cfg.softmax_temperature).softmax(-1)
+        return F.normalize(p @ self.image.protos, dim=-1)
+
+    def gather(self, x):
+        if not self.d.enabled:
+            return x
+        import torch.distributed.nn.functional as dnf
+        return torch.cat(dnf.all_gather(x), 0)
+
+    def forward(self, batch):
+        scale = self.logit_scale.exp().clamp(max=self.s.max_logit_scale)
+        loss = self.logit_scale.new_zeros(())
+        stats = {}
+        texts, pixels_fn = batch["texts"], batch["pixels"]
+        if "it" in batch:
+            img_idx, txt_idx = batch["it"]
+            a = self.gather(self.embed_text(txt_idx, texts))
+            b = self.gather(self.embed_image(img_idx, pixels_fn))
+            l_it = info_nce(a, b, scale)
+            loss = loss + self.s.image_text_weight * l_it
+            stats["l_image_text"] = float(l_it.detach())
+            stats["acc_image_text"] = float(((a @ b.T).argmax(1) == torch.arange(len(a))).float().mean())
+        if "tt" in batch:
+            ia, ib = batch["tt"]
+            a = self.gather(self.embed_text(ia, texts))
+            b = self.gather(self.embed_text(ib, texts))
+            l_tt = info_nce(a, b, scale)
+            loss = loss + self.s.text_text_weight * l_tt
+            stats["l_text_text"] = float(l_tt.detach())
+        if "proto" in batch:
+            ti, ci = batch["proto"]
+            a = self.gather(self.embed_text(ti, texts))
+            b = self.gather(batch["targets"][torch.as_tensor(ci)])
+            l_p = info_nce(a, b, scale)
+            loss = loss + self.s.proto_weight * l_p
+            stats["l_proto"] = float(l_p.detach())
+        stats["loss"] = float(loss.detach())
+        stats["temperature"] = float(1.0 / scale.detach())
+        return loss, stats
+
+
+@dataclass
+class Sources:
+    it_rows: list            # [(image index, [text indices of allowed languages], [(lang, text index)])]
+    tt_rows: list            # [[(lang, text index), ...]] rows with >= 2 texts
+    proto_by_target: list    # target m -> [text indices]
+    targets: object          # torch [M, D] or None
+
+
+def _image_id(images: list[str], path: str) -> int:
+    try:
+        return images.index(path)
+    except ValueError:
+        images.append(path)
+        return len(images) - 1
+
+
+def build_sources(s: AlignSettings, bank: TextBank, images: list[str], protos) -> Sources:
+    it_rows, tt_rows = [], []
+    for f in s.pairs:
+        for r in read_pairs(f):
+            texts = [(lang, bank.add(t)) for lang, t in r["texts"] if lang in s.languages]
+            if r["image"]:
+                if not texts:
+                    continue
+                i = _image_id(images, r["image"])
+                it_rows.append((i, [t for _, t in texts]))
+                langs = {lang for lang, _ in texts}
+                if len(langs) > 1:                     # EN and ZH captions of one image: a translation pair
+                    tt_rows.append(texts)
+            elif len(texts) >= 2:
+                tt_rows.append(texts)
+    proto_by_target, targets = [], None
+    if s.prototypes:
+        items = [it for it in read_prototype_items(s.prototypes) if it["lang"] in s.languages]
+        item_target, targets, _ = build_targets(items, protos)
+        proto_by_target = [[] for _ in range(len(targets))]
+        for it, m in zip(items, item_target):
+            proto_by_target[int(m)].append(bank.add(it["text"]))
+    return Sources(it_rows, tt_rows, proto_by_target, targets)
+
+
+def global_batch(src: Sources, s: AlignSettings, step: int, G: int, orders: dict, world: int = 1) -> dict:
+    """The global batch of one step (identical on every process; each then takes its rank's slice)."""
+    out = {}
+    if src.it_rows:
+        rows = ddp.batches_of(orders["it"], step, G)
+        img, txt = [], []
+        for r in rows:
+            i, tids = src.it_rows[int(r)]
+            rng = np.random.default_rng([s.seed, step, int(r), 1])
+            img.append(i)
+            txt.append(_pick(rng, tids))                               # caption language drawn per sample
+        out["it"] = (np.array(img), np.array(txt))
+    if src.tt_rows:
+        rows = ddp.batches_of(orders["tt"], step, G)
+        a, b = [], []
+        for r in rows:
+            texts = src.tt_rows[int(r)]
+            rng = np.random.default_rng([s.seed, step, int(r), 2])
+            x = _pick(rng, texts)
+            others = [t for t in texts if t[0] != x[0]] or [t for t in texts if t != x]
+            y = _pick(rng, others)
+            a.append(x[1])
+            b.append(y[1])
+        out["tt"] = (np.array(a), np.array(b))
+    if src.proto_by_target:
+        usable = [m for m, ts in enumerate(src.proto_by_target) if ts]
+        rng = np.random.default_rng([s.seed, step, 3])
+        size = min(G, len(usable)) // world * world                         # every process gets a share
+        tgt = rng.choice(usable, size=size, replace=False)                  # distinct classes per batch
+        out["proto"] = (np.array([_pick(rng, src.proto_by_target[m]) for m in tgt]), tgt)
+    return out
+
+
+def _rank_part(gb: dict, d) -> dict:
+    return {k: tuple(ddp.rank_slice(a, d) for a in v) for k, v in gb.items()}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Held-out retrieval
+# ---------------------------------------------------------------------------------------------------------
+def retrieval(net, rows: list, images: list[str], texts: list[str], pixels_fn) -> dict:
+    """Recall@1 image->text and text->image per caption language on held-out image-caption rows."""
+    was = net.training
+    net.eval()
+    res = {}
+    with torch.no_grad():
+        img_idx = np.array([r[0] for r in rows])
+        E_i = torch.cat([net.embed_image(img_idx[s:s + 32], pixels_fn) for s in range(0, len(img_idx), 32)])
+        for lang in sorted({lang for r in rows for lang, _ in r[2]}):
+            sel = [(k, next(t for l2, t in r[2] if l2 == lang)) for k, r in enumerate(rows) if any(l2 == lang for l2, _ in r[2])]
+            if len(sel) < 2:
+                continue
+            k_idx = torch.as_tensor([k for k, _ in sel])
+            E_t = net.embed_text(np.array([t for _, t in sel]), texts)
+            S = E_t @ E_i[k_idx].T                                              # [m, m]
+            target = torch.arange(len(sel))
+            res[f"t2i_r1_{lang}"] = float((S.argmax(1) == target).float().mean())
+            res[f"i2t_r1_{lang}"] = float((S.argmax(0) == target).float().mean())
+    net.train(was)
+    return res
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Run
+# ---------------------------------------------------------------------------------------------------------
+def run_align(s: AlignSettings, progress: bool = True) -> dict:
+    """Stage 2 end to end (frozen features, training, held-out retrieval, checkpoints); returns the result dict."""
+    d, threads, precision, out = ddp.start_run(s)
+    model, cfg, src, notes = build_student(s.student, s.student_init, seed=s.seed)
+    tokenizer = student_tokenizer(cfg, src, s.tokenizer)
+
+    bank, images = TextBank(), []
+    srcs = build_sources(s, bank, images, model.image.protos)
+    held_rows = []
+    for f in s.heldout_pairs:
+        for r in read_pairs(f):
+            if r["image"]:
+                texts = [(lang, bank.add(t)) for lang, t in r["texts"] if lang in s.languages]
+                if texts:
+                    held_rows.append((_image_id(images, r["image"]), [t for _, t in texts], texts))
+    if not (srcs.it_rows or srcs.tt_rows or srcs.proto_by_target):
+        raise ValueError("nothing to align: give --pairs (image captions / EN-ZH pairs) and/or --prototypes")
+    S, mean, std = cfg.image.image_size, cfg.image.mean, cfg.image.std
+
+    def pixels_fn(idx):
+        from dcclip_core.preprocess import load_image, to_pixels
+        return torch.from_numpy(np.stack([to_pixels(load_image(images[i], target_size=S), S, mean, std) for i in idx]))
+
+    # ---- frozen parts: computed once ------------------------------------------------------------------------
+    t0 = time.time()
+    model.eval()
+    text_feats = image_cache = None
+    with torch.no_grad():
+        if s.train_text in ("head", "none"):
+            text_feats = encode_pooled(model.text, tokenizer, bank.texts)                  # [T, W]
+        if s.train_image in ("none", "classifier") and images:
+            image_cache = torch.cat([model.image.backbone(pixels_fn(range(a, min(len(images), a + 16))))
+                                     for a in range(0, len(images), 16)])                  # [I, F]
+    frozen_s = time.time() - t0
+    for p in model.parameters():
+        p.requires_grad_(False)
+    if s.train_text == "all":
+        model.text.requires_grad_(True)
+    if s.train_text in ("all", "head"):
+        model.text.align.requires_grad_(True)
+    if s.train_image == "all":
+        model.image.backbone.requires_grad_(True)
+    if s.train_image in ("all", "classifier"):
+        model.image.classifier.requires_grad_(True)
+    net = AlignNet(model, s, d, tokenizer, text_feats, image_cache)
+    heads = [p for n, p in net.named_parameters() if p.requires_grad and (n.startswith("text.align") or
+             n.startswith("image.classifier") or n == "logit_scale")]
+    body = [p for n, p in net.named_parameters() if p.requires_grad and not any(p is h for h in heads)]
+    groups = [{"params": heads, "lr": s.head_lr, "base": s.head_lr}]
+    if body:
+        groups.append({"params": body, "lr": s.lr, "base": s.lr})
+    opt = torch.optim.AdamW(groups, weight_decay=s.weight_decay)
+    start = ddp.load_checkpoint(out, {"net": net}, opt) or 0
+    G = s.batch_size * d.world
+    orders = {"it": ddp.global_order(len(srcs.it_rows), s.seed, math.ceil(s.steps * G / max(1, len(srcs.it_rows))) + 1)
+              if srcs.it_rows else None,
+              "tt": ddp.global_order(len(srcs.tt_rows), s.seed + 1, math.ceil(s.steps * G / max(1, len(srcs.tt_rows))) + 1)
+              if srcs.tt_rows else None}
+    log = ddp.JsonlLog(out / "metrics.jsonl", d)
+    result = {"rank": d.rank, "student": s.student, "notes": notes, "world": d.world, "precision": precision,
+              "threads": threads, "texts": len(bank.texts), "images": len(images), "image_text_pairs": len(srcs.it_rows),
+              "text_pairs": len(srcs.tt_rows), "prototype_classes": len(srcs.proto_by_target), "steps": s.steps,
+              "global_batch": G, "frozen_features_s": round(frozen_s, 2)}
+    if d.main and held_rows:
+        result["heldout_before"] = retrieval(net, held_rows, images, bank.texts, pixels_fn)
+        log.write({"step": start, "split": "heldout", **result["heldout_before"]})
+
+    dnet = ddp.wrap(net, d, find_unused=True)
+    net.train()
+    freeze_batchnorm(net)
+
+    def forward(m, part):
+        return m({**part, "texts": bank.texts, "pixels": pixels_fn, "targets": srcs.targets})
+
+    from tqdm import tqdm
+    bar = tqdm(total=s.steps, initial=start, desc="stage 2 align", disable=not (progress and d.main), mininterval=5)
+    t_train, seen, last = time.time(), 0, {}
+    params = [p for g in groups for p in g["params"]]
+    for step in range(start, s.steps):
+        for g in opt.param_groups:
+            g["lr"] = ddp.cosine_lr(step, s.steps, s.warmup_steps, g["base"])
+        opt.zero_grad(set_to_none=True)
+        gb = global_batch(srcs, s, step, G * s.grad_accum, orders, d.world * s.grad_accum)
+        mine = _rank_part(gb, d)
+        parts = [{k: tuple(a[j::s.grad_accum] for a in v) for k, v in mine.items()} for j in range(s.grad_accum)]
+        stats = ddp.accumulate(dnet, parts, forward, precision, d)
+        torch.nn.utils.clip_grad_norm_(params, 5.0)
+        opt.step()
+        seen += sum(len(v[0]) for v in gb.values())
+        bar.update(1)
+        if (step + 1) % s.log_every == 0 or step + 1 == s.steps:
+            stats = {k: ddp.all_reduce_mean(v, d) for k, v in sorted(stats.items())}
+            last = {"step": step + 1, "elapsed_s": time.time() - t_train, "samples": seen,
+                    "samples_per_s": seen / max(time.time() - t_train, 1e-9), **stats}
+            log.write(last)
+            bar.set_postfix(loss=f"{stats['loss']:.3f}")
+        if d.main and ((step + 1) % s.ckpt_every == 0 or step + 1 == s.steps):
+            ddp.save_checkpoint(out, {"net": net}, opt, step + 1, {"settings": asdict(s)})
+    bar.close()
+    train_s = time.time() - t_train
+    result.update(train_s=round(train_s, 2), last=last, samples_per_s=seen / max(train_s, 1e-9) if seen else None,
+                  temperature=float(1.0 / net.logit_scale.detach().exp().clamp(max=s.max_logit_scale)))
+    if d.main:
+        if held_rows:
+            result["heldout_after"] = retrieval(net, held_rows, images, bank.texts, pixels_fn)
+            log.write({"step": s.steps, "split": "heldout", **result["heldout_after"]})
+        if s.export:
+            export_model_dir(model, cfg, src, s.export, {"tag": "align", "steps": s.steps,
+                                                         **{k: result.get(k) for k in ("heldout_before", "heldout_after")}},
+                             tokenizer=s.tokenizer)
+            result["exported"] = s.export
+        (out / "result.json").write_text(json.dumps(result, indent=1, default=str))
+    log.close()
+    ddp.barrier(d)
+    ddp.cleanup(d)
+    return result
