@@ -32,6 +32,25 @@ def model_missing() -> str | None:
 
 needs_model = pytest.mark.skipif(model_missing() is not None, reason=str(model_missing()))
 
+# Tiers (pytest.ini registers the markers): `python -m pytest -q -m "not slow and not browser"` is the fast tier.
+#   browser: drives headless Chromium;  e2e: talks to a real `python app.py` process;
+#   slow: trains, exports or runs processes (whole modules listed here, plus every e2e test).
+SLOW_MODULES = {"test_prompts_vit", "test_fewshot", "test_ddp", "test_training_tiny", "test_distill_stage1",
+                "test_align_stage2", "test_export", "test_teachers", "test_index_reliability", "test_eval_harness",
+                "test_index_ray", "test_corpus", "test_prompts"}
+E2E_FIXTURES = {"server", "lib"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        e2e = bool(E2E_FIXTURES & set(getattr(item, "fixturenames", ())))
+        if "browser" in item.name:
+            item.add_marker(pytest.mark.browser)
+        if e2e:
+            item.add_marker(pytest.mark.e2e)
+        if e2e or item.module.__name__.rsplit(".", 1)[-1] in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)
+
 
 def free_port() -> int:
     with socket.socket() as s:
