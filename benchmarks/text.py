@@ -42,9 +42,8 @@ def real_queries() -> list[str]:
 
 
 def label_prompts() -> list[str]:
-    from index.labels import load_templates, prompts_for
-    templates = load_templates()
-    return [p for lb in LABELS for p in prompts_for(lb, templates)]
+    from dcclip_core.zeroshot import fill, language_of, templates
+    return [fill(t, lb) for lb in LABELS for t in templates(language_of(lb))]
 
 
 def shared_run(model, threads: int, batch_size: int = 64):

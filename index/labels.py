@@ -12,7 +12,7 @@
     copy_to_folders("photos.db", "pets", "/sorted")         # /sorted/<label>/..., never overwriting or duplicating
 
 Each label becomes one text embedding: the mean of its prompts, one per template of its language
-(``assets/data/templates.json`` ``zh_short`` when the label contains CJK characters, else ``en_short``),
+(``dcclip_core.zeroshot``: ``zh_short`` templates when the label contains CJK characters, else ``en_short``),
 L2-normalised. An image's ``score`` for a label is the softmax over the set of 100 x cosine (CLIP's scale),
 so scores of one image sum to 1 over the set; ``cosine`` is kept beside it. The best ``top`` labels of every
 image are stored in the ``labels`` table (source ``zero-shot:<model hash>``); the set's definition is kept in
@@ -39,23 +39,19 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from dcclip_core.zeroshot import class_embeddings, language_of
+
 from .db import PhotoDB, now_iso
 from .errors import IndexErrorBase
 
 LOGIT_SCALE = 100.0
 DEFAULT_SET = "default"
 EXPORT_FIELDS = ("path", "label", "score", "cosine", "rank", "source")
-_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af]")
 _SPLIT = re.compile(r"[,，、;；\n]+")
-_FALLBACK = {"en_short": ["a photo of a {}."], "zh_short": ["一张{}的照片。"]}
 
 
 class LabelError(IndexErrorBase, ValueError):
     """A label set that cannot be used (empty, unknown set name, nothing indexed with this model)."""
-
-
-def has_cjk(text: str) -> bool:
-    return bool(_CJK.search(text))
 
 
 def parse_labels(labels: str | Sequence[str]) -> list[str]:
@@ -69,34 +65,12 @@ def parse_labels(labels: str | Sequence[str]) -> list[str]:
     return out
 
 
-def load_templates(path: str | os.PathLike | None = None) -> dict[str, list[str]]:
-    """{"en_short": [...], "zh_short": [...]} from assets/data/templates.json (built-in fallback if absent)."""
-    if path is None:
-        from dcclip_core.config import ASSETS_DIR
-        path = ASSETS_DIR / "data" / "templates.json"
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-        return {k: [t for t in data.get(k, []) if "{}" in t] or _FALLBACK[k] for k in _FALLBACK}
-    except (OSError, ValueError):
-        return dict(_FALLBACK)
-
-
-def prompts_for(label: str, templates: dict[str, list[str]]) -> list[str]:
-    return [t.format(label) for t in templates["zh_short" if has_cjk(label) else "en_short"]]
-
-
 def label_embeddings(model, labels: Sequence[str], templates: dict | None = None) -> np.ndarray:
-    """(L, d) float32: per label the L2-normalised mean of its prompts' text embeddings (ensembled templates)."""
-    templates = templates or load_templates()
-    prompts = [prompts_for(lb, templates) for lb in labels]
-    flat = [p for ps in prompts for p in ps]
-    emb = np.asarray(model.encode_text(flat), np.float32)                 # (sum of prompts, d)
-    out, i = [], 0
-    for ps in prompts:
-        v = emb[i:i + len(ps)].mean(0)
-        out.append(v / max(float(np.linalg.norm(v)), 1e-12))
-        i += len(ps)
-    return np.stack(out).astype(np.float32)
+    """(L, d) float32: each label's zero-shot embedding (``dcclip_core.zeroshot``: the mean over its language's
+    templates); ``templates`` {"en": [...], "zh": [...]} replaces the bundled ones."""
+    if not templates:
+        return class_embeddings(model.encode_text, labels)
+    return np.concatenate([class_embeddings(model.encode_text, [lb], templates[language_of(lb)]) for lb in labels])
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:

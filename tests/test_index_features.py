@@ -117,8 +117,8 @@ def test_v1_database_is_migrated(tmp_path):
 
 # ---- zero-shot labels, export, remove --------------------------------------------------------------------
 from test_index import photos  # noqa: E402,F401  (fixture)
-from index.labels import (LabelError, export_labels, has_cjk, label_index, label_sets, labels_of, load_templates,
-                          parse_labels, prompts_for, remove_paths)
+from dcclip_core.zeroshot import fill, has_cjk, language_of, templates
+from index.labels import LabelError, export_labels, label_index, label_sets, labels_of, parse_labels, remove_paths
 
 
 class SpyModel(FakeModel):
@@ -135,10 +135,10 @@ def test_label_helpers():
     assert parse_labels("猫, 狗，cat、dog;  sea  lion ,猫,") == ["猫", "狗", "cat", "dog", "sea lion"]
     assert parse_labels(["a,b", "c"]) == ["a", "b", "c"] and parse_labels(" , ") == []
     assert has_cjk("生日蛋糕") and has_cjk("a 猫") and not has_cjk("café")
-    t = load_templates()
-    assert len(t["en_short"]) >= 4 and len(t["zh_short"]) >= 4
-    assert all("猫" in p for p in prompts_for("猫", t)) and prompts_for("猫", t)[0] != "a photo of a 猫."
-    assert prompts_for("cat", t) == [x.format("cat") for x in t["en_short"]]
+    assert len(templates("en")) >= 4 and len(templates("zh")) >= 4 and len(templates("en", "full")) == 80
+    assert language_of("猫") == "zh" and language_of("cat") == "en"
+    zh = [fill(x, "猫") for x in templates("zh")]
+    assert all("猫" in p for p in zh) and zh[0] != "a photo of a 猫." and fill("a photo of", "cat") == "a photo of cat"
 
 
 def test_label_export_remove(photos, tmp_path, monkeypatch, capsys):
@@ -147,9 +147,8 @@ def test_label_export_remove(photos, tmp_path, monkeypatch, capsys):
     build_index(photos, dbp, model=model)
     res = label_index(dbp, "red, green，blue、猫", label_set="colours", model=model)
     assert res["labels"] == ["red", "green", "blue", "猫"] and res["labeled"] == res["images"] == 6
-    t = load_templates()
-    assert len(model.texts) == 3 * len(t["en_short"]) + len(t["zh_short"])               # ensembled per language
-    assert sum(1 for x in model.texts if "猫" in x) == len(t["zh_short"])
+    assert len(model.texts) == 3 * len(templates("en")) + len(templates("zh"))           # ensembled per language
+    assert sum(1 for x in model.texts if "猫" in x) == len(templates("zh"))
     top = {Path(r["path"]).name: r for r in labels_of(dbp, "colours", top_only=True)}
     assert top["red.jpg"]["label"] == "red" and top["green.png"]["label"] == "green"
     assert top["blue.webp"]["label"] == "blue" and top["cat.jpg"]["label"] == "猫"
