@@ -1,4 +1,4 @@
-"""Stage-2 alignment (training/cmd_align.py): image-caption pairs in EN and ZH, EN<->ZH text pairs and class
+"""Stage-2 alignment (training/align.py): image-caption pairs in EN and ZH, EN<->ZH text pairs and class
 prototypes under one symmetric InfoNCE with a learnable temperature; mixed-language batches; held-out recall;
 checkpoints, resume and export. Tiny student, real photos."""
 import json
@@ -9,7 +9,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from test_distill_stage1 import photo_folder, tiny_tokenizer  # noqa: E402
-from training import cmd_align as ca  # noqa: E402
+from training import align as stage2  # noqa: E402
 
 CAPTIONS = {"chelsea": ("a cat", "一只猫"), "coffee": ("a cup of coffee", "一杯咖啡"), "rocket": ("a rocket", "火箭"),
             "astronaut": ("an astronaut", "宇航员")}
@@ -29,7 +29,7 @@ def env(tmp_path_factory):
     return {"root": root, "tok": tiny_tokenizer(root / "tokenizer.json")}
 
 
-def settings(env, out, **kw) -> ca.AlignSettings:
+def settings(env, out, **kw) -> stage2.AlignSettings:
     r = env["root"]
     base = dict(student="arch:tiny-test", student_init="random", tokenizer=str(env["tok"]),
                 pairs=[str(r / "pairs.jsonl")], prototypes=[str(r / "protos.jsonl")],
@@ -37,21 +37,21 @@ def settings(env, out, **kw) -> ca.AlignSettings:
                 train_image="classifier", lr=1e-3, head_lr=1e-2, warmup_steps=1, out=str(out), threads=1,
                 precision="fp32")
     base.update(kw)
-    return ca.AlignSettings(**base)
+    return stage2.AlignSettings(**base)
 
 
 def test_align_sources_mix_languages_deterministically(env):
     s = settings(env, "unused", batch_size=4)
-    bank, images = ca.TextBank(), []
-    src = ca._build_sources(s, bank, images, torch.nn.functional.normalize(torch.randn(10, 15), dim=-1))
+    bank, images = stage2.TextBank(), []
+    src = stage2.build_sources(s, bank, images, torch.nn.functional.normalize(torch.randn(10, 15), dim=-1))
     assert len(src.it_rows) == 4 and len(images) == 4
     assert len(src.tt_rows) == 5                     # 1 text pair + the EN/ZH captions of each of the 4 photos
     assert len(src.proto_by_target) == 3 and src.targets.shape == (3, 15)
     orders = {"it": np.arange(4), "tt": np.arange(5)}
     langs = set()
     for step in range(6):
-        gb = ca._global_batch(src, s, step, 4, orders)
-        again = ca._global_batch(src, s, step, 4, orders)
+        gb = stage2.global_batch(src, s, step, 4, orders)
+        again = stage2.global_batch(src, s, step, 4, orders)
         assert all(np.array_equal(a, b) for k in gb for a, b in zip(gb[k], again[k]))    # deterministic
         langs |= {"zh" if any("\u4e00" <= c <= "\u9fff" for c in bank.texts[t]) else "en" for t in gb["it"][1]}
         a, b = gb["tt"]
@@ -61,7 +61,7 @@ def test_align_sources_mix_languages_deterministically(env):
 
 
 def test_align_learns_pairs_and_temperature(env, tmp_path):
-    res = ca.run_align(settings(env, tmp_path / "run", steps=30, export=str(tmp_path / "model")), progress=False)
+    res = stage2.run_align(settings(env, tmp_path / "run", steps=30, export=str(tmp_path / "model")), progress=False)
     assert res["image_text_pairs"] == 4 and res["text_pairs"] == 5 and res["prototype_classes"] == 3
     before, after = res["heldout_before"], res["heldout_after"]
     assert set(after) == {"t2i_r1_en", "i2t_r1_en", "t2i_r1_zh", "i2t_r1_zh"}
@@ -78,9 +78,9 @@ def test_align_learns_pairs_and_temperature(env, tmp_path):
 
 def test_align_resume_and_frozen_text_head_only(env, tmp_path):
     out = tmp_path / "run"
-    ca.run_align(settings(env, out, steps=2, train_text="head", train_image="none"), progress=False)
+    stage2.run_align(settings(env, out, steps=2, train_text="head", train_image="none"), progress=False)
     assert json.loads((out / "last.json").read_text())["step"] == 2
-    res = ca.run_align(settings(env, out, steps=4, train_text="head", train_image="none"), progress=False)
+    res = stage2.run_align(settings(env, out, steps=4, train_text="head", train_image="none"), progress=False)
     steps = [json.loads(ln)["step"] for ln in (out / "metrics.jsonl").read_text().splitlines()
              if "loss" in json.loads(ln)]
     assert steps == [1, 2, 3, 4] and res["steps"] == 4
@@ -89,11 +89,11 @@ def test_align_resume_and_frozen_text_head_only(env, tmp_path):
 def test_align_prototype_table_and_errors(env, tmp_path):
     (tmp_path / "names.json").write_text(json.dumps({"3": {"en": "cat", "zh": ["猫", "猫咪"]}}, ensure_ascii=False),
                                          encoding="utf-8")
-    items = ca.read_prototype_items([tmp_path / "names.json"])
+    items = stage2.read_prototype_items([tmp_path / "names.json"])
     assert len(items) == 8 * 3 and items[0] == {"text": "a photo of a cat.", "classes": [3], "lang": "en"}
     assert any(it["text"] == "一张猫咪的照片。" for it in items)
     from training.configs import list_configs, load_config, to_dataclass
     for name in list_configs("align"):
-        assert to_dataclass(ca.AlignSettings, load_config(name), name).steps > 0
+        assert to_dataclass(stage2.AlignSettings, load_config(name), name).steps > 0
     with pytest.raises(ValueError, match="nothing to align"):
-        ca.run_align(settings(env, tmp_path / "x", pairs=[], prototypes=[], heldout_pairs=[]), progress=False)
+        stage2.run_align(settings(env, tmp_path / "x", pairs=[], prototypes=[], heldout_pairs=[]), progress=False)

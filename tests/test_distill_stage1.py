@@ -1,6 +1,7 @@
-"""Stage-1 distillation (training/cmd_distill.py, training/data.py): deterministic augmented views, the float16
-teacher-feature cache (built once, resumable), image and text students with adapters, checkpoints + resume,
-gradient accumulation, the CLI and its JSON recipes. Tiny models, real photos, seconds on CPU."""
+"""Stage-1 distillation (training/distill.py, training/cmd_distill.py, training/data.py): deterministic augmented
+views, the float16 teacher-feature cache (built once, resumable), image and text students with adapters,
+checkpoints + resume, gradient accumulation, the CLI and its JSON recipes. Tiny models, real photos, seconds on
+CPU."""
 import json
 import subprocess
 import sys
@@ -16,6 +17,8 @@ from test_teachers import make_tiny_hf  # noqa: E402
 from training import cmd_distill as cd  # noqa: E402
 from training.data import (AugmentConfig, FeatureCache, ImageViews, list_images, read_pairs,  # noqa: E402
                            read_texts)
+from training.distill import DistillSettings, run_distill  # noqa: E402
+from training.students import build_student  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -52,13 +55,13 @@ def env(tmp_path_factory):
             "tok": tiny_tokenizer(root / "tokenizer.json"), "root": root}
 
 
-def image_settings(env, out, **kw) -> cd.DistillSettings:
+def image_settings(env, out, **kw) -> DistillSettings:
     base = dict(modality="image", teacher=f"hf:{env['clip']}", teacher_image_size=32, student="arch:tiny-test",
                 student_init="random", layers=[[1, 1], [2, 3]], grid=2, images=str(env["photos"]),
                 heldout=str(env["held"]), views=3, batch_size=4, max_steps=3, lr=1e-3, warmup_steps=1,
                 log_every=1, ckpt_every=2, out=str(out), threads=1, precision="fp32")
     base.update(kw)
-    return cd.DistillSettings(**base)
+    return DistillSettings(**base)
 
 
 # ---- data ---------------------------------------------------------------------------------------------------
@@ -131,7 +134,7 @@ def test_distill_text_and_pair_readers(tmp_path):
 # ---- image student --------------------------------------------------------------------------------------------
 def test_distill_image_tiny_runs_caches_and_resumes(env, tmp_path, monkeypatch):
     out = tmp_path / "run"
-    res = cd.run_distill(image_settings(env, out), progress=False)
+    res = run_distill(image_settings(env, out), progress=False)
     assert res["train_rows"] == 12 and res["steps"] == 3 and res["global_batch"] == 4
     assert set(res["heldout_before"]) >= {"cos_final", "cos_layer1", "cos_layer3"}
     assert set(res["adapter_ridge_r2"]) == {"final", "layer1", "layer3"}          # least-squares adapter init
@@ -144,7 +147,7 @@ def test_distill_image_tiny_runs_caches_and_resumes(env, tmp_path, monkeypatch):
     # resume to 5 steps: starts at 3, and the teacher never runs again (its features are cached)
     import training.teachers as teachers
     monkeypatch.setattr(teachers, "load_teacher", lambda *a, **k: pytest.fail("teacher loaded despite the cache"))
-    res2 = cd.run_distill(image_settings(env, out, max_steps=5), progress=False)
+    res2 = run_distill(image_settings(env, out, max_steps=5), progress=False)
     steps = [json.loads(ln)["step"] for ln in (out / "metrics.jsonl").read_text().splitlines()
              if "loss" in json.loads(ln)]
     assert steps == [1, 2, 3, 4, 5] and res2["heldout_before"] == res["heldout_before"]
@@ -154,11 +157,11 @@ def test_distill_image_learns_and_exports(env, tmp_path):
     out = tmp_path / "run"
     s = image_settings(env, out, max_steps=25, views=2, heldout=str(env["photos"]), lr=3e-3, export=str(tmp_path / "model"),
                        augment={"plain_first": True}, adapter_init="identity")
-    res = cd.run_distill(s, progress=False)
+    res = run_distill(s, progress=False)
     assert res["heldout_after"]["cos_final"] > res["heldout_before"]["cos_final"] + 0.05, res
     from dcclip_core.models import load_torch_model
     m = load_torch_model(tmp_path / "model")                                 # the exported directory loads
-    trained = cd.build_student(cd.DistillSettings(student=str(tmp_path / "model")))[0]
+    trained = build_student(str(tmp_path / "model"))[0]
     assert torch.allclose(m.image.backbone.net[0].weight, trained.image.backbone.net[0].weight)
     cfg = json.loads((tmp_path / "model" / "config.json").read_text())
     assert cfg["extra"]["distill"]["teacher"].startswith("hf:") and cfg["image"]["tower"] == "tiny-cnn"
@@ -166,7 +169,7 @@ def test_distill_image_learns_and_exports(env, tmp_path):
 
 def test_distill_grad_accum_matches_bigger_batch(env, tmp_path):
     def weights(out, **kw):
-        cd.run_distill(image_settings(env, out, heldout=None, max_steps=2, **kw), progress=False)
+        run_distill(image_settings(env, out, heldout=None, max_steps=2, **kw), progress=False)
         from safetensors.torch import load_file
         return load_file(str(out / "student_image.safetensors"))
     a = weights(tmp_path / "a", batch_size=4, grad_accum=1, cache=str(tmp_path / "cache"))
@@ -177,7 +180,7 @@ def test_distill_grad_accum_matches_bigger_batch(env, tmp_path):
 def test_distill_vit_student_from_clip_teacher(env, tmp_path):
     s = image_settings(env, tmp_path / "vit", image={"tower": "vit-micro", "feature_dim": 32, "image_size": 32},
                        layers=[[1, 1], [2, 3]], max_steps=2, heldout=None)
-    res = cd.run_distill(s, progress=False)
+    res = run_distill(s, progress=False)
     assert res["steps"] == 2 and np.isfinite(res["last"]["loss"])
 
 
@@ -188,11 +191,11 @@ def test_distill_text_tiny_student_from_chinese_clip(env, tmp_path):
                                  "a photo of a cat", "一张猫的照片"]), encoding="utf-8")
     held = tmp_path / "held.txt"
     held.write_text("cat photo\n猫的照片\n", encoding="utf-8")
-    s = cd.DistillSettings(modality="text", teacher=f"hf:{env['cnclip']}", student="arch:tiny-test",
+    s = DistillSettings(modality="text", teacher=f"hf:{env['cnclip']}", student="arch:tiny-test",
                            student_init="random", tokenizer=str(env["tok"]), layers=[[1, 1], [2, 2]],
                            texts=[str(corpus)], heldout_texts=[str(held)], batch_size=5, max_steps=3, lr=1e-3,
                            warmup_steps=1, log_every=1, out=str(tmp_path / "text"), threads=1, precision="bf16")
-    res = cd.run_distill(s, progress=False)
+    res = run_distill(s, progress=False)
     assert res["train_rows"] == 10 and res["steps"] == 3
     assert set(res["heldout_after"]) == {"cos_final", "cos_layer1", "cos_layer2"}
     meta = json.loads((tmp_path / "text" / "cache" / "train" / "meta.json").read_text())
@@ -205,7 +208,7 @@ def test_distill_recipes_parse_and_cli_overrides():
     names = list_configs("distill")
     assert {"lite2-to-lite0", "e5-text"} <= set(names)
     for n in names:
-        s = to_dataclass(cd.DistillSettings, load_config(n), n)
+        s = to_dataclass(DistillSettings, load_config(n), n)
         assert s.layers and all(len(p) == 2 for p in s.layers)
     import argparse
     p = argparse.ArgumentParser()

@@ -14,7 +14,8 @@ DEFAULT = MODELS_DIR / "default"
 pytestmark = pytest.mark.skipif(not (DEFAULT / "config.json").is_file(), reason="default model not built")
 torch = pytest.importorskip("torch")
 
-from training.prompts.data import DatasetError, fewshot_split, load_task, val_per_class  # noqa: E402
+from training.datasets import DatasetError  # noqa: E402
+from training.prompts.data import fewshot_split, load_task, val_per_class  # noqa: E402
 from training.prompts.methods import (Env, FewShotConfig, evaluate, fit_group, learn, prepare,  # noqa: E402
                                       train_source)
 
@@ -44,9 +45,9 @@ def make_digits_task(root, classes=(0, 1, 2), n_train=10, n_test=4, offset=0, na
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     import dcclip_core
-    from training.prompts.features import FeatureCache
+    from training.prompts.features import EmbeddingCache
     m = dcclip_core.load()
-    return Env(model=m, cache=FeatureCache(m, root=tmp_path_factory.mktemp("featcache")))
+    return Env(model=m, cache=EmbeddingCache(m, root=tmp_path_factory.mktemp("featcache")))
 
 
 @pytest.fixture(scope="module")

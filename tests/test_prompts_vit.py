@@ -214,7 +214,7 @@ def test_learn_vpt_deep_end_to_end_through_the_fewshot_api(tmp_path, monkeypatch
     from PIL import Image
 
     from dcclip_core import prompts as P
-    from training.prompts.methods import Env, FewShotConfig, FewShotData, Split, evaluate, learn
+    from training.prompts.methods import Env, FeatureSplit, FewShotConfig, FewShotData, evaluate, learn
     monkeypatch.setenv("DCCLIP_CACHE", str(tmp_path / "cache"))
     tower = dcclip_vit_tower()
     before = snapshot(tower)
@@ -223,10 +223,10 @@ def test_learn_vpt_deep_end_to_end_through_the_fewshot_api(tmp_path, monkeypatch
         im = Image.open(path).convert("RGB").resize((S, S), Image.Resampling.BICUBIC)
         return np.asarray(im, np.float32).transpose(2, 0, 1) / 127.5 - 1
 
+    info = {"id": "tiny-vit", "hash": "tinyvit0000000002", "dims": 16, "feature_dim": 32, "image_size": S}
+    info["dim"] = 16                                        # the same, under the key older runtimes used
     model = SimpleNamespace(hash="tinyvit0000000002", threads=1, path=tmp_path, dim=16, preprocess=preprocess,
-                            config=SimpleNamespace(image=SimpleNamespace(image_size=S, feature_dim=32)),
-                            info={"id": "tiny-vit", "hash": "tinyvit0000000002", "dim": 16, "feature_dim": 32,
-                                  "image_size": S})
+                            config=SimpleNamespace(image=SimpleNamespace(image_size=S, feature_dim=32)), info=info)
 
     class ViTEnv(Env):
         def __init__(self):
@@ -240,7 +240,7 @@ def test_learn_vpt_deep_end_to_end_through_the_fewshot_api(tmp_path, monkeypatch
 
     paths = [DEMO / f for files in CLASSES.values() for f in files]
     y = np.repeat(np.arange(3), 2)
-    split = Split(np.zeros((6, 16), np.float32), np.zeros((6, 32), np.float32), y, paths)
+    split = FeatureSplit(np.zeros((6, 16), np.float32), np.zeros((6, 32), np.float32), y, paths)
     data = FewShotData("photos", list(CLASSES), {"en": list(CLASSES), "zh": ["猫", "咖啡", "火箭"]}, split, split,
                        split, shots=2, seed=0)
     calls = []

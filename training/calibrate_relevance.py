@@ -36,8 +36,8 @@ import numpy as np
 
 from dcclip_core.config import ASSETS_DIR, MODELS_DIR
 from dcclip_core.relevance import FILENAME, FORMAT, PERCENT_AT_KNOTS, Relevance, load_prototypes
+from training.corpus import load_imagenet_table, load_templates
 
-DATA_DIR = ASSETS_DIR / "data"
 DEMO_DIR = ASSETS_DIR / "demo"
 NULL_QUANTILES = (0.5, 0.95, 0.99, 0.999, 0.9999)    # -> knots s0..s4 (percent 0, 25, 50, 75, 100)
 GATE_ALPHA = 0.05                                      # share of real calibration texts the text score refuses
@@ -58,18 +58,10 @@ def add_args(p: argparse.ArgumentParser) -> None:
 
 
 # ---- calibration text ---------------------------------------------------------------------------------
-def _table() -> list[dict]:
-    return json.loads((DATA_DIR / "imagenet_classes.json").read_text(encoding="utf-8"))
-
-
-def _templates() -> dict[str, list[str]]:
-    return json.loads((DATA_DIR / "templates.json").read_text(encoding="utf-8"))
-
-
 def class_queries(seed: int = 0) -> dict[str, tuple[list[str], np.ndarray]]:
     """{"<form>/<lang>/<seen|held>": (texts, class index of each)}: bare names and one random short template
     per class, EN and ZH."""
-    table, tmpl = _table(), _templates()
+    table, tmpl = load_imagenet_table(), load_templates()
     rng = random.Random(seed)
     out = {}
     for lang in ("en", "zh"):
@@ -86,7 +78,7 @@ def class_queries(seed: int = 0) -> dict[str, tuple[list[str], np.ndarray]]:
 
 def extra_real_texts() -> dict[str, list[str]]:
     """Other real texts for the gate: English glosses of the classes and the names of their hypernyms."""
-    table = _table()
+    table = load_imagenet_table()
     hyper = sorted({h for c in table for h in c.get("hypernyms", [])})
     return {"gloss/en": [c["gloss"] for c in table if c.get("gloss")], "hypernym/en": hyper}
 

@@ -54,7 +54,8 @@ FLAGS: Flags = {
 
 
 def add_args(p: argparse.ArgumentParser) -> None:
-    add_settings_args(p, FLAGS, __doc__, "recipe name in training/configs (e.g. lite2-to-lite0, e5-text) or a JSON file",
+    add_settings_args(p, FLAGS, __doc__,
+                      "recipe name in training/configs (e.g. lite2-to-lite0, e5-text) or a JSON file",
                       "override any setting (JSON values), e.g. --set augment.scale_min=0.5")
 
 

@@ -2,28 +2,12 @@
 
     python -m training eval --dataset DIR --lang en|zh [--model NAME] [--out DIR] [--json]
 
-Runs the ONNX runtime model (``dcclip_core.load``; no torch). Class text embeddings are the normalised mean over
-the dataset's templates (``DIR/templates.json`` if it ships one, else ``assets/data/templates.json``
-``en_short`` / ``zh_short``); an image's scores are cosines to those class embeddings.
-
-Dataset layouts (``training.datasets.load_dataset``):
-
-* **ImageFolder**: ``DIR/test/<class>/*`` (``DIR/train/<class>/*`` optional), ``DIR/classnames.json`` mapping
-  each class folder to ``{"en": "...", "zh": "..."}`` (a plain string = the English name; no file = folder
-  names).
-* **ELEVATER** (microsoft/vision-datasets, as the ELEVATER toolkit reads it): a dataset-info JSON
-  (``{"name", "type", "test": {"index_path", "files_for_local_usage"}, "labelmap", ...}``; a list of them is
-  accepted with ``--name``) or, without one, ``test.txt`` + ``labels.txt``. Index files in the *iris* format
-  (``train.zip@dir/img.jpg 3`` per line; multilabel ``0,5,7``) or *coco* JSON (``images`` with ``file_name`` /
-  ``zip_file``, ``annotations`` with ``category_id``, ``categories``). Images are read straight from
-  (uncompressed) zips, or from the extracted file when the zip is absent. Chinese names come from an optional
-  ``classnames.json`` (label name or index -> ``{"en", "zh"}``, or ``{"en": [...], "zh": [...]}``).
-
-Metrics follow ELEVATER/CLIP: accuracy (top-1), mean-per-class accuracy, 11-point VOC mAP for multilabel sets,
-ROC-AUC for binary sets that ask for it; the dataset's primary metric is ``metric`` / ``score``, chosen from its
-name (``training.datasets.ELEVATER_METRICS``) or ``--metric``. Writes a report table, JSON and a plot (confusion matrix or
-per-class accuracy) to ``--out``; ``--json`` prints the summary as the last stdout line:
-``{"accuracy": float, "metric": str, "score": float, ...}``.
+Runs the ONNX runtime model (``dcclip_core.load``; no torch) through ``training.evaluate.evaluate_zeroshot`` on a
+dataset ``training.datasets.load_dataset`` reads (ImageFolder: ``DIR/test/<class>/*`` + ``classnames.json``;
+ELEVATER: a dataset-info JSON or ``test.txt`` + ``labels.txt``, iris or coco index, images in zips; ``--name``
+picks one of several datasets an info JSON lists). The primary metric is chosen from the dataset's name or
+``--metric``. Writes a report table, JSON and a plot (confusion matrix or per-class accuracy) to ``--out``;
+``--json`` prints the summary as the last stdout line: ``{"accuracy": float, "metric": str, "score": float, ...}``.
 """
 from __future__ import annotations
 
@@ -32,7 +16,7 @@ import json
 import sys
 from pathlib import Path
 
-from training.corpus import default_templates
+from dcclip_core.zeroshot import templates as bundled_templates
 from training.datasets import DatasetError, load_dataset, templates_file
 from training.evaluate import METRICS, evaluate_zeroshot, plot_report, report_table, summary
 
@@ -81,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
             return 2
         templates = t.get(args.lang) or next(iter(t.values()))
     elif not ds.templates.get(args.lang):
-        templates = default_templates(args.lang, args.templates)
+        templates = bundled_templates(args.lang, args.templates)
     try:
         res = evaluate_zeroshot(model, ds, args.lang, args.split, templates, args.metric, args.batch_size,
                                 args.limit, progress=not args.json)

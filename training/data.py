@@ -13,7 +13,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import os
 import threading
 from collections import OrderedDict
 from dataclasses import asdict, dataclass
@@ -23,7 +22,8 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 from PIL import Image, ImageEnhance
 
-IMAGE_EXTS = {".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff", ".heic", ".heif", ".avif"}
+from dcclip_core.atomic import atomic_write_text
+from dcclip_core.preprocess import IMAGE_EXTENSIONS
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -37,7 +37,7 @@ def list_images(root: str | Path, recursive: bool = True) -> list[Path]:
     if not root.is_dir():
         raise FileNotFoundError(f"image folder not found: {root}")
     it = root.rglob("*") if recursive else root.glob("*")
-    return sorted(p for p in it if p.suffix.lower() in IMAGE_EXTS and p.is_file()
+    return sorted(p for p in it if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
                   and not any(part.startswith(".") for part in p.relative_to(root).parts))
 
 
@@ -308,9 +308,7 @@ class FeatureCache:
 
     @staticmethod
     def _write_meta(root: Path, meta: dict) -> None:
-        tmp = root / "meta.json.tmp"
-        tmp.write_text(json.dumps(meta))
-        os.replace(tmp, root / "meta.json")
+        atomic_write_text(root / "meta.json", json.dumps(meta))
 
     @classmethod
     def build(cls, root: str | Path, n: int, compute: Callable[[np.ndarray], dict[str, np.ndarray]], key: str,

@@ -28,7 +28,7 @@ from typing import Sequence
 import numpy as np
 
 from dcclip_core.preprocess import IMAGE_EXTENSIONS
-from training.corpus import default_templates
+from dcclip_core.zeroshot import templates
 
 # ELEVATER / CLIP per-dataset metric (everything else: accuracy). Keys are ELEVATER dataset names.
 ELEVATER_METRICS = {
@@ -165,6 +165,9 @@ def _image_folder(root: Path) -> Dataset:
 
 
 # ---- ELEVATER -------------------------------------------------------------------------------------------
+ELEVATER_INDEXES = ("test.txt", "test_images.txt", "test_ic.txt", "test.json", "test_coco.json")   # bare layouts
+
+
 def _find_info(root: Path, name: str | None) -> dict | None:
     """The dataset-info entry in a *.json of root (a dict, or a list of them selected by ``name``)."""
     for p in sorted(root.glob("*.json")):
@@ -244,8 +247,7 @@ def _coco_split(root: Path, base: Path, index: Path) -> tuple[list, list[list[in
 def _elevater(root: Path, name: str | None) -> Dataset:
     info = _find_info(root, name)
     if info is None:                                           # bare layout: test.txt / test.json + labels.txt
-        idx = next((root / f for f in ("test.txt", "test_images.txt", "test_ic.txt", "test.json", "test_coco.json")
-                    if (root / f).is_file()), None)
+        idx = next((root / f for f in ELEVATER_INDEXES if (root / f).is_file()), None)
         if idx is None:
             raise DatasetError(f"{root}: no ELEVATER index (test.txt / test.json) and no dataset-info JSON")
         info = {"name": root.name, "type": "classification_multiclass", "test": {"index_path": idx.name},
@@ -305,9 +307,6 @@ def _elevater(root: Path, name: str | None) -> Dataset:
                    root=root)
 
 
-ELEVATER_INDEXES = ("test.txt", "test_images.txt", "test_ic.txt", "test.json", "test_coco.json")
-
-
 def is_elevater(root: str | Path) -> bool:
     """True when ``root`` has an ELEVATER index (a bare ``test.txt`` / ``test.json``) or a dataset-info JSON."""
     root = Path(root)
@@ -349,5 +348,5 @@ def load_dataset(path: str | Path, name: str | None = None) -> Dataset:
 def dataset_templates(ds: Dataset, lang: str, kind: str = "short") -> list[str]:
     """The dataset's own templates for ``lang`` if it ships them, else the bundled defaults."""
     own = ds.templates.get(lang)
-    return list(own) if own else default_templates(lang, kind)
+    return list(own) if own else templates(lang, kind)
 

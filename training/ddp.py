@@ -19,7 +19,7 @@ import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -102,6 +102,16 @@ def start_run(settings) -> tuple[Dist, int, str, Path]:
     out = Path(settings.out)
     out.mkdir(parents=True, exist_ok=True)
     return d, threads, precision, out
+
+
+def finish_run(d: Dist, out: Path, result: dict, log: "JsonlLog") -> dict:
+    """The epilogue every training command shares: <out>/result.json (main process), close the metrics log,
+    wait for every process. Returns ``result``."""
+    if d.main:
+        (out / "result.json").write_text(json.dumps(result, indent=1, default=str))
+    log.close()
+    cleanup(d)
+    return result
 
 
 def set_threads(threads: int | None, d: Dist) -> int:
@@ -258,12 +268,3 @@ def micro_batches(idx: np.ndarray, d: Dist, accum: int) -> list[np.ndarray]:
     """This process's share of a global batch, cut into ``accum`` micro-batches."""
     mine = rank_slice(idx, d)
     return [m for m in np.array_split(mine, accum) if len(m)]
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
-
-
-def iter_chunks(n: int, size: int) -> Iterable[np.ndarray]:
-    for s in range(0, n, size):
-        yield np.arange(s, min(n, s + size))

@@ -547,11 +547,7 @@ def run_distill(s: DistillSettings, progress: bool = True) -> dict:
                                                                                       "heldout_after")}},
                              tokenizer=s.tokenizer)
             result["exported"] = str(s.export)
-        (out / "result.json").write_text(json.dumps(result, indent=1, default=str))
-    log.close()
-    ddp.barrier(d)
-    ddp.cleanup(d)
-    return result
+    return ddp.finish_run(d, out, result, log)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -627,6 +623,8 @@ def distill_text(student: TextStudent, tokenize: Callable, texts: Sequence[str],
     net = DistillNet("text", student, s.layers, cache.meta["fields"], s, probe)
     opt, params = make_optimizer(net, s)
     out = Path(out_dir) if out_dir else None
+    if out:
+        out.mkdir(parents=True, exist_ok=True)
     start = (ddp.load_checkpoint(out, {"net": net}, opt) or 0) if out else 0
     total = int(s.epochs * max(1, len(train_idx) // s.batch_size))
     if s.max_steps:

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from dcclip_core.config import MODELS_DIR, ModelConfig
 

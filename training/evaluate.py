@@ -4,9 +4,9 @@
     res = evaluate_zeroshot(dcclip_core.load(), ds, "zh")   # metrics dict, see compute_metrics
     print(report_table(res)); plot_report(res, "eval_zh.png")
 
-Class text embeddings are the normalised mean over the dataset's templates (``DIR/templates.json`` if it ships
-one, else ``assets/data/templates.json`` ``en_short`` / ``zh_short``); an image's scores are cosines to those
-class embeddings. Metrics follow ELEVATER/CLIP: accuracy (top-1), mean-per-class accuracy, 11-point VOC mAP for
+Class text embeddings (``dcclip_core.zeroshot.class_embeddings``) are the normalised mean over the dataset's
+templates (``DIR/templates.json`` if it ships one, else the bundled ``en_short`` / ``zh_short``); an image's scores
+are cosines to those class embeddings. Metrics follow ELEVATER/CLIP: accuracy (top-1), mean-per-class accuracy, 11-point VOC mAP for
 multilabel sets, ROC-AUC for binary sets that ask for it; the dataset's primary metric is ``metric`` /
 ``score``. The command is ``python -m training eval`` (training/cmd_eval.py).
 """
@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 
+from dcclip_core.zeroshot import class_embeddings
 from training.datasets import Dataset, DatasetError, Split, dataset_templates, read_image_source
 
 METRICS = ("accuracy", "mean-per-class", "11point_mAP", "roc_auc")
@@ -99,14 +100,6 @@ def compute_metrics(scores: np.ndarray, labels: np.ndarray, multilabel: bool = F
 # ---------------------------------------------------------------------------------------------------------
 # Zero-shot with the ONNX runtime model
 # ---------------------------------------------------------------------------------------------------------
-def class_embeddings(encode_text: Callable[[list[str]], np.ndarray], names: Sequence[str],
-                     templates: Sequence[str]) -> np.ndarray:
-    """Normalised mean over templates of the text embeddings of each class name -> [K, D]."""
-    texts = [t.format(n) if "{}" in t else f"{t} {n}" for n in names for t in templates]
-    emb = np.asarray(encode_text(texts), np.float32).reshape(len(names), len(templates), -1).mean(1)
-    return emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
-
-
 def encode_split(model, split: Split, batch_size: int = 16, progress: bool = False,
                  limit: int | None = None) -> tuple[np.ndarray, np.ndarray, list[dict]]:
     """Image embeddings of a split -> (emb [m, D], kept row indices [m], errors [{"image", "error"}])."""

@@ -93,7 +93,8 @@ def freeze_batchnorm(module: nn.Module) -> None:
 
 
 @torch.no_grad()
-def encode_pooled(student: TextStudent, tokenize: Callable, texts: Sequence[str], batch_size: int = 256) -> torch.Tensor:
+def encode_pooled(student: TextStudent, tokenize: Callable, texts: Sequence[str],
+                  batch_size: int = 256) -> torch.Tensor:
     """Student features before the alignment head, [n, W] (used to cache stage-2 inputs)."""
     student.eval()
     order = np.argsort([len(t) for t in texts])

@@ -92,24 +92,25 @@ def label_prompt(labels: Sequence[str] | Mapping[str, Mapping], lang: str = "en"
                    "logit_scale": 100.0, "shots": 0}, {"class_embeds": W})
 
 
+def _prompt(m, labels, prompt: Prompt | str | None, lang: str) -> Prompt:
+    """Exactly one of a label set (-> a zero-shot prompt) or a prompt (object, name or file)."""
+    if (labels is None) == (prompt is None):
+        raise ValueError("pass exactly one of labels= or prompt=")
+    if labels is not None:
+        return label_prompt(labels, lang, m)
+    return load_prompt(prompt, model=m) if isinstance(prompt, (str, Path)) else prompt
+
+
 def scores(images: Sequence, labels=None, prompt: Prompt | str | None = None, lang: str = "en",
            model=None) -> tuple[np.ndarray, list[str]]:
     """(n, C) class probabilities and the C labels (in ``lang``) for a label set or a prompt."""
     m = _model(model)
-    if (labels is None) == (prompt is None):
-        raise ValueError("pass exactly one of labels= or prompt=")
-    p = label_prompt(labels, lang, m) if labels is not None else (
-        load_prompt(prompt, model=m) if isinstance(prompt, (str, Path)) else prompt)
-    clf = PromptClassifier(m, p)
-    return clf.scores(list(images)), p.labels(lang)
+    p = _prompt(m, labels, prompt, lang)
+    return PromptClassifier(m, p).scores(list(images)), p.labels(lang)
 
 
 def classify(images: Sequence, labels=None, prompt: Prompt | str | None = None, lang: str = "en",
              model=None, top: int | None = None) -> list[list[dict]]:
     """Per image, [{"label", "class", "score"}, ...] best first (score = probability)."""
     m = _model(model)
-    if (labels is None) == (prompt is None):
-        raise ValueError("pass exactly one of labels= or prompt=")
-    p = label_prompt(labels, lang, m) if labels is not None else (
-        load_prompt(prompt, model=m) if isinstance(prompt, (str, Path)) else prompt)
-    return PromptClassifier(m, p).classify(list(images), lang=lang, top=top)
+    return PromptClassifier(m, _prompt(m, labels, prompt, lang)).classify(list(images), lang=lang, top=top)

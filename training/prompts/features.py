@@ -17,10 +17,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from dcclip_core import zeroshot
 from dcclip_core.atomic import atomic_path
 from dcclip_core.config import cache_dir
-from training.corpus import default_templates
-from training.evaluate import class_embeddings as template_embeddings
 
 
 def l2n(x: np.ndarray) -> np.ndarray:
@@ -30,17 +29,19 @@ def l2n(x: np.ndarray) -> np.ndarray:
 
 def class_embeddings(model, names: dict[str, Sequence[str]] | Sequence[str], lang: str = "en",
                      tmpl: dict[str, Sequence[str]] | None = None) -> np.ndarray:
-    """Zero-shot class embeddings (C, d): normalised mean over templates (and over EN + ZH for ``both``).
+    """Zero-shot class embeddings (C, d) in ``lang`` (en | zh | both: the normalised sum of the two), each language
+    by ``dcclip_core.zeroshot.class_embeddings``.
 
     ``names`` is {"en": [...], "zh": [...]} or a plain list (used for every language asked for); templates are
-    the bundled short ones unless ``tmpl`` gives them per language.
+    the bundled short ones of the language unless ``tmpl`` gives them per language.
     """
     langs = ["en", "zh"] if lang == "both" else [lang]
     if not isinstance(names, dict):
         names = {lg: list(names) for lg in ("en", "zh")}
     out = None
     for lg in langs:
-        e = template_embeddings(model.encode_text, names[lg], list((tmpl or {}).get(lg) or default_templates(lg)))
+        ts = list((tmpl or {}).get(lg) or zeroshot.templates(lg))
+        e = zeroshot.class_embeddings(model.encode_text, names[lg], ts)
         out = e if out is None else out + e
     return l2n(out)
 

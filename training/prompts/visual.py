@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -95,7 +94,3 @@ def load_image_tower(name_or_dir: str = "default"):
     for p in tower.parameters():
         p.requires_grad_(False)
     return tower
-
-
-def numpy_frame(prompt: PixelPrompt) -> np.ndarray:
-    return prompt.frame.detach().numpy().astype(np.float16)
