@@ -79,6 +79,8 @@ def _small_photos() -> list[Path]:
     """The package photos, resized once to <= 1024 px JPEGs (phone photos are bigger, but thumbnails are
     cached, so only the first sight of a photo pays for decoding it)."""
     from PIL import Image
+
+    from dcclip_core.atomic import atomic_path
     out_dir = cache_dir() / "app" / "src_1024"
     out_dir.mkdir(parents=True, exist_ok=True)
     out = []
@@ -87,9 +89,8 @@ def _small_photos() -> list[Path]:
         if not dst.is_file():
             im = Image.open(src).convert("RGB")
             im.thumbnail((1024, 1024))
-            tmp = dst.with_suffix(".tmp")
-            im.save(tmp, "JPEG", quality=90)
-            tmp.replace(dst)
+            with atomic_path(dst) as tmp:
+                im.save(tmp, "JPEG", quality=90)
         out.append(dst)
     if not out:
         raise FileNotFoundError("no source photos found (install scikit-image / scikit-learn / opencv-doc)")

@@ -19,9 +19,9 @@ RESULTS_DIR = REPO_DIR / "benchmarks" / "results"
 
 # ---- where derived benchmark files live (never in the repo) ---------------------------------------------
 def cache_dir() -> Path:
-    """``$DCCLIP_CACHE/bench`` if set, else ``~/.cache/dcclip/bench``; created on demand."""
-    root = Path(os.environ["DCCLIP_CACHE"]) if os.environ.get("DCCLIP_CACHE") else Path.home() / ".cache" / "dcclip"
-    d = root / "bench"
+    """``<cache>/bench``: ``$DCCLIP_CACHE/bench`` if set, else ``~/.cache/dcclip/bench``; created on demand."""
+    from dcclip_core.config import cache_dir as cache_root
+    d = cache_root() / "bench"
     d.mkdir(parents=True, exist_ok=True)
     return d
 
@@ -69,14 +69,9 @@ def machine_info() -> dict:
 
 # ---- ONNX Runtime -------------------------------------------------------------------------------------
 def make_session(path: str | Path, threads: int):
-    """A CPU session configured like the app's runtime (intra-op threads, one inter-op thread, all opts)."""
-    import onnxruntime as ort
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.log_severity_level = 3
-    return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+    """The app's session (``dcclip_core.runtime.make_session``) with ONNX Runtime's warnings kept out of the output."""
+    from dcclip_core.runtime import make_session as runtime_session
+    return runtime_session(path, threads, log_severity=3)
 
 
 def file_mb(path: str | Path) -> float:
@@ -184,6 +179,8 @@ def bench_photos(n: int, size: tuple[int, int] = (4000, 3000), quality: int = 90
     brings the file to ~3 MB, like a 12 MP phone JPEG, since entropy decoding dominates a draft decode.
     """
     from PIL import Image
+
+    from dcclip_core.atomic import atomic_path
     out_dir = cache_dir() / f"photos_{size[0]}x{size[1]}_q{quality}_g{grain:g}"
     out_dir.mkdir(parents=True, exist_ok=True)
     srcs = source_photos()
@@ -209,9 +206,8 @@ def bench_photos(n: int, size: tuple[int, int] = (4000, 3000), quality: int = 90
             x = np.asarray(im, np.float32)
             x += rng.normal(0.0, grain, size=x.shape[:2] + (1,)).astype(np.float32)   # luma grain
             im = Image.fromarray(np.clip(x, 0, 255).astype(np.uint8))
-            tmp = dst.with_suffix(".tmp")
-            im.save(tmp, "JPEG", quality=quality)
-            tmp.replace(dst)
+            with atomic_path(dst) as tmp:
+                im.save(tmp, "JPEG", quality=quality)
         paths.append(dst)
     return paths
 
@@ -239,12 +235,8 @@ def results_path(suite: str, args) -> str | Path:
 
 
 def write_json(path: str | Path, data: dict) -> Path:
-    """Write ``data`` with a ``machine`` block and a UTC timestamp; atomic (tmp + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write ``data`` with a ``machine`` block and a UTC timestamp, atomically (``dcclip_core.atomic``)."""
+    from dcclip_core.atomic import atomic_write_text
     doc = {"created": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
            "machine": machine_info(), **data}
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return atomic_write_text(path, json.dumps(doc, indent=2, ensure_ascii=False, default=str) + "\n")

@@ -64,6 +64,8 @@ def _load() -> str:
 def index_photos(n: int) -> Path:
     """A folder of ``n`` distinct ~12 MP JPEGs (hard links into the bench cache), made once."""
     from PIL import Image, ImageOps
+
+    from dcclip_core.atomic import atomic_path
     base = bench_photos(min(n, len(source_photos())), progress=_log)
     var_dir = cache_dir() / "photos_4000x3000_variants"
     var_dir.mkdir(parents=True, exist_ok=True)
@@ -84,9 +86,8 @@ def index_photos(n: int) -> Path:
                 im = ImageOps.mirror(im)
             x = np.asarray(im, np.float32)
             x += np.random.default_rng(1000 + i).normal(0, 5.0, x.shape[:2] + (1,)).astype(np.float32)
-            tmp = dst.with_suffix(".tmp")
-            Image.fromarray(np.clip(x, 0, 255).astype(np.uint8)).save(tmp, "JPEG", quality=90)
-            tmp.replace(dst)
+            with atomic_path(dst) as tmp:
+                Image.fromarray(np.clip(x, 0, 255).astype(np.uint8)).save(tmp, "JPEG", quality=90)
         paths.append(dst)
         i += 1
     folder = cache_dir() / f"index_photos_{n}"
@@ -111,15 +112,15 @@ class ReferenceModel:
         self.sess = make_session(onnx_path, threads)
         self.mean, self.std = CLIP_MEAN, CLIP_STD
         self.info = {"id": "clip-vit-b32-int8-reference", "hash": "ref-" + Path(onnx_path).parent.name,
-                     "dim": 512, "dims": 512, "image_size": 224}
+                     "dims": 512, "image_size": 224}
 
     def preprocess(self, image):
         from dcclip_core.preprocess import load_image, to_pixels
         return to_pixels(load_image(image, target_size=224), 224, self.mean, self.std)
 
     def encode_pixels(self, px):
-        e = self.sess.run(None, {"pixels": np.ascontiguousarray(px, np.float32)})[0]
-        return e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
+        from dcclip_core.numeric import l2_normalize
+        return l2_normalize(self.sess.run(None, {"pixels": np.ascontiguousarray(px, np.float32)})[0])
 
 
 # per-image stages of the indexing pipeline, in pipeline order: (key in build_index's profile, label)
@@ -487,7 +488,7 @@ def bench_ann_choice(n: int, n_queries: int = 200) -> dict:
         for ef in (128, 512, 2048):
             measure(h, f"hnsw M={m} efC={efc}", bt, faiss.SearchParametersHNSW(efSearch=ef), "efSearch", ef)
         del h
-    nl = V._ivf_nlist(n)
+    nl = V.ivf_nlist(n)
     with V.build_threads():
         iv = faiss.index_factory(dim, f"IVF{nl},Flat", faiss.METRIC_INNER_PRODUCT)
         t = time.perf_counter()

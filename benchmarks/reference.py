@@ -214,6 +214,7 @@ def _install(out: Path, tmp: Path, picks: dict[str, Path], ref: Reference) -> Re
         if data.is_file():
             shutil.move(str(data), out / data.name)
         ref.files[prec] = str(dst)
-    (out / "reference.json").write_text(json.dumps(ref.to_dict(), indent=2) + "\n")
+    from dcclip_core.atomic import atomic_write_text
+    atomic_write_text(out / "reference.json", json.dumps(ref.to_dict(), indent=2) + "\n")
     shutil.rmtree(tmp, ignore_errors=True)
     return ref

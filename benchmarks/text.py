@@ -48,6 +48,8 @@ def label_prompts() -> list[str]:
 
 def shared_run(model, threads: int, batch_size: int = 64):
     """The old ``encode_text``: ``batch_size`` texts per ONNX run, padded to the longest, intra-op ``threads``."""
+    from dcclip_core.numeric import l2_normalize
+
     from .common import make_session
     sess = make_session(model.path / model.config.files["text_onnx"], threads)
 
@@ -56,7 +58,7 @@ def shared_run(model, threads: int, batch_size: int = 64):
         for i in range(0, len(texts), batch_size):
             ids, mask = model.tokenizer(texts[i:i + batch_size])                     # int64 (b, L) each
             (emb,) = sess.run(["embedding"], {"input_ids": ids, "attention_mask": mask})
-            out.append(emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12))
+            out.append(l2_normalize(emb))
         return np.concatenate(out) if out else np.zeros((0, model.dim), np.float32)
     return encode
 

@@ -65,8 +65,8 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from dcclip_core.config import model_dir
-    from training.cmd_align import AlignSettings, run_align
-    from training.cmd_distill import DistillSettings, run_distill
+    from training.align import AlignSettings, run_align
+    from training.distill import DistillSettings, run_distill
     from training.data import AugmentConfig, FeatureCache, ImageViews, cache_key
     from training.ddp import bf16_supported
     log = lambda m: print(m, file=sys.stderr, flush=True)

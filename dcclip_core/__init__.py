@@ -5,11 +5,13 @@
     m.encode_text(["一只猫", "a cat"])       # float32 (n, d), L2-normalised
     m.encode_image(["a.jpg", pil_image])    # float32 (n, d), L2-normalised
     m.info                                  # id, hash, dims, languages
+    isinstance(m, dcclip_core.Encoder)      # True: the protocol index/ and test fakes share
 """
 from .config import ModelConfig, ModelNotFoundError, architecture, list_architectures, list_models, model_dir
+from .encoder import Encoder
 from .preprocess import ImageLoadError, load_image, to_pixels
 from .runtime import Model, load
 from .tokenizer import Tokenizer
 
-__all__ = ["load", "Model", "ModelConfig", "ModelNotFoundError", "list_models", "list_architectures",
+__all__ = ["load", "Model", "Encoder", "ModelConfig", "ModelNotFoundError", "list_models", "list_architectures",
            "architecture", "model_dir", "Tokenizer", "ImageLoadError", "load_image", "to_pixels"]

@@ -4,17 +4,35 @@
         write_something(tmp)                    # fsync'ed, then os.replace(tmp, "index.faiss")
 
 If the body raises (or the process is killed) the target is untouched and the temp file is removed
-(or, after a kill, left as ``.<name>.*.tmp`` next to it, which nothing reads).
+(or, after a kill, left as ``.<name>.*.tmp`` next to it, which nothing reads). The new file gets the permissions
+the old one had, or those a plain ``open(path, "w")`` would give (not the 0600 of a temp file).
 """
 from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Iterator
 
 __all__ = ["atomic_path", "atomic_write_text", "atomic_write_bytes"]
+
+
+def _read_umask() -> int:
+    mask = os.umask(0o077)              # os.umask only reads by writing: restrictive for the instant it is set
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
+
+
+def _mode_for(path: Path) -> int:
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        return 0o666 & ~_UMASK
 
 
 @contextlib.contextmanager
@@ -29,6 +47,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]
         yield tmp
         with open(tmp, "rb+") as f:  # the writer may have closed its own handle: sync through a new one
             os.fsync(f.fileno())
+        os.chmod(tmp, _mode_for(path))
         os.replace(tmp, path)
     finally:
         try:

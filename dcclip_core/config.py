@@ -1,13 +1,26 @@
-"""Model configs as data: one JSON per model directory, a small registry over assets/models/.
+"""Model configs as data (one JSON per model directory, a small registry over assets/models/), and every path and
+environment variable of the runtime.
 
 A model directory holds ``config.json`` (this schema), ONNX files for the runtime, ``tokenizer.json``,
 ``model.safetensors`` (torch weights for training / prompt learning) and ``MODEL_CARD.md``.
 Architecture templates (no weights) live in ``dcclip_core/model_configs/*.json``.
+
+Environment variables (read here and nowhere else):
+
+=====================  ===========================================================================================
+``DCCLIP_CACHE``       per-user cache root (``cache_dir``), default ``~/.cache/dcclip``
+``DCCLIP_PROMPTS``     the user's prompt library (``prompts_dir``), default ``<cache>/prompts``
+``DCCLIP_MODELS``      models the user installed (``user_models_dir``), default ``<cache>/models``
+``DCCLIP_MAX_PIXELS``  largest image (width x height) that is decoded (``max_pixels``), default 120 million
+``DCCLIP_FAST_JPEG``   ``0`` turns off JPEG decoding through simplejpeg (``fast_jpeg``)
+``DCCLIP_THREADS``     default CPU threads of a runtime model (``default_threads``), default all cores
+=====================  ===========================================================================================
 """
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,13 +31,45 @@ MODELS_DIR = ASSETS_DIR / "models"
 ARCH_DIR = PACKAGE_DIR / "model_configs"
 
 
+def _env_dir(var: str) -> Path | None:
+    value = os.environ.get(var)
+    return Path(value).expanduser() if value else None
+
+
 def cache_dir() -> Path:
     """Per-user cache root: ``$DCCLIP_CACHE`` if set, else ``~/.cache/dcclip`` (created on demand)."""
-    import os
-    root = Path(os.environ["DCCLIP_CACHE"]).expanduser() if os.environ.get("DCCLIP_CACHE") \
-        else Path.home() / ".cache" / "dcclip"
+    root = _env_dir("DCCLIP_CACHE") or Path.home() / ".cache" / "dcclip"
     root.mkdir(parents=True, exist_ok=True)
     return root
+
+
+def prompts_dir() -> Path:
+    """The user's prompt library: ``$DCCLIP_PROMPTS`` or ``<cache>/prompts`` (created on demand)."""
+    d = _env_dir("DCCLIP_PROMPTS") or cache_dir() / "prompts"
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def user_models_dir() -> Path:
+    """Models the user installed: ``$DCCLIP_MODELS`` or ``<cache>/models`` (one directory with config.json each;
+    not created)."""
+    return _env_dir("DCCLIP_MODELS") or cache_dir() / "models"
+
+
+def max_pixels() -> int:
+    """The pixel cap above which images are refused before decoding: ``$DCCLIP_MAX_PIXELS``, default 120 million."""
+    return int(os.environ.get("DCCLIP_MAX_PIXELS", 120_000_000))
+
+
+def fast_jpeg() -> bool:
+    """Whether JPEGs may be decoded through simplejpeg when it is installed (``DCCLIP_FAST_JPEG=0`` says no)."""
+    return os.environ.get("DCCLIP_FAST_JPEG", "1") != "0"
+
+
+def default_threads() -> int:
+    """CPU threads a runtime model uses unless told otherwise: ``$DCCLIP_THREADS``, else every core."""
+    env = os.environ.get("DCCLIP_THREADS")
+    return int(env) if env else max(1, os.cpu_count() or 1)
 
 
 class ModelNotFoundError(FileNotFoundError):
@@ -107,7 +152,8 @@ class ModelConfig:
         return dataclasses.asdict(self)
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        from .atomic import atomic_write_text
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n")
 
 
 def list_models(models_dir: str | Path = MODELS_DIR) -> list[str]:

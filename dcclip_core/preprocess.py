@@ -23,9 +23,11 @@ from typing import Sequence, Union
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
+from .config import fast_jpeg, max_pixels
+
 ImageInput = Union[str, os.PathLike, bytes, Image.Image]
 
-MAX_PIXELS = int(os.environ.get("DCCLIP_MAX_PIXELS", 120_000_000))
+MAX_PIXELS = max_pixels()
 Image.MAX_IMAGE_PIXELS = None          # we check the cap ourselves, with a clear message
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
@@ -33,7 +35,7 @@ try:                                    # libjpeg-turbo in one GIL-free call (op
     import simplejpeg
 except Exception:                       # pragma: no cover - optional at runtime
     simplejpeg = None
-FAST_JPEG = simplejpeg is not None and os.environ.get("DCCLIP_FAST_JPEG", "1") != "0"
+FAST_JPEG = simplejpeg is not None and fast_jpeg()
 FAST_JPEG_MAX_BYTES = 64 << 20          # larger .jpg files are left to PIL (which streams them)
 _JPEG_EXT = frozenset({".jpg", ".jpeg", ".jpe", ".jfif"})
 # EXIF orientation -> the transpose that makes the image upright (as ImageOps.exif_transpose)

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import os
 import shutil
 import threading
 from dataclasses import dataclass, field
@@ -36,7 +35,9 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from .config import ASSETS_DIR, cache_dir
+from .atomic import atomic_path, atomic_write_text
+from .config import ASSETS_DIR, cache_dir, prompts_dir
+from .numeric import l2_normalize, softmax
 
 FORMAT = "dcclip-prompt/1"
 META_KEY = "dcclip_prompt"
@@ -53,11 +54,8 @@ class PromptMismatchError(PromptError):
 
 
 def user_dir() -> Path:
-    """The user's prompt library: ``$DCCLIP_PROMPTS`` or ``~/.cache/dcclip/prompts`` (created on demand)."""
-    d = Path(os.environ["DCCLIP_PROMPTS"]).expanduser() if os.environ.get("DCCLIP_PROMPTS") \
-        else cache_dir() / "prompts"
-    d.mkdir(parents=True, exist_ok=True)
-    return d
+    """The user's prompt library: ``$DCCLIP_PROMPTS`` or ``~/.cache/dcclip/prompts`` (``config.prompts_dir``)."""
+    return prompts_dir()
 
 
 def library_dirs() -> list[Path]:
@@ -69,8 +67,9 @@ def now_iso() -> str:
 
 
 def model_ref(model) -> dict:
+    """What a prompt file records about the model it was learned for (its ``dim`` is the model's ``dims``)."""
     info = model.info
-    return {"id": info["id"], "hash": info["hash"], "dim": info["dim"], "feature_dim": info["feature_dim"],
+    return {"id": info["id"], "hash": info["hash"], "dim": info["dims"], "feature_dim": info["feature_dim"],
             "image_size": info["image_size"]}
 
 
@@ -139,9 +138,8 @@ class Prompt:
         meta = {"format": FORMAT, "created": now_iso(), **self.meta}
         meta.setdefault("name", path.stem)
         tensors = {k: np.ascontiguousarray(v) for k, v in self.tensors.items()}
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        save_file(tensors, str(tmp), metadata={META_KEY: json.dumps(meta, ensure_ascii=False)})
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:                # .<name>.*.tmp: never listed as a prompt
+            save_file(tensors, str(tmp), metadata={META_KEY: json.dumps(meta, ensure_ascii=False)})
         self.meta, self.path = meta, path
         return path
 
@@ -240,7 +238,8 @@ def import_prompt(src: str | Path, name: str | None = None, model=None, overwrit
     dst = dst_dir / f"{name or Path(src).stem}{SUFFIX}"
     if dst.exists() and not overwrite:
         raise PromptError(f"a prompt named {dst.stem!r} already exists in {dst_dir} (pass overwrite=True)")
-    shutil.copyfile(p.path, dst)
+    with atomic_path(dst) as tmp:                    # the app lists the library while this runs
+        shutil.copyfile(p.path, tmp)
     return dst
 
 
@@ -253,9 +252,9 @@ def export_prompt(name_or_path: str | Path, dst: str | Path) -> Path:
         dst = dst / src.name
     if dst.suffix != SUFFIX:
         dst = dst.with_name(dst.name + SUFFIX)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(src, dst)
-    dst.with_suffix(".json").write_text(json.dumps(meta, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+    with atomic_path(dst) as tmp:
+        shutil.copyfile(src, tmp)
+    atomic_write_text(dst.with_suffix(".json"), json.dumps(meta, ensure_ascii=False, indent=1) + "\n")
     return dst
 
 
@@ -317,15 +316,10 @@ class ImageHead:
             return _heads[key]
 
     def __call__(self, feat: np.ndarray) -> np.ndarray:
-        z = (feat @ self.W.T + self.b) / self.T                                       # (n, K)
-        z -= z.max(1, keepdims=True)
-        p = np.exp(z)
-        p /= p.sum(1, keepdims=True)
-        u = p @ self.P
-        u /= np.maximum(np.linalg.norm(u, axis=1, keepdims=True), 1e-12)             # (n, D)
+        p = softmax((feat @ self.W.T + self.b) / self.T)                              # (n, K)
+        u = l2_normalize(p @ self.P)                                                  # (n, D)
         s = (p @ self.seen)[:, None] * self.eps                                       # (n, 1)
-        e = np.concatenate([u, s], 1)
-        return (e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+        return l2_normalize(np.concatenate([u, s], 1)).astype(np.float32)             # (n, D+1)
 
 
 def vpt_graph_path(model, mode: str) -> Path:
@@ -347,28 +341,14 @@ def _vpt_session(model, mode: str):
                     f"this {mode} VPT prompt runs through the prompted ViT tower of model {model.info['id']!r}, "
                     f"not built on this machine yet ({path}); build it once with `python -m training.prompts.vit "
                     f"export --model {model.path}` (needs torch; inference afterwards does not)")
-            import onnxruntime as ort
-            opts = ort.SessionOptions()
-            opts.intra_op_num_threads = getattr(model, "threads", 2) or 2
-            opts.inter_op_num_threads = 1
-            _vpt_sessions[key] = ort.InferenceSession(str(path), sess_options=opts,
-                                                      providers=["CPUExecutionProvider"])
+            from .runtime import make_session
+            _vpt_sessions[key] = make_session(path, getattr(model, "threads", 2) or 2)
         return _vpt_sessions[key]
 
 
 def apply_feature_tokens(feat: np.ndarray, tokens: np.ndarray, hw: int) -> np.ndarray:
     """Pooled features of a map with T prompt tokens appended: (hw * f + sum(tokens)) / (hw + T)."""
     return (hw * feat + tokens.astype(np.float32).sum(0)) / (hw + len(tokens))
-
-
-def softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(-1, keepdims=True)
-
-
-def _l2n(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
 class PromptClassifier:
@@ -400,7 +380,7 @@ class PromptClassifier:
             if self._vpt is not None:                                                 # ViT with VPT tokens
                 sess, tokens = self._vpt
                 e, f = sess.run(["embedding", "features"], {"pixels": px.astype(np.float32), "tokens": tokens})
-                e = _l2n(e)
+                e = l2_normalize(e)
             else:
                 e, f = self.model.encode_pixels(px, return_features=True)
             es.append(e)
@@ -414,14 +394,14 @@ class PromptClassifier:
         """(n, C) logits from image embeddings / backbone features (pixel prompt already applied)."""
         t, m = self.prompt.tensors, self.prompt.meta
         if "weight" in t:                                                             # linear probe
-            return _l2n(feat) @ t["weight"].astype(np.float32).T + t["bias"].astype(np.float32)
+            return l2_normalize(feat) @ t["weight"].astype(np.float32).T + t["bias"].astype(np.float32)
         if self.prompt.visual == "feature":
             v = m["visual"]
             emb = ImageHead.of(self.model)(apply_feature_tokens(feat, t["feature_tokens"], int(v["hw"])))
         z = self.scale * emb @ t["class_embeds"].astype(np.float32).T                 # (n, C)
         if "cache_keys" in t:                                                         # Tip-Adapter(-F)
             tip = m["tip"]
-            A = _l2n(feat) @ _l2n(t["cache_keys"].astype(np.float32)).T               # (n, N) cosine
+            A = l2_normalize(feat) @ l2_normalize(t["cache_keys"].astype(np.float32)).T   # (n, N) cosine
             z = z + float(tip["alpha"]) * np.exp(-float(tip["beta"]) * (1.0 - A)) @ t["cache_values"].astype(
                 np.float32)
         return z

@@ -10,14 +10,26 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from .config import ModelConfig, model_dir
+from .config import ModelConfig, default_threads, model_dir
+from .numeric import l2_normalize
 from .preprocess import ImageInput, load_image, to_pixels
 from .tokenizer import Tokenizer
 
+PROVIDERS = ("CPUExecutionProvider",)
 
-def _default_threads() -> int:
-    env = os.environ.get("DCCLIP_THREADS")
-    return int(env) if env else max(1, os.cpu_count() or 1)
+
+def make_session(path: str | Path, threads: int = 1, *, log_severity: int | None = None):
+    """The one ONNX Runtime session factory: ``threads`` intra-op threads, one inter-op thread, every graph
+    optimisation, the CPU provider. ``log_severity`` (0 verbose .. 4 fatal) None keeps ONNX Runtime's default
+    (warnings); 3 shows errors only."""
+    import onnxruntime as ort
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = int(threads)
+    opts.inter_op_num_threads = 1
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if log_severity is not None:
+        opts.log_severity_level = int(log_severity)
+    return ort.InferenceSession(str(path), sess_options=opts, providers=list(PROVIDERS))
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -42,7 +54,7 @@ class Model:
     def __init__(self, path: str | Path, threads: int | None = None):
         self.path = Path(path)
         self.config = ModelConfig.load(self.path / "config.json")
-        self.threads = threads or _default_threads()
+        self.threads = threads or default_threads()
         self._lock = threading.Lock()
         self._sessions: dict[str, object] = {}
         self._tokenizer: Tokenizer | None = None
@@ -64,13 +76,14 @@ class Model:
 
     @property
     def info(self) -> dict:
+        """id, hash, dims, languages (``dcclip_core.encoder.INFO_KEYS``), plus name, image_size, feature_dim,
+        files and path. The embedding width is ``dims`` (also the ``dim`` attribute of the model itself)."""
         c = self.config
         return {
             "id": c.id,
             "name": c.name,
             "hash": self.hash,
             "dims": c.embed_dim,
-            "dim": c.embed_dim,
             "languages": list(c.languages),
             "image_size": c.image.image_size,
             "feature_dim": c.image.feature_dim,
@@ -101,14 +114,8 @@ class Model:
             with self._lock:
                 sess = self._sessions.get(role)
                 if sess is None:
-                    import onnxruntime as ort
-                    opts = ort.SessionOptions()
-                    opts.intra_op_num_threads = self._INTRA_OP.get(role) or self.threads
-                    opts.inter_op_num_threads = 1
-                    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-                    fname = self.config.files[role]
-                    sess = ort.InferenceSession(str(self.path / fname), sess_options=opts,
-                                                providers=["CPUExecutionProvider"])
+                    sess = make_session(self.path / self.config.files[role],
+                                        self._INTRA_OP.get(role) or self.threads)
                     self._sessions[role] = sess
         return sess
 
@@ -158,13 +165,13 @@ class Model:
         """One text's (ids, mask), int64 (1, L) each, unpadded -> its float32 (d,) row, L2-normalised."""
         ids, mask = feed
         (emb,) = self._session("text_onnx").run(["embedding"], {"input_ids": ids, "attention_mask": mask})
-        return _l2n(emb)[0]
+        return l2_normalize(np.asarray(emb, np.float32))[0]
 
     def encode_pixels(self, pixels: np.ndarray, return_features: bool = False):
         """Preprocessed float32 (n, 3, S, S) -> embeddings (n, d) [and pooled backbone features (n, F)]."""
         sess = self._session("image_onnx")
         emb, feats = sess.run(["embedding", "features"], {"pixels": np.ascontiguousarray(pixels, np.float32)})
-        emb = _l2n(emb)
+        emb = l2_normalize(np.asarray(emb, np.float32))
         return (emb, feats) if return_features else emb
 
     def preprocess(self, image: ImageInput) -> np.ndarray:
@@ -191,11 +198,6 @@ class Model:
         if return_features:
             return emb, (np.concatenate(feats) if feats else np.zeros((0, fd), np.float32))
         return emb
-
-
-def _l2n(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
 _cache: dict[tuple[str, int | None], Model] = {}

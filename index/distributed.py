@@ -1,7 +1,7 @@
 """Embedding with Ray Data (``build --ray [ADDRESS]``): the decode + encode stage of the indexer on Ray workers.
 
 Only the per-file work moves: workers read each file, hash it, decode, preprocess and embed in batches, and
-stream back what the local path's worker threads produce (``indexer._Prepared`` plus the embedding). The
+stream back what the local path's worker threads produce (``index.scan.prepare``, then ``index.scan.embed``). The
 driver keeps every DB write, in input order, through the same code as the local path, so a Ray build makes
 the same rows, ids and vectors. Workers must see the files under the same paths (local mode, or a cluster
 with shared storage) and have this repository and the model importable.
@@ -16,7 +16,9 @@ from typing import Iterator
 
 import numpy as np
 
-from .indexer import _Job, _Prepared, _prepare
+from dcclip_core.encoder import PixelEncoder
+
+from .scan import Job, Prepared, embed, prepare
 
 
 class RayUnavailableError(RuntimeError):
@@ -32,7 +34,7 @@ def available() -> bool:
         return False
 
 
-def model_spec(model):
+def model_spec(model: PixelEncoder):
     """What a worker needs to rebuild the model: a dcclip_core model directory, else the object itself."""
     path = getattr(model, "path", None)
     if path is not None and type(model).__module__.startswith("dcclip_core"):
@@ -56,24 +58,18 @@ class _Embedder:
         self.orphans = frozenset(orphan_shas)
 
     def __call__(self, batch: dict) -> dict:
-        jobs = [_Job(str(p), int(s), float(m), float(c), k or None)
+        jobs = [Job(str(p), int(s), float(m), float(c), k or None)
                 for p, s, m, c, k in zip(batch["path"], batch["size"], batch["mtime"], batch["ctime"],
                                          batch["known_sha"])]
-        res = [_prepare(j, self.model, self.target, self.orphans) for j in jobs]
+        res = [prepare(j, self.model, self.target, self.orphans) for j in jobs]
         px = [r for r in res if r.kind == "pixels"]
         embs: dict[int, bytes] = {}
         errs: dict[int, str] = {}
-        if px:
-            try:
-                e = np.asarray(self.model.encode_pixels(np.stack([r.pixels for r in px])), np.float32)
-                embs = {id(r): e[i].astype("<f4").tobytes() for i, r in enumerate(px)}
-            except Exception:
-                for r in px:                                     # isolate the item that breaks the encoder
-                    try:
-                        e = np.asarray(self.model.encode_pixels(r.pixels[None]), np.float32)[0]
-                        embs[id(r)] = e.astype("<f4").tobytes()
-                    except Exception as ex:
-                        errs[id(r)] = f"encoder failed: {type(ex).__name__}: {ex}"
+        for r, (e, err) in zip(px, embed(self.model, px) if px else []):
+            if err is None:
+                embs[id(r)] = e.astype("<f4").tobytes()
+            else:
+                errs[id(r)] = err
         return {
             "path": np.asarray([r.job.path for r in res], dtype=object),
             "kind": np.asarray([r.kind for r in res], dtype=object),
@@ -101,10 +97,10 @@ def init(address: str | None, num_cpus: int | None = None) -> None:
         ray.init(num_cpus=num_cpus or os.cpu_count() or 1, **kw)
 
 
-def prepared(jobs: list[_Job], model, target: int, orphan_shas, address: str | None = None, workers: int = 2,
-             batch_size: int = 32) -> Iterator[_Prepared]:
-    """Run ``_prepare`` + ``encode_pixels`` for ``jobs`` on ``workers`` Ray actors; yields ``_Prepared`` (with
-    ``emb`` set for embedded images) in the order of ``jobs``."""
+def prepared(jobs: list[Job], model: PixelEncoder, target: int, orphan_shas, address: str | None = None,
+             workers: int = 2, batch_size: int = 32) -> Iterator[Prepared]:
+    """Run ``prepare`` + ``embed`` for ``jobs`` on ``workers`` Ray actors; yields ``Prepared`` (with ``emb`` set
+    for embedded images) in the order of ``jobs``."""
     if not jobs:
         return
     init(address, num_cpus=max(1, workers))
@@ -130,9 +126,9 @@ def prepared(jobs: list[_Job], model, target: int, orphan_shas, address: str | N
                                                                    batch["enc_error"]):
             job = by_path[str(path)]
             if enc_err:
-                yield _Prepared(job, "error", sha or None, reason=str(enc_err))
+                yield Prepared(job, "error", sha or None, reason=str(enc_err))
                 continue
-            p = _Prepared(job, str(kind), sha or None, None, json.loads(fields), reason or None)
+            p = Prepared(job, str(kind), sha or None, None, json.loads(fields), reason or None)
             if kind == "pixels":
                 p.emb = np.frombuffer(bytes(emb), dtype="<f4").astype(np.float32)
             yield p

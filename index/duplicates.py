@@ -58,7 +58,7 @@ def match_of(ra: dict, rb: dict, cosine: float | None, max_hamming: int | None =
 def _hash_row(db: PhotoDB, row: dict) -> bool:
     """Compute and store the dHash of one image row from its file (False when it cannot be read)."""
     from dcclip_core.preprocess import ImageLoadError, load_image
-    from .indexer import dhash
+    from .scan import dhash
     try:
         ph = dhash(load_image(row["path"], target_size=64))
     except (ImageLoadError, OSError, ValueError):

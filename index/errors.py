@@ -23,7 +23,3 @@ class NotIndexedError(IndexErrorBase, KeyError):
 
 class SchemaError(IndexErrorBase):
     """The database was written by a newer version of this program (or is not an index database)."""
-
-
-# the name the public API uses
-IndexError_ = IndexErrorBase

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from dcclip_core.encoder import Encoder
+
 from .db import PhotoDB
 from .errors import NotIndexedError
 from .indexer import default_model, model_identity
@@ -23,7 +25,7 @@ from . import vectors as V
 
 
 class Searcher:
-    def __init__(self, db_path, model=None, save_faiss: bool = True):
+    def __init__(self, db_path, model: Encoder | None = None, save_faiss: bool = True):
         self.db_path = Path(db_path).expanduser().absolute()
         self.db = PhotoDB(self.db_path, create=False)
         self._model = model
@@ -36,7 +38,7 @@ class Searcher:
 
     # ---- model / index --------------------------------------------------------------------------------
     @property
-    def model(self):
+    def model(self) -> Encoder:
         if self._model is None:
             with self._lock:
                 if self._model is None:
@@ -75,11 +77,6 @@ class Searcher:
         with self._lock:
             vi = self._ensure()
             yield vi, self._hash
-
-    def reload(self) -> None:
-        """Drop the in-memory index; the next query loads it again."""
-        with self._lock:
-            self._vi = None
 
     # ---- queries --------------------------------------------------------------------------------------
     def _results(self, vi: V.VectorIndex, q: np.ndarray, k: int, threshold, offset: int,

@@ -38,6 +38,7 @@ import faiss  # noqa: E402
 import numpy as np  # noqa: E402
 
 from dcclip_core.atomic import atomic_path  # noqa: E402
+from dcclip_core.numeric import l2_normalize  # noqa: E402
 
 MAGIC = b"DCIDX001"
 
@@ -95,7 +96,7 @@ def _alive_selector():
     return _ALIVE
 
 
-def _ivf_nlist(count: int) -> int:
+def ivf_nlist(count: int) -> int:
     """IVF lists: ~4 sqrt(n), a power of two, 16..65536."""
     return int(min(65536, max(16, 2 ** round(np.log2(4 * np.sqrt(max(count, 1)))))))
 
@@ -139,7 +140,7 @@ class VectorIndex:
             n_train = 0 if train is None else len(train)
             if kind == "ivf-pq" and n_train < 10_000:
                 kind = "ivf-sq8"                        # PQ codebooks need ~40 x 256 points per sub-quantiser
-            nlist = min(_ivf_nlist(count or n_train), n_train // 39)
+            nlist = min(ivf_nlist(count or n_train), n_train // 39)
             if nlist < 16:
                 return cls(dim)                         # too few to train: exact is small and fast anyway
             if kind == "ivf-flat":
@@ -305,14 +306,12 @@ class VectorIndex:
             return {}
         rng = np.random.default_rng(seed)
         base = np.array(sample[rng.choice(len(sample), min(n_queries, len(sample)), replace=False)], np.float32)
-        noise = rng.standard_normal(base.shape).astype(np.float32)
-        noise /= np.linalg.norm(noise, axis=1, keepdims=True)
+        noise = l2_normalize(rng.standard_normal(base.shape).astype(np.float32))
         half = len(base) // 2
         base[:half] += 3.0 * noise[:half]                                   # text-like: cos(q, v) ~ 0.3
         base[half:] += 0.3 * noise[half:]                                   # image-like
         far = rng.standard_normal((max(1, len(base) // 4), self.dim)).astype(np.float32)   # unrelated
-        q = np.concatenate([base, far])
-        q /= np.linalg.norm(q, axis=1, keepdims=True)
+        q = l2_normalize(np.concatenate([base, far]))
         n = len(base)
         truth = exact_topk(q, k, exact_batches() if exact_batches else self._stored_batches())
         name, steps = ("ef", _EF_STEPS) if self.kind == "hnsw" else ("nprobe", _NPROBE_STEPS)
@@ -430,7 +429,7 @@ def build_from_db(db, model_hash: str, dim: int, min_gen: int | None = None, kin
                 vi.add(ids, vecs)
             exact = None
         else:
-            n_train = min(count, max(50_000, _ivf_nlist(count) * 39))
+            n_train = min(count, max(50_000, ivf_nlist(count) * 39))
             sample = _sample(db, model_hash, dim, n_train, count)
             vi = VectorIndex.create(dim, kind, count, train=sample)
             for ids, vecs in db.iter_vectors(model_hash, dim):
@@ -451,7 +450,7 @@ def _fallback_ivf(db, model_hash: str, dim: int, count: int, hnsw_tuned: dict) -
     """HNSW misses the recall target even at its largest efSearch (queries far from every photo, on data
     without structure a graph can follow): an IVF-Flat index, tuned the same way, is used instead (its
     quantiser finds the right region without following a graph; scores in the probed lists are exact)."""
-    n_train = min(count, max(50_000, _ivf_nlist(count) * 39))
+    n_train = min(count, max(50_000, ivf_nlist(count) * 39))
     sample = _sample(db, model_hash, dim, n_train, count)
     vi = VectorIndex.create(dim, "ivf-flat", count, train=sample)
     for ids, vecs in db.iter_vectors(model_hash, dim):
@@ -508,6 +507,19 @@ def apply_delta(db, vi: VectorIndex, model_hash: str, dim: int, since_gen: int,
         gone = np.setdiff1d(vi.ids(), db.vector_ids(model_hash), assume_unique=True)
         vi.remove(gone)
     return vi.ntotal == count and vi.max_id() == max_id and vi.dead <= max_dead * max(vi.ntotal, 1)
+
+
+def ensure_saved(db, model_hash: str, dim: int) -> bool:
+    """Make ``<db>.faiss`` match the DB (no work when its header already agrees; an older save of this DB is
+    updated with the changes since, else rebuilt). Best effort: False when it could not be made to match."""
+    try:
+        want = _expected(db, model_hash, dim, db.generation())
+        if header_matches(db, VectorIndex.read_header(faiss_path(db.path)), want):
+            return True
+        load_for_db(db, model_hash, dim, save=True)
+        return header_matches(db, VectorIndex.read_header(faiss_path(db.path)), want)
+    except Exception:
+        return False
 
 
 def load_for_db(db, model_hash: str, dim: int, save: bool = True) -> tuple[VectorIndex, int, bool]:

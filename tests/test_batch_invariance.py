@@ -40,8 +40,8 @@ def _same(got: np.ndarray, texts: list[str], alone: dict) -> None:
 def test_shared_onnx_run_would_depend_on_the_batch(model):
     """Why the runtime runs texts one at a time: in one shared run (padded to the longest) the int8 tower's
     per-tensor activation scale moves a short text's vector by far more than float noise."""
-    import onnxruntime as ort
-    sess = ort.InferenceSession(str(model.path / model.config.files["text_onnx"]), providers=["CPUExecutionProvider"])
+    from dcclip_core.runtime import make_session
+    sess = make_session(model.path / model.config.files["text_onnx"])
     run = lambda texts: sess.run(["embedding"], dict(zip(("input_ids", "attention_mask"), model.tokenizer(texts))))[0]
     assert np.abs(run(["cat", LONG[0]])[0] - run(["cat"])[0]).max() > 1e-3
 

@@ -18,10 +18,12 @@ import pytest
 from PIL import Image
 
 import index
-from index import IndexError_, PhotoDB, Searcher, build_index
+from index import IndexErrorBase, PhotoDB, Searcher, build_index
 from index import __main__ as cli
 from index.vectors import faiss_path
 from dcclip_core.config import MODELS_DIR, REPO_DIR
+from dcclip_core.encoder import Encoder, PixelEncoder
+from dcclip_core.numeric import l2_normalize
 from dcclip_core.preprocess import load_image, to_pixels
 
 DATA = REPO_DIR / "tests" / "data"
@@ -32,11 +34,6 @@ COLOURS = {"red": (255, 0, 0), "green": (0, 200, 0), "blue": (0, 0, 255), "cat":
            "猫": (255, 140, 0), "orange": (255, 140, 0), "yellow": (250, 240, 20), "purple": (128, 0, 128)}
 
 
-def _l2n(x):
-    x = np.asarray(x, np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
-
-
 class FakeModel:
     """Deterministic stand-in for dcclip_core.Model: mean colour + a fixed projection of an 8x8 thumbnail."""
 
@@ -44,7 +41,7 @@ class FakeModel:
         self.dim = dim
         self.size = size
         self.proj = np.random.default_rng(0).standard_normal((3 * 8 * 8, dim - 3)).astype(np.float32) * 0.01
-        self.info = {"id": f"fake-{hash}", "hash": hash, "dims": dim, "dim": dim, "image_size": size,
+        self.info = {"id": f"fake-{hash}", "hash": hash, "dims": dim, "image_size": size,
                      "languages": ["zh", "en"]}
         self.encoded = 0                     # images through encode_pixels (to check "not re-embedded")
         self.lock = threading.Lock()
@@ -59,7 +56,7 @@ class FakeModel:
             self.encoded += n
         mean = px.mean(axis=(2, 3))
         thumb = px.reshape(n, 3, 8, self.size // 8, 8, self.size // 8).mean(axis=(3, 5)).reshape(n, -1)
-        return _l2n(np.concatenate([mean, thumb @ self.proj], axis=1))
+        return l2_normalize(np.concatenate([mean, thumb @ self.proj], axis=1))
 
     def encode_image(self, images):
         return self.encode_pixels(np.stack([self.preprocess(im) for im in images]))
@@ -74,7 +71,7 @@ class FakeModel:
             else:
                 v = np.random.default_rng(abs(hash(t)) % 2**32).standard_normal(self.dim).astype(np.float32)
             out.append(v)
-        return _l2n(np.stack(out)) if out else np.zeros((0, self.dim), np.float32)
+        return l2_normalize(np.stack(out)) if out else np.zeros((0, self.dim), np.float32)
 
 
 def make_image(path: Path, colour, seed=0, size=(64, 48), fmt=None):
@@ -131,9 +128,9 @@ def test_photodb_schema_wal_meta(tmp_path):
     assert db.get_meta("schema_version") == str(index.db.SCHEMA_VERSION)
     db.set_meta("schema_version", "99")
     db.close()
-    with pytest.raises(IndexError_):
+    with pytest.raises(IndexErrorBase):
         PhotoDB(tmp_path / "a.db")
-    with pytest.raises(IndexError_):
+    with pytest.raises(IndexErrorBase):
         PhotoDB(tmp_path / "missing.db", create=False)
 
 
@@ -233,9 +230,9 @@ def test_changed_model_reembeds_everything(photos, tmp_path, model):
 
 
 def test_missing_root_and_db(tmp_path, model):
-    with pytest.raises(IndexError_):
+    with pytest.raises(IndexErrorBase):
         build_index(tmp_path / "nope", tmp_path / "x.db", model=model)
-    with pytest.raises(IndexError_):
+    with pytest.raises(IndexErrorBase):
         Searcher(tmp_path / "nope.db", model=model)
     assert not (tmp_path / "nope.db").exists()
 
@@ -304,7 +301,7 @@ def test_search_image_and_similar(built, model):
     sim = s.similar(photos / "sub" / "cat.jpg", k=3)
     assert len(sim) == 3 and all(Path(r["path"]).name != "cat.jpg" for r in sim)
     assert Path(sim[0]["path"]).name in ("yellow.gif", "red.jpg")
-    with pytest.raises(IndexError_):
+    with pytest.raises(IndexErrorBase):
         s.similar(photos / "empty.jpg")
     from dcclip_core import ImageLoadError
     with pytest.raises(ImageLoadError):
@@ -586,7 +583,7 @@ def test_kill_9_mid_run_loses_at_most_a_batch(tmp_path, model):
 
 # ---- pipeline profile and encoder threads -----------------------------------------------------------------
 def test_profile_counts_every_stage_once_per_decoded_file(photos, tmp_path, model):
-    from index.indexer import STAGES
+    from index.scan import STAGES
     prof = {}
     st = build_index(photos, tmp_path / "p.db", model=model, profile=prof)
     assert st["indexed"] == len(GOOD) and prof["decoded"] == len(GOOD)
@@ -595,6 +592,18 @@ def test_profile_counts_every_stage_once_per_decoded_file(photos, tmp_path, mode
     prof2 = {}
     st2 = build_index(photos, tmp_path / "p.db", model=model, profile=prof2)      # nothing changed: no decode
     assert st2["skipped"] == len(GOOD) + len(BAD) and prof2["decoded"] == 0 and prof2["cpu_s"]["decode"] == 0
+
+
+def test_fakes_are_encoders_and_identity_comes_from_info():
+    """The index takes any dcclip_core.Encoder (building one: a PixelEncoder) and reads its identity from
+    ``info`` (id, hash, dims, image_size) alone."""
+    from index.indexer import model_identity
+    m = FakeModel()
+    assert isinstance(m, Encoder) and isinstance(m, PixelEncoder)
+    assert model_identity(m) == ("fake-fake-v1", "fake-v1", 16, 32)
+    no_dims = type("NoDims", (), {"info": {"id": "x", "hash": "h", "dim": 16}})()
+    with pytest.raises(ValueError, match="dims"):
+        model_identity(no_dims)
 
 
 @pytest.mark.skipif(not HAVE_MODEL, reason="default model not built")

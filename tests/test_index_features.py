@@ -11,7 +11,7 @@ from PIL import Image, ImageDraw
 from index import PhotoDB, Searcher, build_index
 from index import __main__ as cli
 from index.duplicates import group_duplicates, hamming
-from index.indexer import dhash
+from index.scan import dhash
 from test_index import COLOURS, FakeModel, make_image, run_cli
 
 

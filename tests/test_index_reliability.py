@@ -153,7 +153,7 @@ def test_fuzz_corpus_every_bad_file_recorded(tmp_path, monkeypatch, capsys):
 # ---- unreadable, vanishing, long and odd names --------------------------------------------------------
 def test_permission_denied_simulated_and_unlistable_folder(tmp_path, monkeypatch):
     """As root chmod does not stop reads, so the OS errors are injected; test_index.py covers real chmod."""
-    from index import indexer
+    from index import scan
     root = tmp_path / "p"
     make_image(root / "ok.jpg", COLOURS["red"], 1)
     make_image(root / "secret.jpg", COLOURS["green"], 2)
@@ -170,7 +170,7 @@ def test_permission_denied_simulated_and_unlistable_folder(tmp_path, monkeypatch
             raise PermissionError(13, "Permission denied", str(path))
         return real_scandir(path)
 
-    monkeypatch.setattr(indexer, "open", fake_open, raising=False)
+    monkeypatch.setattr(scan, "open", fake_open, raising=False)
     monkeypatch.setattr(os, "scandir", fake_scandir)
     st = build_index(root, tmp_path / "p.db", model=FakeModel())
     monkeypatch.undo()

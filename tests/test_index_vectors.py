@@ -117,7 +117,7 @@ class VecModel:
 
     def __init__(self, queries, dim=DIM):
         self.q = queries
-        self.info = {"id": "syn", "hash": "syn", "dim": dim, "dims": dim, "image_size": 32}
+        self.info = {"id": "syn", "hash": "syn", "dims": dim, "image_size": 32}
 
     def encode_text(self, texts):
         return self.q[[int(t) for t in texts]]

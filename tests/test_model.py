@@ -20,9 +20,12 @@ def model():
 
 
 def test_info_and_files(model):
+    from dcclip_core.encoder import INFO_KEYS, Encoder, PixelEncoder
     info = model.info
+    assert set(INFO_KEYS) <= set(info) and "dim" not in info                # one key set: dims
     assert info["dims"] == model.dim and set(info["languages"]) >= {"zh", "en"}
     assert len(info["hash"]) == 16 and info["id"]
+    assert isinstance(model, Encoder) and isinstance(model, PixelEncoder)
     assert model.verify() == [], "a shipped model file does not match its SHA-256 in config.json"
 
 

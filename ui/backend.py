@@ -87,7 +87,8 @@ def prepare_booth(db_path: Path, demo_root: Path = DEMO_ROOT) -> bool:
 # ---------------------------------------------------------------------------------------------------
 def user_models_dir() -> Path:
     """Models the user installed: $DCCLIP_MODELS or <cache>/models (one directory with config.json each)."""
-    return Path(os.environ.get("DCCLIP_MODELS") or default_cache() / "models")
+    from dcclip_core.config import user_models_dir
+    return user_models_dir()
 
 
 def installed_models() -> list[str]:
