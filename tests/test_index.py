@@ -19,89 +19,17 @@ from PIL import Image
 
 import index
 from index import IndexErrorBase, PhotoDB, Searcher, build_index
-from index import __main__ as cli
 from index.vectors import faiss_path
-from dcclip_core.config import MODELS_DIR, REPO_DIR
+from dcclip_core.config import REPO_DIR
 from dcclip_core.encoder import Encoder, PixelEncoder
-from dcclip_core.numeric import l2_normalize
-from dcclip_core.preprocess import load_image, to_pixels
+
+from conftest import COLOURS, HAVE_MODEL, FakeModel, make_image, run_cli  # noqa: E402,F401  (shared fakes)
 
 DATA = REPO_DIR / "tests" / "data"
-HAVE_MODEL = (MODELS_DIR / "default" / "config.json").is_file()
-
-# colours in the normalised pixel space of to_pixels (mean = std = 0.5): c/255*2-1
-COLOURS = {"red": (255, 0, 0), "green": (0, 200, 0), "blue": (0, 0, 255), "cat": (255, 140, 0),
-           "猫": (255, 140, 0), "orange": (255, 140, 0), "yellow": (250, 240, 20), "purple": (128, 0, 128)}
-
-
-class FakeModel:
-    """Deterministic stand-in for dcclip_core.Model: mean colour + a fixed projection of an 8x8 thumbnail."""
-
-    def __init__(self, hash="fake-v1", dim=16, size=32):
-        self.dim = dim
-        self.size = size
-        self.proj = np.random.default_rng(0).standard_normal((3 * 8 * 8, dim - 3)).astype(np.float32) * 0.01
-        self.info = {"id": f"fake-{hash}", "hash": hash, "dims": dim, "image_size": size,
-                     "languages": ["zh", "en"]}
-        self.encoded = 0                     # images through encode_pixels (to check "not re-embedded")
-        self.lock = threading.Lock()
-
-    def preprocess(self, image):
-        return to_pixels(load_image(image, target_size=self.size), self.size)
-
-    def encode_pixels(self, px):
-        px = np.asarray(px, np.float32)
-        n = len(px)
-        with self.lock:
-            self.encoded += n
-        mean = px.mean(axis=(2, 3))
-        thumb = px.reshape(n, 3, 8, self.size // 8, 8, self.size // 8).mean(axis=(3, 5)).reshape(n, -1)
-        return l2_normalize(np.concatenate([mean, thumb @ self.proj], axis=1))
-
-    def encode_image(self, images):
-        return self.encode_pixels(np.stack([self.preprocess(im) for im in images]))
-
-    def encode_text(self, texts):
-        out = []
-        for t in texts:
-            v = np.zeros(self.dim, np.float32)
-            words = [w for w in COLOURS if w in t.lower()]
-            if words:
-                v[:3] = np.asarray(COLOURS[words[0]], np.float32) / 255 * 2 - 1
-            else:
-                v = np.random.default_rng(abs(hash(t)) % 2**32).standard_normal(self.dim).astype(np.float32)
-            out.append(v)
-        return l2_normalize(np.stack(out)) if out else np.zeros((0, self.dim), np.float32)
-
-
-def make_image(path: Path, colour, seed=0, size=(64, 48), fmt=None):
-    rng = np.random.default_rng(seed)
-    a = np.clip(np.asarray(colour, np.float32)[None, None] + rng.normal(0, 6, (size[1], size[0], 3)), 0, 255)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(a.astype(np.uint8)).save(path, format=fmt)
-    return path
 
 
 GOOD = ["red.jpg", "green.png", "blue.webp", "sub/cat.jpg", "sub/deeper/yellow.gif", "sub/猫 😺 photo.jpg"]
 BAD = ["empty.jpg", "notimage.png", "truncated.jpg"]
-
-
-@pytest.fixture
-def photos(tmp_path):
-    root = tmp_path / "photos"
-    make_image(root / "red.jpg", COLOURS["red"], 1)
-    make_image(root / "green.png", COLOURS["green"], 2)
-    make_image(root / "blue.webp", COLOURS["blue"], 3)
-    make_image(root / "sub" / "cat.jpg", COLOURS["cat"], 4)
-    make_image(root / "sub" / "deeper" / "yellow.gif", COLOURS["yellow"], 5)
-    make_image(root / "sub" / "猫 😺 photo.jpg", COLOURS["purple"], 6)
-    (root / "empty.jpg").write_bytes(b"")
-    (root / "notimage.png").write_text("this is not a png\n")
-    full = make_image(tmp_path / "full.jpg", (10, 120, 200), 7, size=(256, 256)).read_bytes()
-    (root / "truncated.jpg").write_bytes(full[: len(full) // 2])
-    (root / "readme.txt").write_text("ignored")
-    os.symlink(root, root / "sub" / "loop")                     # a symlink loop: must not be followed
-    return root
 
 
 @pytest.fixture
@@ -391,15 +319,6 @@ def test_search_while_indexing(photos, tmp_path, model):
     assert st["indexed"] == 40 and st["images"] == 46
 
 
-# ---- CLI with the fake model (in-process) and without any model (stats, error exits) ---------------------
-def run_cli(args, model=None, monkeypatch=None, capsys=None):
-    if model is not None:
-        monkeypatch.setattr(cli, "_load_model", lambda name: model)
-    code = cli.main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 def test_cli_contract_with_fake_model(photos, tmp_path, model, monkeypatch, capsys):
     dbp = tmp_path / "cli.db"
     code, out, err = run_cli(["build", photos, "--db", dbp, "--json", "--quiet"], model, monkeypatch, capsys)
@@ -534,7 +453,7 @@ def test_exif_date_and_filters(built, model):
 KILL_SCRIPT = """
 import sys, time
 sys.path[:0] = [{repo!r}, {tests!r}]
-from test_index import FakeModel
+from conftest import FakeModel
 from index import build_index
 
 class Slow(FakeModel):

@@ -12,7 +12,7 @@ from index import PhotoDB, Searcher, build_index
 from index import __main__ as cli
 from index.duplicates import group_duplicates, hamming
 from index.scan import dhash
-from test_index import COLOURS, FakeModel, make_image, run_cli
+from conftest import COLOURS, FakeModel, make_image, run_cli
 
 
 def scene(path: Path, seed: int, size=(320, 240), quality=92):
@@ -116,7 +116,6 @@ def test_v1_database_is_migrated(tmp_path):
 
 
 # ---- zero-shot labels, export, remove --------------------------------------------------------------------
-from test_index import photos  # noqa: E402,F401  (fixture)
 from dcclip_core.zeroshot import fill, has_cjk, language_of, templates
 from index.labels import LabelError, export_labels, label_index, label_sets, labels_of, parse_labels, remove_paths
 

@@ -12,7 +12,7 @@ import pytest
 from dcclip_core.config import MODELS_DIR, REPO_DIR
 from index import PhotoDB, Searcher, build_index
 from index.distributed import available
-from test_index import FakeModel, make_image
+from conftest import FakeModel, make_image
 
 pytestmark = pytest.mark.skipif(not available(), reason="ray[data] not installed (pip install -r "
                                                         "requirements-cluster.txt)")

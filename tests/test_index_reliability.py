@@ -21,7 +21,7 @@ from dcclip_core.config import REPO_DIR
 from dcclip_core.preprocess import ImageLoadError, load_image
 from index import PhotoDB, Searcher, build_index
 from index import __main__ as cli
-from test_index import COLOURS, FakeModel, make_image, run_cli
+from conftest import COLOURS, FakeModel, make_image, run_cli
 
 FORMATS = {"jpg": "JPEG", "png": "PNG", "gif": "GIF", "webp": "WEBP", "bmp": "BMP", "tif": "TIFF"}
 
@@ -267,7 +267,7 @@ def test_long_paths_and_odd_names(tmp_path, monkeypatch, capsys):
 KILL_SCRIPT = """
 import sys, time
 sys.path[:0] = [{repo!r}, {tests!r}]
-from test_index import FakeModel
+from conftest import FakeModel
 from index import build_index
 
 class Slow(FakeModel):

@@ -13,7 +13,7 @@ from PIL import Image
 
 from index import PhotoDB, Searcher, build_index, export_labels, label_index, labels_of
 from index.labels import copy_to_folders, label_sets, remove_paths, set_label
-from test_index import COLOURS, HAVE_MODEL, FakeModel, make_image, photos, run_cli  # noqa: F401  (photos: fixture)
+from conftest import COLOURS, HAVE_MODEL, FakeModel, make_image, run_cli
 from dcclip_core.config import REPO_DIR
 
 DEMO = REPO_DIR / "assets" / "demo"

@@ -18,6 +18,7 @@ from typing import Sequence
 
 import numpy as np
 
+from dcclip_core import numeric
 from dcclip_core.zeroshot import class_embeddings
 from training.datasets import Dataset, DatasetError, Split, dataset_templates, read_image_source
 
@@ -28,10 +29,8 @@ METRICS = ("accuracy", "mean-per-class", "11point_mAP", "roc_auc")
 # Metrics (ELEVATER conventions)
 # ---------------------------------------------------------------------------------------------------------
 def softmax(x: np.ndarray, scale: float = 100.0) -> np.ndarray:
-    z = x * scale
-    z = z - z.max(1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(1, keepdims=True)
+    """Row softmax of ``scale`` x cosines (CLIP's logit scale)."""
+    return numeric.softmax(x * scale, axis=1)
 
 
 def ap_11point(y: np.ndarray, score: np.ndarray) -> float:

@@ -62,16 +62,9 @@ def _save_single_file(model, dst: Path) -> None:
 
 
 def _session(path, threads: int = 2):
-    """onnxruntime CPU session: ``threads`` intra-op threads, 1 inter-op thread, all graph optimisations."""
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = int(threads)
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    so.log_severity_level = 3
-    return ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
+    """onnxruntime CPU session through the runtime's one factory (errors only in the log)."""
+    from dcclip_core.runtime import make_session
+    return make_session(path, threads, log_severity=3)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -467,9 +460,8 @@ def _calib_dir(size: int) -> Path:
     env = os.environ.get("DCCLIP_CALIB_DIR")
     if env:
         return Path(env).expanduser()
-    root = os.environ.get("DCCLIP_CACHE")
-    root = Path(root).expanduser() if root else Path.home() / ".cache" / "dcclip"
-    return root / f"calib_{size}"
+    from dcclip_core.config import cache_dir
+    return cache_dir() / f"calib_{size}"
 
 
 def _pink_noise(rng: np.random.Generator, size: int, alpha: float) -> np.ndarray:

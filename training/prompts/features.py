@@ -20,11 +20,12 @@ import numpy as np
 from dcclip_core import zeroshot
 from dcclip_core.atomic import atomic_path
 from dcclip_core.config import cache_dir
+from dcclip_core.numeric import l2_normalize
 
 
 def l2n(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+    """Rows L2-normalised, as float32 (``dcclip_core.numeric.l2_normalize``)."""
+    return l2_normalize(np.asarray(x, np.float32))
 
 
 def class_embeddings(model, names: dict[str, Sequence[str]] | Sequence[str], lang: str = "en",
