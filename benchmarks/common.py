@@ -1,13 +1,8 @@
 """Shared benchmark plumbing: cache dir, machine info, timing, ONNX sessions, real test photos, tables, JSON."""
 from __future__ import annotations
 
-import datetime as _dt
-import json
-import os
-import platform
 import statistics
 import time
-from importlib import metadata
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -26,45 +21,8 @@ def cache_dir() -> Path:
     return d
 
 
-# ---- machine info -------------------------------------------------------------------------------------
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _version(dist: str) -> str | None:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return None
-
-
-def machine_info() -> dict:
-    """CPU model, core counts and the versions that matter for the numbers (no heavy imports)."""
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:
-        usable = os.cpu_count()
-    info = {
-        "cpu": _cpu_model(),
-        "cores": os.cpu_count(),
-        "cores_usable": usable,
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "versions": {d: _version(d) for d in ("onnxruntime", "onnx", "numpy", "pillow", "torch", "transformers")},
-    }
-    try:
-        from PIL import features
-        info["libjpeg"] = features.version("jpg")
-        info["libjpeg_turbo"] = bool(features.check_feature("libjpeg_turbo"))
-    except Exception:  # pragma: no cover - informational only
-        pass
-    return info
+# ---- machine info and results JSON: one implementation (training.results, standard library only) --------------
+from training.results import machine_info, write_json  # noqa: E402,F401  (the suites import them from here)
 
 
 # ---- ONNX Runtime -------------------------------------------------------------------------------------
@@ -234,9 +192,3 @@ def results_path(suite: str, args) -> str | Path:
     return args.out or (cache_dir() / f"{suite}-quick.json" if args.quick else RESULTS_DIR / f"{suite}.json")
 
 
-def write_json(path: str | Path, data: dict) -> Path:
-    """Write ``data`` with a ``machine`` block and a UTC timestamp, atomically (``dcclip_core.atomic``)."""
-    from dcclip_core.atomic import atomic_write_text
-    doc = {"created": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-           "machine": machine_info(), **data}
-    return atomic_write_text(path, json.dumps(doc, indent=2, ensure_ascii=False, default=str) + "\n")

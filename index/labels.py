@@ -134,12 +134,10 @@ def label_index(db_path, labels: str | Sequence[str], label_set: str | None = No
             done += len(ids)
             if progress is not None:
                 progress(done, total)
-        counts, n_images = _tally(db, label_set, labels)
+        return _summary(db, label_set, labels, labeled, mhash, t0)
     finally:
         if own:
             db.close()
-    return {"label_set": label_set, "labels": labels, "labeled": labeled, "images": n_images, "counts": counts,
-            "model_hash": mhash, "seconds": round(time.perf_counter() - t0, 3)}
 
 
 def _zero_shot_top(vecs: np.ndarray, T: np.ndarray, top: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -190,6 +188,15 @@ def classify_index(db_path, labels: str | Sequence[str], model=None,
         counts[row["label"]] += 1
     return {"label_set": None, "labels": labels, "labeled": len(out), "images": len(out), "counts": counts,
             "model_hash": mhash, "rows": out, "seconds": round(time.perf_counter() - t0, 3)}
+
+
+def _summary(db: PhotoDB, label_set: str, labels: Sequence[str], labeled: int, model_hash: str, t0: float,
+             **extra) -> dict:
+    """What a labelling run returns: {"label_set", "labels", "labeled", "images", "counts", "model_hash", "seconds"}
+    (+ ``extra``, e.g. the prompt's name)."""
+    counts, n_images = _tally(db, label_set, labels)
+    return {"label_set": label_set, "labels": list(labels), "labeled": labeled, "images": n_images, "counts": counts,
+            "model_hash": model_hash, **extra, "seconds": round(time.perf_counter() - t0, 3)}
 
 
 def _tally(db: PhotoDB, label_set: str, labels: Sequence[str]) -> tuple[dict, int]:
@@ -383,12 +390,10 @@ def label_index_with_prompt(db_path, prompt, label_set: str | None = None, model
                 done += len(chunk)
                 if progress is not None:
                     progress(done, total)
-        counts, n_images = _tally(db, label_set, labels)
+        return _summary(db, label_set, labels, labeled, mhash, t0, prompt=prompt.name)
     finally:
         if own:
             db.close()
-    return {"label_set": label_set, "labels": labels, "labeled": labeled, "images": n_images, "counts": counts,
-            "model_hash": mhash, "prompt": prompt.name, "seconds": round(time.perf_counter() - t0, 3)}
 
 
 def _path_forms(paths: Sequence[str | os.PathLike]) -> list[str]:

@@ -32,6 +32,13 @@ def model_missing() -> str | None:
 
 needs_model = pytest.mark.skipif(model_missing() is not None, reason=str(model_missing()))
 
+
+@pytest.fixture(scope="session")
+def shipped_model():
+    """The shipped default model (dcclip_core.load()), loaded once per test run."""
+    import dcclip_core
+    return dcclip_core.load()
+
 # Tiers (pytest.ini registers the markers): `python -m pytest -q -m "not slow and not browser"` is the fast tier.
 #   browser: drives headless Chromium;  e2e: talks to a real `python app.py` process;
 #   slow: trains, exports or runs processes (whole modules listed here, plus every e2e test).

@@ -13,10 +13,9 @@ pytestmark = pytest.mark.skipif(not (DEFAULT / "config.json").is_file(), reason=
 DATA = REPO_DIR / "tests" / "data"
 
 
-@pytest.fixture(scope="module")
-def model():
-    import dcclip_core
-    return dcclip_core.load()
+@pytest.fixture
+def model(shipped_model):
+    return shipped_model
 
 
 def test_info_and_files(model):
