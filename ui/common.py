@@ -89,25 +89,19 @@ def safe_prompt_name(name: str | None) -> str:
 
 
 def thumb_gallery(**kw) -> gr.Gallery:
-    """A gr.Gallery whose (thumbnail URL, caption) values are built directly: the stock postprocess starts
-    a thread pool per call to inspect each item, a measurable share of a search under load. Other values
-    take the stock path. (Bound per instance: a Gallery subclass would make gradio write app.pyi.)"""
-    g = gr.Gallery(**kw)
-    stock = g.postprocess
+    """A gr.Gallery of thumbnail URLs with captions (JPEG, not interactive); handlers return [(url, caption)]."""
+    return gr.Gallery(format="jpeg", interactive=False, **kw)
 
-    def postprocess(value):
-        if isinstance(value, list) and value and all(
-                isinstance(v, tuple) and len(v) == 2 and isinstance(v[0], str) and v[0].startswith(("http://", "https://"))
-                for v in value):
-            from gradio.components.gallery import GalleryData, GalleryImage
-            from gradio.data_classes import ImageData
-            return GalleryData(root=[GalleryImage(image=ImageData(path=u, url=u, orig_name=u.rsplit("/", 1)[-1],
-                                                                  mime_type="image/jpeg"), caption=c)
-                                     for u, c in value])
-        return stock(value)
 
-    g.postprocess = postprocess
-    return g
+def gallery_payload(items: list[tuple[str, str]]) -> list[dict]:
+    """[(thumbnail URL, caption)] as the Gallery's wire format, for events run with ``postprocess=False``: the
+    stock postprocess starts a thread pool per call to inspect each item, a measurable share of a search under
+    load, and thumbnail URLs need no inspection."""
+    from gradio.components.gallery import GalleryData, GalleryImage
+    from gradio.data_classes import ImageData
+    return GalleryData(root=[GalleryImage(image=ImageData(path=u, url=u, orig_name=u.rsplit("/", 1)[-1],
+                                                          mime_type="image/jpeg"), caption=c)
+                             for u, c in items]).model_dump()
 
 
 def uploaded_path(payload) -> str | None:

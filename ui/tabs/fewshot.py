@@ -187,8 +187,7 @@ def build(be: Backend) -> SimpleNamespace:
                                           scale=4, max_lines=1, elem_id="fs-query")
                     fs_find_btn = gr.Button(T("search_btn"), scale=1, min_width=100, elem_id="fs-find")
                 fs_results = thumb_gallery(show_label=False, columns=6, height=330, object_fit="cover",
-                                           allow_preview=False, elem_id="fs-results", format="jpeg",
-                                           interactive=False)
+                                           allow_preview=False, elem_id="fs-results")
             with gr.Column(scale=2, min_width=320):
                 fs_class = gr.Textbox(label=T("fs_class"), placeholder=T("fs_class_hint"), max_lines=1,
                                       elem_id="fs-class")

@@ -192,7 +192,7 @@ def build(be: Backend) -> SimpleNamespace:
         label_msg = gr.Markdown("", elem_id="label-msg")
         rv_info = gr.Markdown("", elem_id="review-info")
         review = thumb_gallery(label=T("label_review"), columns=6, height=480, object_fit="cover",
-                               allow_preview=False, elem_id="review", format="jpeg", interactive=False)
+                               allow_preview=False, elem_id="review")
         review_paths = gr.State([])
         with gr.Row(equal_height=False, visible=not be.demo):
             corr_photo = gr.Textbox(label=T("corr_photo"), placeholder=T("corr_photo_hint"), scale=3,

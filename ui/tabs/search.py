@@ -10,7 +10,8 @@ from types import SimpleNamespace
 import gradio as gr
 
 from ..backend import Backend
-from ..common import (bind, captions, failed, folder_dropdowns, not_ready, status_text, thumb_gallery,
+from ..common import (bind, captions, failed, folder_dropdowns, gallery_payload, not_ready, status_text,
+                      thumb_gallery,
                       uploaded_path, user_error)
 from ..files import origin_of, photo_url
 from ..i18n import T, lang_of, tr
@@ -82,7 +83,7 @@ async def do_search(be: Backend, query, k, show=DEFAULT_SHOW, folder=None, date_
         return [], tr(lang, "msg_none", q=q), [], None
     urls = await be.thumb_urls([r["path"] for r in res], origin_of(request))
     items = list(zip(urls, captions(be, res, lang)))
-    return items, tr(lang, "msg_results", n=len(res), q=q, ms=ms), [r["path"] for r in res], None
+    return gallery_payload(items), tr(lang, "msg_results", n=len(res), q=q, ms=ms), [r["path"] for r in res], None
 
 
 def do_image_search(be: Backend, upload, k, show=DEFAULT_SHOW, folder=None, date_from=None, date_to=None,
@@ -115,7 +116,7 @@ def do_image_search(be: Backend, upload, k, show=DEFAULT_SHOW, folder=None, date
         return [], tr(lang, "msg_none_img"), []
     o = origin_of(request)
     items = [(be.thumb_url(r["path"], o), c) for r, c in zip(res, captions(be, res, lang, levels=False))]
-    return items, tr(lang, "msg_results_img", n=len(res), ms=ms), [r["path"] for r in res]
+    return gallery_payload(items), tr(lang, "msg_results_img", n=len(res), ms=ms), [r["path"] for r in res]
 
 
 def photo_detail(be: Backend, path: str, lang: str, origin: str, k: int = 8):
@@ -225,14 +226,12 @@ def build(be: Backend) -> SimpleNamespace:
                                  height=200, elem_id="image-query")
         message = gr.Markdown("", elem_id="message")
         gallery = thumb_gallery(label=T("gallery_label"), columns=5, height=620, object_fit="cover",
-                                allow_preview=True, show_label=False, elem_id="gallery", format="jpeg",
-                                fit_columns=False, interactive=False)
+                                allow_preview=True, show_label=False, elem_id="gallery", fit_columns=False)
         result_paths = gr.State([])
         with gr.Accordion(T("detail_label"), open=True, elem_id="detail"):
             detail = gr.Markdown(T("detail_hint"), elem_id="detail-info")
             neighbours = thumb_gallery(label=T("neighbours_label"), columns=8, height=200, object_fit="cover",
-                                       allow_preview=False, elem_id="neighbours", format="jpeg",
-                                       interactive=False)
+                                       allow_preview=False, elem_id="neighbours")
     return SimpleNamespace(tab=tab, query=query, btn=btn, ex_btns=ex_btns, k=k, show=show, folder=folder,
                            date_from=date_from, date_to=date_to, image=image, message=message, gallery=gallery,
                            result_paths=result_paths, detail=detail, neighbours=neighbours)
@@ -244,15 +243,18 @@ def wire(be: Backend, ui: SimpleNamespace) -> None:
     inputs = [s.query, s.k, s.show, s.folder, s.date_from, s.date_to]
     outs = [s.gallery, s.message, s.result_paths, s.image]
     search = bind(do_search, be)
-    # searches are short (an 8 ms index query + thumbnails as URLs): no queue limit
-    s.query.submit(search, inputs, outs, api_name="search", concurrency_limit=None)
-    s.btn.click(search, inputs, outs, api_visibility="private", concurrency_limit=None)
+    # searches are short (an 8 ms index query + thumbnails as URLs): no queue limit; their handlers return the
+    # gallery already in its wire format (gallery_payload), so Gradio's postprocessing is skipped
+    fast = dict(concurrency_limit=None, postprocess=False)
+    s.query.submit(search, inputs, outs, api_name="search", **fast)
+    s.btn.click(search, inputs, outs, api_visibility="private", **fast)
     for i, b in enumerate(s.ex_btns):
         b.click(example_query(i), None, s.query, queue=False, api_visibility="private").then(
-            search, inputs, outs, api_visibility="private", concurrency_limit=None)
-    # .change also covers a pasted (clipboard) photo, which fires no upload event
+            search, inputs, outs, api_visibility="private", **fast)
+    # .change also covers a pasted (clipboard) photo, which fires no upload event; the handler reads the file
+    # itself (preprocess=False: Gradio would open it with PIL first, see uploaded_path)
     s.image.change(bind(do_image_search, be), [s.image] + inputs[1:], outs[:3], api_name="search_image",
-                   preprocess=False)                               # the handler reads the file itself
+                   preprocess=False, postprocess=False)
     s.gallery.select(bind(on_select, be), [s.result_paths], [s.detail, s.neighbours], api_visibility="private")
     gr.api(bind(api_detail, be), api_name="detail")
     gr.api(bind(api_search, be), api_name="search_json", concurrency_limit=None)
