@@ -72,13 +72,13 @@ def main(argv=None):
     # default: on a busy page that is most of a search's server time. Every 200 events, over the last 2000.
     os.environ.setdefault("GRADIO_ANALYTICS_CACHE_FREQUENCY", "200")
     os.environ.setdefault("GRADIO_ANALYTICS_MAX_EVENTS", "2000")
-    be = Backend(db, root=root, demo=args.demo, thumb_dir=thumbs)
-    app = build_app(db, demo=args.demo, backend=be, start=False)
+    backend = Backend(db, root=root, demo=args.demo, thumb_dir=thumbs)
+    app = build_app(db, demo=args.demo, backend=backend, start=False)
     kw = launch_kwargs(app, demo=args.demo)
     print(f"UI built in {time.time() - t0:.2f}s", flush=True)
     app.launch(server_name=args.host, server_port=args.port, auth=auth, show_error=False,
                prevent_thread_lock=True, **kw)
-    be.start()  # model load, warm-up and indexing begin once the page is served
+    backend.start()  # model load, warm-up and indexing begin once the page is served
     print(f"page served after {time.time() - T_START:.2f}s (from interpreter start)", flush=True)
     app.block_thread()
 

@@ -1,9 +1,9 @@
 """The photo app's service object: the model, the index and everything the page, its API and tests do with them.
 
-    be = Backend("photos.db", root="~/Pictures")      # loads the model and indexes root in a background thread
-    be.start(); be.wait()
-    be.search_text("猫")                                # [{"path", "score", ...}] (async: await be.search_text)
-    be.index_folder("/photos/more")                    # raises ReadOnlyError in demo mode
+    backend = Backend("photos.db", root="~/Pictures")      # loads the model and indexes root in a background thread
+    backend.start(); backend.wait()
+    backend.search_text("猫")                                # [{"path", "score", ...}] (async: await backend.search_text)
+    backend.index_folder("/photos/more")                    # raises ReadOnlyError in demo mode
 
 Demo mode (``--demo``, the conference booth) is enforced here, not in the page: every method that would write a
 file or the database raises ``ReadOnlyError``; labelling runs in memory and returns rows for that visitor only;

@@ -2,7 +2,7 @@
 of thumbnail URLs, the status line and the folder choices.
 
 Handlers in ``ui.tabs.*`` are module-level functions whose first argument is the service (``ui.backend.Backend``);
-``bind(fn, be)`` gives Gradio a function of the remaining arguments with the same signature (Gradio reads it for
+``bind(fn, backend)`` gives Gradio a function of the remaining arguments with the same signature (Gradio reads it for
 ``gr.Request`` and ``gr.Progress``), of the same kind (plain, async or generator).
 """
 from __future__ import annotations
@@ -21,34 +21,34 @@ from .i18n import EN, reason_text, tr
 LEVEL_DOTS = {3: "●●●", 2: "●●○", 1: "●○○", 0: "○○○"}   # relevance levels (ui.backend.Backend.level)
 
 
-def bind(fn, be: Backend):
-    """``fn(be, ...)`` as a handler of the remaining arguments (signature, kind and name kept)."""
+def bind(fn, backend: Backend):
+    """``fn(backend, ...)`` as a handler of the remaining arguments (signature, kind and name kept)."""
     if inspect.iscoroutinefunction(fn):
         async def bound(*a, **kw):
-            return await fn(be, *a, **kw)
+            return await fn(backend, *a, **kw)
     elif inspect.isgeneratorfunction(fn):
         def bound(*a, **kw):
-            yield from fn(be, *a, **kw)
+            yield from fn(backend, *a, **kw)
     else:
         def bound(*a, **kw):
-            return fn(be, *a, **kw)
+            return fn(backend, *a, **kw)
     functools.update_wrapper(bound, fn)
     sig = inspect.signature(fn)
     bound.__signature__ = sig.replace(parameters=list(sig.parameters.values())[1:])
     return bound
 
 
-def status_text(be: Backend, lang: str) -> str:
+def status_text(backend: Backend, lang: str) -> str:
     """The status line: start-up progress, or the photo count read from the database now (never stale)."""
-    st = be.state
+    st = backend.state
     if st == "ready":
-        s = be.status()
+        s = backend.status()
         return tr(lang, "st_ready", n=s.get("images") or 0, model=s.get("model_id") or "?")
     if st == "indexing":
-        key = "st_indexing" if be.root is not None and be.root == DEMO_ROOT.resolve() else "st_indexing_n"
-        return tr(lang, key, done=be.done, total=be.total or "…")
+        key = "st_indexing" if backend.root is not None and backend.root == DEMO_ROOT.resolve() else "st_indexing_n"
+        return tr(lang, key, done=backend.done, total=backend.total or "…")
     if st == "error":
-        return tr(lang, "st_error", err=be.error)
+        return tr(lang, "st_error", err=backend.error)
     return tr(lang, "st_loading" if st == "loading" else "st_starting")
 
 
@@ -117,14 +117,14 @@ def uploaded_path(payload) -> str | None:
     return str(path)
 
 
-def result_caption(be: Backend, r: dict, names: dict[str, int], lang: str, levels: bool = True) -> str:
+def result_caption(backend: Backend, r: dict, names: dict[str, int], lang: str, levels: bool = True) -> str:
     """A result tile's caption: relevance dots (text searches only: the calibration is of text-to-photo scores),
     file name, its folder when another result has the same name (never in demo mode), the date it was taken (or
     last changed), and ×n for stacked exact copies."""
     p = Path(str(r["path"]))
-    dots = LEVEL_DOTS.get(be.level(r["score"]), "") if levels else ""      # none without a calibration
+    dots = LEVEL_DOTS.get(backend.level(r["score"]), "") if levels else ""      # none without a calibration
     parts = [f"{dots} {p.name}".strip()]
-    if names.get(p.name, 0) > 1 and not be.demo:
+    if names.get(p.name, 0) > 1 and not backend.demo:
         parts.append(f"{p.parent.name or p.parent}/")
     when = str(r.get("taken_at") or "")[:10]
     if not when and r.get("mtime"):
@@ -136,12 +136,12 @@ def result_caption(be: Backend, r: dict, names: dict[str, int], lang: str, level
     return " · ".join(parts)
 
 
-def captions(be: Backend, results: list[dict], lang: str, levels: bool = True) -> list[str]:
+def captions(backend: Backend, results: list[dict], lang: str, levels: bool = True) -> list[str]:
     names: dict[str, int] = {}
     for r in results:
         n = Path(str(r["path"])).name
         names[n] = names.get(n, 0) + 1
-    return [result_caption(be, r, names, lang, levels) for r in results]
+    return [result_caption(backend, r, names, lang, levels) for r in results]
 
 
 def label_caption(row: dict, lang: str, sure: float) -> str:
@@ -164,28 +164,28 @@ def dataframe(value: list[list], lang: str, keys: list[str], **kw) -> gr.Datafra
     return gr.Dataframe(value=value, headers=[tr(lang, k) for k in keys], **kw)
 
 
-def not_ready(be: Backend, lang):
-    if be.state == "error":
-        return status_text(be, lang)
-    return tr(lang, "msg_not_ready", status=status_text(be, lang))
+def not_ready(backend: Backend, lang):
+    if backend.state == "error":
+        return status_text(backend, lang)
+    return tr(lang, "msg_not_ready", status=status_text(backend, lang))
 
 
-def folder_dropdowns(be: Backend, lang: str = "en"):
-    roots = be.roots()
+def folder_dropdowns(backend: Backend, lang: str = "en"):
+    roots = backend.roots()
     return (gr.Dropdown(choices=[(tr(lang, "folder_all"), "")] + [(r, r) for r in roots], value=""),
             gr.Dropdown(choices=roots, value=None))
 
 
-def library_names(be: Backend) -> list:
+def library_names(backend: Backend) -> list:
     """Every prompt in the library (before the model has loaded: compatibility is checked on use)."""
     try:
-        return [p["name"] for p in be.prompts(check=False)]
+        return [p["name"] for p in backend.prompts(check=False)]
     except Exception:
         return []
 
 
-def prompt_choices(be: Backend) -> list:
+def prompt_choices(backend: Backend) -> list:
     try:
-        return [p["name"] for p in be.prompts() if p.get("compatible", True)]
+        return [p["name"] for p in backend.prompts() if p.get("compatible", True)]
     except Exception:
-        return library_names(be)
+        return library_names(backend)

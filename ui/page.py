@@ -56,13 +56,13 @@ HEAD = """<script>
 </script>"""
 
 
-def page_language(be: Backend, request: gr.Request):
+def page_language(backend: Backend, request: gr.Request):
     """On load: what the server writes into the page, in the browser's language (status, folder choices, table
     headers, method names, the model card)."""
     lang = lang_of(request)
-    return (status_text(be, lang), *folder_dropdowns(be, lang), folders.bad_table(be, lang),
-            fewshot.fs_table({}, lang), gr.Radio(choices=fewshot.fs_method_choices(lang)), model.about_md(be, lang),
-            model.metrics_md(installed_models()[0], lang), prompts.prompts_table(be, lang))
+    return (status_text(backend, lang), *folder_dropdowns(backend, lang), folders.bad_table(backend, lang),
+            fewshot.fs_table({}, lang), gr.Radio(choices=fewshot.fs_method_choices(lang)), model.about_md(backend, lang),
+            model.metrics_md(installed_models()[0], lang), prompts.prompts_table(backend, lang))
 
 
 def build_app(db_path: str | Path, model=None, searcher=None, demo: bool = False,
@@ -70,24 +70,24 @@ def build_app(db_path: str | Path, model=None, searcher=None, demo: bool = False
     """Build the page over a service. With ``searcher`` given it is used as is; otherwise the model loads (and
     ``root``, if given, is indexed into ``db_path``) in a background thread, started here unless ``start`` is
     False (app.main starts it once the page is served, so loading does not slow the first page)."""
-    be = backend or Backend(db_path, model=model, searcher=searcher, root=root, demo=demo)
-    be.demo = bool(be.demo or demo)
+    backend = backend or Backend(db_path, model=model, searcher=searcher, root=root, demo=demo)
+    backend.demo = bool(backend.demo or demo)
     if start:
-        be.start()
+        backend.start()
     with gr.Blocks(title="DC-CLIP 照片搜索 · Photo search", fill_width=True) as app:
         gr.Markdown("# " + EN["title"], elem_id="title")
         gr.Markdown(T("subtitle"), elem_id="subtitle")
         ui = SimpleNamespace(app=app, status=gr.Markdown(T("st_starting"), elem_id="status"))
         for tab in TABS:
-            setattr(ui, tab.__name__.rsplit(".", 1)[-1], tab.build(be))
+            setattr(ui, tab.__name__.rsplit(".", 1)[-1], tab.build(backend))
         for tab in TABS:
-            tab.wire(be, ui)
-        app.load(bind(page_language, be), None,
+            tab.wire(backend, ui)
+        app.load(bind(page_language, backend), None,
                  [ui.status, ui.search.folder, ui.folders.remove_pick, ui.folders.bad_files, ui.fewshot.fs_table_df,
                   ui.fewshot.fs_method, ui.model.model_about, ui.model.metrics, ui.prompts.pr_table],
                  api_visibility="private", queue=False)
-        gr.api(be.status, api_name="status")
-    app.backend = be  # for tests and app.main()
+        gr.api(backend.status, api_name="status")
+    app.backend = backend  # for tests and app.main()
     return app
 
 
@@ -96,11 +96,11 @@ def launch_kwargs(app: gr.Blocks, demo: bool = False) -> dict:
     Gradio's own file route gets no indexed folder (``allowed_paths`` is empty): photos reach the page only
     through /thumb and /photo, by keys and ids (ui.files)."""
     from starlette.middleware import Middleware
-    be: Backend = app.backend
-    be.thumb_dir.mkdir(parents=True, exist_ok=True)
+    backend: Backend = app.backend
+    backend.thumb_dir.mkdir(parents=True, exist_ok=True)
     theme = gr.themes.Soft(primary_hue="indigo", font=FONTS, font_mono=["Noto Sans Mono CJK SC", "monospace"])
     return dict(i18n=I18N, css=CSS, head=HEAD, theme=theme, allowed_paths=[],
-                app_kwargs={"routes": file_routes(be.thumbs, be.photo_path),
+                app_kwargs={"routes": file_routes(backend.thumbs, backend.photo_path),
                             "middleware": [Middleware(LoginBackoff)]},
                 max_file_size=MAX_UPLOAD, share=False,
                 footer_links=[] if demo else ["api", "settings"])

@@ -32,20 +32,20 @@ def fs_table(examples: dict, lang: str = "en"):
     return dataframe(rows, lang, ["fs_col_class", "fs_col_n", "fs_col_photos"])
 
 
-def fs_find(be: Backend, query: str, request: gr.Request):
+def fs_find(backend: Backend, query: str, request: gr.Request):
     """Search results to pick examples from (click photos to select them)."""
     lang, origin = lang_of(request), origin_of(request)
     q = (query or "").strip()
-    if be.state != "ready":
-        return [], [], [], not_ready(be, lang)
+    if backend.state != "ready":
+        return [], [], [], not_ready(backend, lang)
     if not q:
         return [], [], [], tr(lang, "msg_empty")
-    res = be.run_search(query=q, k=FS_PICK)
-    return ([(be.thumb_url(r["path"], origin), Path(str(r["path"])).name) for r in res],
+    res = backend.run_search(query=q, k=FS_PICK)
+    return ([(backend.thumb_url(r["path"], origin), Path(str(r["path"])).name) for r in res],
             [r["path"] for r in res], [], tr(lang, "fs_pick_hint"))
 
 
-def fs_toggle(be: Backend, paths, picked, evt: gr.SelectData, request: gr.Request):
+def fs_toggle(backend: Backend, paths, picked, evt: gr.SelectData, request: gr.Request):
     """Click a result: select it as an example (click again to unselect); captions show ✓."""
     origin = origin_of(request)
     try:
@@ -54,12 +54,12 @@ def fs_toggle(be: Backend, paths, picked, evt: gr.SelectData, request: gr.Reques
     except (TypeError, ValueError, IndexError):
         return gr.skip(), gr.skip()
     picked = [x for x in (picked or []) if x != i] if i in (picked or []) else list(picked or []) + [i]
-    items = [(be.thumb_url(p, origin), ("✓ " if j in picked else "") + Path(str(p)).name)
+    items = [(backend.thumb_url(p, origin), ("✓ " if j in picked else "") + Path(str(p)).name)
              for j, p in enumerate(paths)]
     return items, picked
 
 
-def fs_add(be: Backend, cls: str, uploads, paths, picked, examples, request: gr.Request):
+def fs_add(backend: Backend, cls: str, uploads, paths, picked, examples, request: gr.Request):
     """Add the selected results and uploaded photos as examples of class `cls`."""
     lang = lang_of(request)
     cls = " ".join((cls or "").split())
@@ -76,11 +76,11 @@ def fs_add(be: Backend, cls: str, uploads, paths, picked, examples, request: gr.
     have = list(examples.get(cls, []))
     examples[cls] = have + [p for p in new if p not in have]
     origin = origin_of(request)
-    unmarked = [(be.thumb_url(p, origin), Path(str(p)).name) for p in paths or []]   # selection cleared
+    unmarked = [(backend.thumb_url(p, origin), Path(str(p)).name) for p in paths or []]   # selection cleared
     return examples, fs_table(examples, lang), tr(lang, "fs_added", n=len(new), c=cls), [], unmarked
 
 
-def fs_clear(be: Backend, request: gr.Request):
+def fs_clear(backend: Backend, request: gr.Request):
     lang = lang_of(request)
     return {}, fs_table({}, lang), tr(lang, "fs_cleared"), None, None, ""
 
@@ -92,13 +92,13 @@ def fs_plot(points: list) -> "Any":
                          "accuracy": pd.Series([p[1] for p in points or []], dtype="float64")})
 
 
-def fs_learn(be: Backend, method: str, steps: int, examples, request: gr.Request):
+def fs_learn(backend: Backend, method: str, steps: int, examples, request: gr.Request):
     """Learn a prompt from the examples (a generator: the accuracy plot updates while it learns). A class
     with at least 5 examples keeps one in five aside to measure validation accuracy."""
     lang = lang_of(request)
     examples = {c: list(v) for c, v in (examples or {}).items() if v}
-    if be.state != "ready":
-        yield fs_plot([]), not_ready(be, lang), None, ""
+    if backend.state != "ready":
+        yield fs_plot([]), not_ready(backend, lang), None, ""
         return
     if len(examples) < 2:
         yield fs_plot([]), tr(lang, "fs_need_two"), None, ""
@@ -114,7 +114,7 @@ def fs_learn(be: Backend, method: str, steps: int, examples, request: gr.Request
 
     def run():
         try:
-            box["prompt"] = learn_prompt(examples, method=method, model=be.any_model(), config=cfg,
+            box["prompt"] = learn_prompt(examples, method=method, model=backend.any_model(), config=cfg,
                                          val_fraction=val,
                                          progress=lambda s, t, loss: box.__setitem__("step", int(s)),
                                          on_eval=lambda s, acc: evals.append((int(s), 100 * float(acc))))
@@ -135,10 +135,10 @@ def fs_learn(be: Backend, method: str, steps: int, examples, request: gr.Request
         yield fs_plot(evals), failed(lang, "fs_failed", box["error"]), None, ""
         return
     p = box["prompt"]
-    yield fs_plot(evals), fs_result_md(be, p, examples, lang, time.perf_counter() - t0), p, ""
+    yield fs_plot(evals), fs_result_md(backend, p, examples, lang, time.perf_counter() - t0), p, ""
 
 
-def fs_result_md(be: Backend, p, examples, lang, seconds) -> str:
+def fs_result_md(backend: Backend, p, examples, lang, seconds) -> str:
     """Validation accuracy (held-out examples when every class has >= 5), else accuracy on the examples."""
     va = p.meta.get("val_accuracy")
     if va is not None:
@@ -147,16 +147,16 @@ def fs_result_md(be: Backend, p, examples, lang, seconds) -> str:
         from training.prompts.api import classify
         paths = [x for v in examples.values() for x in v]
         truth = [c for c, v in examples.items() for _ in v]
-        pred = [r[0]["class"] for r in classify(paths, prompt=p, model=be.any_model(), top=1)]
+        pred = [r[0]["class"] for r in classify(paths, prompt=p, model=backend.any_model(), top=1)]
         acc = tr(lang, "fs_train_acc", a=100 * sum(a == b for a, b in zip(pred, truth)) / max(1, len(truth)))
     return tr(lang, "fs_done", m=method_name(lang, p.method), c=p.num_classes,
               n=sum(len(v) for v in examples.values()), s=round(seconds, 1)) + " " + acc
 
 
-def fs_save(be: Backend, name: str, prompt, request: gr.Request):
-    """Save the learned prompt into the user's prompt library (not in be.demo mode)."""
+def fs_save(backend: Backend, name: str, prompt, request: gr.Request):
+    """Save the learned prompt into the user's prompt library (not in demo mode)."""
     lang = lang_of(request)
-    if be.demo:
+    if backend.demo:
         return tr(lang, "demo_readonly"), gr.skip(), gr.skip()
     if prompt is None:
         return tr(lang, "fs_learn_first"), gr.skip(), gr.skip()
@@ -164,15 +164,15 @@ def fs_save(be: Backend, name: str, prompt, request: gr.Request):
     if not name:
         return tr(lang, "fs_bad_name"), gr.skip(), gr.skip()
     try:
-        be.save_prompt(prompt, name)
+        backend.save_prompt(prompt, name)
     except FileExistsError:
         return tr(lang, "fs_name_taken", name=name), gr.skip(), gr.skip()
     except Exception as e:
         return failed(lang, "pr_failed", e), gr.skip(), gr.skip()
-    ch = prompt_choices(be)
+    ch = prompt_choices(backend)
     return tr(lang, "fs_saved", name=name), gr.Dropdown(choices=[""] + ch, value=name), gr.Dropdown(choices=ch)
 
-def build(be: Backend) -> SimpleNamespace:
+def build(backend: Backend) -> SimpleNamespace:
     """The Few-shot tab's components."""
     with gr.Tab(T("tab_fewshot"), elem_id="tab-fewshot") as tab:
         fs_examples = gr.State({})
@@ -210,7 +210,7 @@ def build(be: Backend) -> SimpleNamespace:
                 fs_steps = gr.Slider(5, 300, value=FS_STEPS, step=5, label=T("fs_steps"), elem_id="fs-steps")
                 fs_learn_btn = gr.Button(T("fs_learn"), variant="primary", elem_id="fs-learn")
                 fs_result = gr.Markdown("", elem_id="fs-result")
-                with gr.Row(equal_height=False, visible=not be.demo):
+                with gr.Row(equal_height=False, visible=not backend.demo):
                     fs_name = gr.Textbox(label=T("fs_name"), placeholder="my-pets", max_lines=1, scale=3,
                                          elem_id="fs-name")
                     fs_save_btn = gr.Button(T("fs_save"), scale=1, min_width=120, elem_id="fs-save",
@@ -228,20 +228,20 @@ def build(be: Backend) -> SimpleNamespace:
                            fs_save_btn=fs_save_btn, fs_save_msg=fs_save_msg, fs_curve=fs_curve)
 
 
-def wire(be: Backend, ui: SimpleNamespace) -> None:
+def wire(backend: Backend, ui: SimpleNamespace) -> None:
     t = ui.fewshot
     find_outs = [t.fs_results, t.fs_paths, t.fs_picked, t.fs_msg]
-    t.fs_query.submit(bind(fs_find, be), [t.fs_query], find_outs, api_visibility="private")
-    t.fs_find_btn.click(bind(fs_find, be), [t.fs_query], find_outs, api_name="fewshot_find")
-    t.fs_results.select(bind(fs_toggle, be), [t.fs_paths, t.fs_picked], [t.fs_results, t.fs_picked],
+    t.fs_query.submit(bind(fs_find, backend), [t.fs_query], find_outs, api_visibility="private")
+    t.fs_find_btn.click(bind(fs_find, backend), [t.fs_query], find_outs, api_name="fewshot_find")
+    t.fs_results.select(bind(fs_toggle, backend), [t.fs_paths, t.fs_picked], [t.fs_results, t.fs_picked],
                         api_visibility="private")
-    t.fs_add_btn.click(bind(fs_add, be), [t.fs_class, t.fs_upload, t.fs_paths, t.fs_picked, t.fs_examples],
+    t.fs_add_btn.click(bind(fs_add, backend), [t.fs_class, t.fs_upload, t.fs_paths, t.fs_picked, t.fs_examples],
                        [t.fs_examples, t.fs_table_df, t.fs_msg, t.fs_picked, t.fs_results], api_name="fewshot_add").then(
         lambda: None, None, [t.fs_upload], api_visibility="private", queue=False)
-    t.fs_clear_btn.click(bind(fs_clear, be), None, [t.fs_examples, t.fs_table_df, t.fs_msg, t.fs_prompt, t.fs_upload,
+    t.fs_clear_btn.click(bind(fs_clear, backend), None, [t.fs_examples, t.fs_table_df, t.fs_msg, t.fs_prompt, t.fs_upload,
                                           t.fs_save_msg], api_name="fewshot_clear")
-    t.fs_learn_btn.click(bind(fs_learn, be), [t.fs_method, t.fs_steps, t.fs_examples],
+    t.fs_learn_btn.click(bind(fs_learn, backend), [t.fs_method, t.fs_steps, t.fs_examples],
                          [t.fs_curve, t.fs_result, t.fs_prompt, t.fs_save_msg], api_name="fewshot_learn",
                          concurrency_limit=1, concurrency_id="learn")
-    t.fs_save_btn.click(bind(fs_save, be), [t.fs_name, t.fs_prompt],
+    t.fs_save_btn.click(bind(fs_save, backend), [t.fs_name, t.fs_prompt],
                         [t.fs_save_msg, ui.label.label_prompt, ui.prompts.pr_pick], api_name="fewshot_save")

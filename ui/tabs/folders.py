@@ -13,38 +13,38 @@ from ..common import bind, dataframe, failed, folder_dropdowns, not_ready, statu
 from ..i18n import EN, T, lang_of, reason_text, tr
 
 
-def index_md(be: Backend, lang: str) -> str:
-    roots = be.roots()
-    st = be.stats()
+def index_md(backend: Backend, lang: str) -> str:
+    roots = backend.roots()
+    st = backend.stats()
     lines = [f"**{tr(lang, 'index_roots')}**", ""]
     if roots:
-        lines += [f"- `{be.shown_path(r)}`" for r in roots]
+        lines += [f"- `{backend.shown_path(r)}`" for r in roots]
     else:
         lines.append(f"- {tr(lang, 'index_none')}")
     if st:
         lines += ["", tr(lang, "index_counts", n=st.get("images", 0), e=st.get("errors", 0))]
-    if be.demo:
+    if backend.demo:
         lines += ["", tr(lang, "index_readonly")]
     return "\n".join(lines)
 
 
-def bad_table(be: Backend, lang: str):
-    rows = [[b["path"], reason_text(lang, b["reason"])] for b in be.bad_files()]
+def bad_table(backend: Backend, lang: str):
+    rows = [[b["path"], reason_text(lang, b["reason"])] for b in backend.bad_files()]
     return dataframe(rows, lang, ["col_file", "col_reason"])
 
 
-def index_outputs(be: Backend, lang: str, msg: str):
+def index_outputs(backend: Backend, lang: str, msg: str):
     """(index info, bad files, message, status line)."""
-    return index_md(be, lang), bad_table(be, lang), msg, status_text(be, lang)
+    return index_md(backend, lang), bad_table(backend, lang), msg, status_text(backend, lang)
 
 
-def index_view(be: Backend, request: gr.Request):
+def index_view(backend: Backend, request: gr.Request):
     lang = lang_of(request)
-    return index_md(be, lang), bad_table(be, lang)
+    return index_md(backend, lang), bad_table(backend, lang)
 
 
-def _progress_cb(be: Backend, progress, lang, root):
-    desc = tr(lang, "msg_scanning", root=be.shown_path(root))
+def _progress_cb(backend: Backend, progress, lang, root):
+    desc = tr(lang, "msg_scanning", root=backend.shown_path(root))
 
     def cb(done, total, path=None):
         if total:
@@ -52,93 +52,93 @@ def _progress_cb(be: Backend, progress, lang, root):
     return cb
 
 
-def do_rescan(be: Backend, request: gr.Request, progress=gr.Progress()):
+def do_rescan(backend: Backend, request: gr.Request, progress=gr.Progress()):
     """Re-scan every indexed folder (new, changed, moved and deleted photos)."""
     lang = lang_of(request)
-    if be.state != "ready":
-        return index_outputs(be, lang, not_ready(be, lang))
+    if backend.state != "ready":
+        return index_outputs(backend, lang, not_ready(backend, lang))
     t0 = time.perf_counter()
     tot = {"indexed": 0, "updated": 0, "removed": 0}
-    roots = be.roots()
+    roots = backend.roots()
     try:
-        be.require_writable()
+        backend.require_writable()
         for r in roots:
-            res = be.index_folder(r, progress=_progress_cb(be, progress, lang, r))
+            res = backend.index_folder(r, progress=_progress_cb(backend, progress, lang, r))
             for key in tot:
                 tot[key] += int(res.get(key) or 0)
     except Exception as e:
-        return index_outputs(be, lang, failed(lang, "msg_index_failed", e))
+        return index_outputs(backend, lang, failed(lang, "msg_index_failed", e))
     msg = tr(lang, "msg_rescanned", n=len(roots), added=tot["indexed"], updated=tot["updated"],
-             removed=tot["removed"], errors=be.stats().get("errors", 0), s=round(time.perf_counter() - t0, 1))
-    return index_outputs(be, lang, msg)
+             removed=tot["removed"], errors=backend.stats().get("errors", 0), s=round(time.perf_counter() - t0, 1))
+    return index_outputs(backend, lang, msg)
 
 
-def do_add_folder(be: Backend, folder: str, request: gr.Request, progress=gr.Progress()):
+def do_add_folder(backend: Backend, folder: str, request: gr.Request, progress=gr.Progress()):
     """Index a new folder into the same database (its photos become searchable)."""
     lang = lang_of(request)
-    if be.demo:
-        return index_outputs(be, lang, tr(lang, "index_readonly"))
+    if backend.demo:
+        return index_outputs(backend, lang, tr(lang, "index_readonly"))
     folder = (folder or "").strip()
     if not folder:
-        return index_outputs(be, lang, tr(lang, "msg_no_folder"))
+        return index_outputs(backend, lang, tr(lang, "msg_no_folder"))
     root = Path(folder).expanduser()
     if not root.is_dir():
-        return index_outputs(be, lang, tr(lang, "msg_not_folder", root=folder))
-    if be.state != "ready":
-        return index_outputs(be, lang, not_ready(be, lang))
+        return index_outputs(backend, lang, tr(lang, "msg_not_folder", root=folder))
+    if backend.state != "ready":
+        return index_outputs(backend, lang, not_ready(backend, lang))
     root = str(root.resolve())
     t0 = time.perf_counter()
     try:
-        res = be.index_folder(root, progress=_progress_cb(be, progress, lang, root))
+        res = backend.index_folder(root, progress=_progress_cb(backend, progress, lang, root))
     except Exception as e:
-        return index_outputs(be, lang, failed(lang, "msg_index_failed", e))
+        return index_outputs(backend, lang, failed(lang, "msg_index_failed", e))
     msg = tr(lang, "msg_added", root=root, added=int(res.get("indexed") or 0),
              errors=int(res.get("errors") or 0), s=round(time.perf_counter() - t0, 1))
-    return index_outputs(be, lang, msg)
+    return index_outputs(backend, lang, msg)
 
 
-def ask_remove_folder(be: Backend, root: str, request: gr.Request):
+def ask_remove_folder(backend: Backend, root: str, request: gr.Request):
     """First click on "Remove": ask to confirm (nothing is removed yet)."""
     lang = lang_of(request)
-    if be.demo:
+    if backend.demo:
         return tr(lang, "index_readonly"), gr.Row(visible=False)
-    if not root or root not in be.roots():
+    if not root or root not in backend.roots():
         return tr(lang, "msg_pick_folder"), gr.Row(visible=False)
     return tr(lang, "confirm_remove_folder", root=root), gr.Row(visible=True)
 
 
-def do_remove_folder(be: Backend, root: str, request: gr.Request):
-    """Take a folder's photos out of the index (the files on disk are not touched; not in be.demo mode)."""
+def do_remove_folder(backend: Backend, root: str, request: gr.Request):
+    """Take a folder's photos out of the index (the files on disk are not touched; not in demo mode)."""
     lang = lang_of(request)
     hide = gr.Row(visible=False)
-    if not root or root not in be.roots():
-        return (*index_outputs(be, lang, tr(lang, "msg_pick_folder")), gr.skip(), gr.skip(), hide)
+    if not root or root not in backend.roots():
+        return (*index_outputs(backend, lang, tr(lang, "msg_pick_folder")), gr.skip(), gr.skip(), hide)
     try:
-        res = be.remove_root(root)
+        res = backend.remove_root(root)
     except Exception as e:
-        return (*index_outputs(be, lang, failed(lang, "msg_index_failed", e)), gr.skip(),
+        return (*index_outputs(backend, lang, failed(lang, "msg_index_failed", e)), gr.skip(),
                 gr.skip(), hide)
     msg = tr(lang, "msg_removed", root=root, n=res["removed"], e=res["errors_removed"])
-    return (*index_outputs(be, lang, msg), *folder_dropdowns(be, lang), hide)
+    return (*index_outputs(backend, lang, msg), *folder_dropdowns(backend, lang), hide)
 
 
-def folders_after_add(be: Backend, request: gr.Request):
-    return folder_dropdowns(be, lang_of(request))
+def folders_after_add(backend: Backend, request: gr.Request):
+    return folder_dropdowns(backend, lang_of(request))
 
-def build(be: Backend) -> SimpleNamespace:
+def build(backend: Backend) -> SimpleNamespace:
     """The Index tab's components."""
     with gr.Tab(T("tab_index"), elem_id="tab-index") as tab:
         index_info = gr.Markdown("", elem_id="index-info")          # filled when the tab opens
-        with gr.Row(visible=not be.demo):
+        with gr.Row(visible=not backend.demo):
             rescan_btn = gr.Button(T("rescan_btn"), variant="secondary", scale=0, min_width=200,
                                    elem_id="rescan-btn")
-        with gr.Row(visible=not be.demo, equal_height=False):
+        with gr.Row(visible=not backend.demo, equal_height=False):
             add_folder = gr.Textbox(label=T("add_folder_label"), placeholder=T("add_folder_placeholder"),
                                     scale=5, elem_id="add-folder")
             add_btn = gr.Button(T("add_folder_btn"), variant="primary", scale=1, min_width=160,
                                 elem_classes=["end-btn"])
-        with gr.Row(visible=not be.demo, equal_height=False):
-            remove_pick = gr.Dropdown(be.roots(False), value=None, label=T("remove_folder_label"),
+        with gr.Row(visible=not backend.demo, equal_height=False):
+            remove_pick = gr.Dropdown(backend.roots(False), value=None, label=T("remove_folder_label"),
                                       allow_custom_value=True,  # checked against the indexed folders
                                       info=T("remove_folder_info"), scale=5, elem_id="remove-folder")
             remove_btn = gr.Button(T("remove_folder_btn"), variant="stop", scale=1, min_width=160,
@@ -156,18 +156,18 @@ def build(be: Backend) -> SimpleNamespace:
                            rm_cancel_btn=rm_cancel_btn, bad_files=bad_files)
 
 
-def wire(be: Backend, ui: SimpleNamespace) -> None:
+def wire(backend: Backend, ui: SimpleNamespace) -> None:
     t, search = ui.folders, ui.search
     outs = [t.index_info, t.bad_files, t.index_msg, ui.status]
-    t.tab.select(bind(index_view, be), None, [t.index_info, t.bad_files], api_name="index_info", queue=False)
-    t.rescan_btn.click(bind(do_rescan, be), None, outs, api_name="rescan", concurrency_limit=1, concurrency_id="write")
+    t.tab.select(bind(index_view, backend), None, [t.index_info, t.bad_files], api_name="index_info", queue=False)
+    t.rescan_btn.click(bind(do_rescan, backend), None, outs, api_name="rescan", concurrency_limit=1, concurrency_id="write")
     for event, api in ((t.add_folder.submit, None), (t.add_btn.click, "add_folder")):
-        event(bind(do_add_folder, be), [t.add_folder], outs, api_name=api, api_visibility="public" if api else "private",
+        event(bind(do_add_folder, backend), [t.add_folder], outs, api_name=api, api_visibility="public" if api else "private",
               concurrency_limit=1, concurrency_id="write").then(
-            bind(folders_after_add, be), None, [search.folder, t.remove_pick], api_visibility="private", queue=False)
-    t.remove_btn.click(bind(ask_remove_folder, be), [t.remove_pick], [t.index_msg, t.rm_confirm_row],
+            bind(folders_after_add, backend), None, [search.folder, t.remove_pick], api_visibility="private", queue=False)
+    t.remove_btn.click(bind(ask_remove_folder, backend), [t.remove_pick], [t.index_msg, t.rm_confirm_row],
                        api_name="remove_folder_ask", queue=False)
-    t.rm_confirm_btn.click(bind(do_remove_folder, be), [t.remove_pick],
+    t.rm_confirm_btn.click(bind(do_remove_folder, backend), [t.remove_pick],
                            outs + [search.folder, t.remove_pick, t.rm_confirm_row], api_name="remove_folder",
                            concurrency_limit=1, concurrency_id="write")
     t.rm_cancel_btn.click(lambda: ("", gr.Row(visible=False)), None, [t.index_msg, t.rm_confirm_row],

@@ -37,11 +37,11 @@ def metrics_md(name: str, lang: str) -> str:
     return "\n".join(lines)
 
 
-def about_md(be: Backend, lang: str) -> str:
+def about_md(backend: Backend, lang: str) -> str:
     """The Model tab's panel: what the model does for the user (languages, where it runs, its size, speed) and
     the index's counts (no file paths in demo mode)."""
-    info = be.model_info()
-    s = be.stats()
+    info = backend.model_info()
+    s = backend.stats()
     lines = [f"**{tr(lang, 'about_model')}**", ""]
     if info:
         names = {"zh": "中文", "en": "English"}
@@ -49,47 +49,47 @@ def about_md(be: Backend, lang: str) -> str:
         lines += [f"- {tr(lang, 'about_id')}: `{info.get('id', '?')}`",
                   f"- {tr(lang, 'about_langs')}: {langs} · {tr(lang, 'about_trad')}",
                   f"- {tr(lang, 'about_runs')}",
-                  f"- {tr(lang, 'about_size', mb=be.model_megabytes())}"]
+                  f"- {tr(lang, 'about_size', mb=backend.model_megabytes())}"]
     else:
         lines.append(f"- {tr(lang, 'about_wait')}")
     lines += ["", f"**{tr(lang, 'about_index')}**", ""]
     if s:
         lines += [f"- {tr(lang, 'about_images')}: {s.get('images', '?')}",
                   f"- {tr(lang, 'about_errors')}: {s.get('errors', 0)}"]
-        if not be.demo and s.get("db"):
+        if not backend.demo and s.get("db"):
             lines.append(f"- {tr(lang, 'about_db')}: `{s.get('db')}`")
     else:
-        lines.append(f"- {status_text(be, lang)}")
+        lines.append(f"- {status_text(backend, lang)}")
     lines += ["", tr(lang, "about_offline")]
     return "\n".join(lines)
 
 
-def model_view(be: Backend, name, request: gr.Request):
+def model_view(backend: Backend, name, request: gr.Request):
     lang = lang_of(request)
-    return metrics_md(name or "default", lang), about_md(be, lang)
+    return metrics_md(name or "default", lang), about_md(backend, lang)
 
 
-def do_use_model(be: Backend, name: str, request: gr.Request):
+def do_use_model(backend: Backend, name: str, request: gr.Request):
     """Switch to another installed model; the index is re-embedded by a re-scan (the message says so)."""
     lang = lang_of(request)
-    if be.state != "ready":
-        return not_ready(be, lang), gr.skip(), gr.skip()
+    if backend.state != "ready":
+        return not_ready(backend, lang), gr.skip(), gr.skip()
     try:
-        res = be.switch_model(name)
+        res = backend.switch_model(name)
     except Exception as e:
         return failed(lang, "msg_model_failed", e), gr.skip(), gr.skip()
     key = "msg_model_ok" if res["vectors"] >= res["images"] else "msg_model_reindex"
-    return (tr(lang, key, model=res["model_id"], n=res["vectors"], total=res["images"]), about_md(be, lang),
-            status_text(be, lang))
+    return (tr(lang, key, model=res["model_id"], n=res["vectors"], total=res["images"]), about_md(backend, lang),
+            status_text(backend, lang))
 
-def build(be: Backend) -> SimpleNamespace:
+def build(backend: Backend) -> SimpleNamespace:
     """The Model tab's components."""
     models = installed_models()
     with gr.Tab(T("tab_model"), elem_id="tab-model") as tab:
         with gr.Row(equal_height=False):
             model_pick = gr.Dropdown(models, value=models[0], label=T("model_pick"), scale=4,
                                      elem_id="model-pick")
-            model_use_btn = gr.Button(T("model_use"), scale=1, min_width=160, visible=not be.demo,
+            model_use_btn = gr.Button(T("model_use"), scale=1, min_width=160, visible=not backend.demo,
                                       elem_classes=["end-btn"], elem_id="model-use")
         model_msg = gr.Markdown("", elem_id="model-msg")
         model_about = gr.Markdown("", elem_id="model-about")
@@ -99,11 +99,11 @@ def build(be: Backend) -> SimpleNamespace:
                            model_about=model_about, metrics=metrics)
 
 
-def wire(be: Backend, ui: SimpleNamespace) -> None:
+def wire(backend: Backend, ui: SimpleNamespace) -> None:
     t = ui.model
-    t.tab.select(bind(model_view, be), [t.model_pick], [t.metrics, t.model_about], api_visibility="private",
+    t.tab.select(bind(model_view, backend), [t.model_pick], [t.metrics, t.model_about], api_visibility="private",
                  queue=False)
-    t.model_pick.change(bind(model_view, be), [t.model_pick], [t.metrics, t.model_about], api_name="model_card",
+    t.model_pick.change(bind(model_view, backend), [t.model_pick], [t.metrics, t.model_about], api_name="model_card",
                         queue=False)
-    t.model_use_btn.click(bind(do_use_model, be), [t.model_pick], [t.model_msg, t.model_about, ui.status],
+    t.model_use_btn.click(bind(do_use_model, backend), [t.model_pick], [t.model_msg, t.model_about, ui.status],
                           api_name="model_use", concurrency_limit=1, concurrency_id="write")

@@ -24,11 +24,11 @@ DEFAULT_SHOW = "any"
 MAX_UPLOAD_BYTES = 20 * 2 ** 20
 
 
-def _filters(be: Backend, folder, date_from, date_to, lang):
+def _filters(backend: Backend, folder, date_from, date_to, lang):
     """(filters, error message) from the filter inputs; dates must be ISO (YYYY-MM-DD)."""
     import datetime as _dt
     f = {}
-    if folder and not be.demo and folder in be.roots():
+    if folder and not backend.demo and folder in backend.roots():
         f["folder"] = folder
     for key, v in (("date_from", date_from), ("date_to", date_to)):
         v = (v or "").strip() if isinstance(v, str) else v
@@ -44,49 +44,49 @@ def _filters(be: Backend, folder, date_from, date_to, lang):
     return f, None
 
 
-def _shown(be: Backend, res: list[dict], show: str | None) -> list[dict]:
+def _shown(backend: Backend, res: list[dict], show: str | None) -> list[dict]:
     """Results at or above the chosen relevance (all of them for "all")."""
     floor = SHOW_MIN_LEVEL.get(show or DEFAULT_SHOW, 1)
     if floor is None:
         return res
-    return [r for r in res if _level_or_top(be, r["score"]) >= floor]
+    return [r for r in res if _level_or_top(backend, r["score"]) >= floor]
 
 
-def _level_or_top(be: Backend, score: float) -> int:
-    lv = be.level(score)
+def _level_or_top(backend: Backend, score: float) -> int:
+    lv = backend.level(score)
     return 3 if lv is None else lv            # an uncalibrated model hides nothing
 
 
-async def do_search(be: Backend, query, k, show=DEFAULT_SHOW, folder=None, date_from=None, date_to=None,
+async def do_search(backend: Backend, query, k, show=DEFAULT_SHOW, folder=None, date_from=None, date_to=None,
                     request: gr.Request = None):
     """Text search (runs on the event loop: the work happens in the batcher's thread). The photo in
     "search by image" is cleared: the results shown are this query's."""
     lang = lang_of(request)
     q = (query or "").strip()
-    if be.state != "ready":
-        return [], not_ready(be, lang), [], gr.skip()
+    if backend.state != "ready":
+        return [], not_ready(backend, lang), [], gr.skip()
     if not q:
         return [], tr(lang, "msg_empty"), [], gr.skip()
-    f, err = _filters(be, folder, date_from, date_to, lang)
+    f, err = _filters(backend, folder, date_from, date_to, lang)
     if err:
         return [], err, [], gr.skip()
     t0 = time.perf_counter()
     try:
-        res = await be.search_text(q, k=int(k), **f)
+        res = await backend.search_text(q, k=int(k), **f)
     except Exception as e:
         return [], failed(lang, "msg_failed", e), [], None
     ms = int((time.perf_counter() - t0) * 1000)
-    if show != "all" and not be.query_has_match(q, res):
+    if show != "all" and not backend.query_has_match(q, res):
         return [], tr(lang, "msg_no_match", q=q), [], None
-    res = be.stack_copies(_shown(be, res, show))
+    res = backend.stack_copies(_shown(backend, res, show))
     if not res:
         return [], tr(lang, "msg_none", q=q), [], None
-    urls = await be.thumb_urls([r["path"] for r in res], origin_of(request))
-    items = list(zip(urls, captions(be, res, lang)))
+    urls = await backend.thumb_urls([r["path"] for r in res], origin_of(request))
+    items = list(zip(urls, captions(backend, res, lang)))
     return gallery_payload(items), tr(lang, "msg_results", n=len(res), q=q, ms=ms), [r["path"] for r in res], None
 
 
-def do_image_search(be: Backend, upload, k, show=DEFAULT_SHOW, folder=None, date_from=None, date_to=None,
+def do_image_search(backend: Backend, upload, k, show=DEFAULT_SHOW, folder=None, date_from=None, date_to=None,
                     request: gr.Request = None):
     """Search by an uploaded photo (raw event data: ``upload`` is Gradio's file payload, see uploaded_path)."""
     lang = lang_of(request)
@@ -95,40 +95,40 @@ def do_image_search(be: Backend, upload, k, show=DEFAULT_SHOW, folder=None, date
     image = uploaded_path(upload)
     if image is None:
         return [], tr(lang, "msg_image_failed", err=tr(lang, "msg_unknown_error")), []
-    if be.state != "ready":
-        return [], not_ready(be, lang), []
+    if backend.state != "ready":
+        return [], not_ready(backend, lang), []
     try:
         if os.path.getsize(image) > MAX_UPLOAD_BYTES:
             return [], tr(lang, "msg_upload_too_big", mb=MAX_UPLOAD_BYTES // 2 ** 20), []
     except (OSError, TypeError):
         pass
-    f, err = _filters(be, folder, date_from, date_to, lang)
+    f, err = _filters(backend, folder, date_from, date_to, lang)
     if err:
         return [], err, []
     t0 = time.perf_counter()
     try:
-        res = be.run_search(image=image, k=int(k), **f)
+        res = backend.run_search(image=image, k=int(k), **f)
     except Exception as e:
         return [], failed(lang, "msg_image_failed", e), []
     ms = int((time.perf_counter() - t0) * 1000)
-    res = be.stack_copies(res)            # photo-to-photo scores have no calibrated levels: the top k, ranked
+    res = backend.stack_copies(res)            # photo-to-photo scores have no calibrated levels: the top k, ranked
     if not res:
         return [], tr(lang, "msg_none_img"), []
     o = origin_of(request)
-    items = [(be.thumb_url(r["path"], o), c) for r, c in zip(res, captions(be, res, lang, levels=False))]
+    items = [(backend.thumb_url(r["path"], o), c) for r, c in zip(res, captions(backend, res, lang, levels=False))]
     return gallery_payload(items), tr(lang, "msg_results_img", n=len(res), ms=ms), [r["path"] for r in res]
 
 
-def photo_detail(be: Backend, path: str, lang: str, origin: str, k: int = 8):
+def photo_detail(backend: Backend, path: str, lang: str, origin: str, k: int = 8):
     """(Markdown about the photo, [(thumbnail, caption)] of its nearest neighbours)."""
     name = Path(str(path)).name
     try:
-        near = be.searcher.similar(path, k=k)
-        dups = be.duplicates_of(path)
+        near = backend.searcher.similar(path, k=k)
+        dups = backend.duplicates_of(path)
     except Exception as e:
         return f"**{name}** · {tr(lang, 'msg_failed', err=user_error(lang, e))}", []
-    row = be.photo_row(path)
-    lines = [f"**{be.shown_path(path)}**"]
+    row = backend.photo_row(path)
+    lines = [f"**{backend.shown_path(path)}**"]
     facts = []
     if row.get("width"):
         facts.append(f"{tr(lang, 'detail_size')}: {row['width']}×{row['height']}")
@@ -138,54 +138,54 @@ def photo_detail(be: Backend, path: str, lang: str, origin: str, k: int = 8):
         facts.append(f"[{tr(lang, 'detail_full')}]({photo_url(row['id'], origin)})")
     if facts:
         lines.append(" · ".join(facts))
-    names = ", ".join(be.shown_path(d["path"]) for d in dups)
+    names = ", ".join(backend.shown_path(d["path"]) for d in dups)
     lines.append(tr(lang, "dups_some", names=names) if dups else tr(lang, "dups_none"))
-    return "\n\n".join(lines), [(be.thumb_url(r["path"], origin), c)
-                                for r, c in zip(near, captions(be, near, lang, levels=False))]
+    return "\n\n".join(lines), [(backend.thumb_url(r["path"], origin), c)
+                                for r, c in zip(near, captions(backend, near, lang, levels=False))]
 
 
-def on_select(be: Backend, paths, evt: gr.SelectData, request: gr.Request):
+def on_select(backend: Backend, paths, evt: gr.SelectData, request: gr.Request):
     lang = lang_of(request)
     try:
         path = paths[int(evt.index)]
     except (TypeError, ValueError, IndexError):
         return gr.skip(), gr.skip()
-    return photo_detail(be, path, lang, origin_of(request))
+    return photo_detail(backend, path, lang, origin_of(request))
 
 
-def api_detail(be: Backend, name: str) -> dict:
-    """A photo's nearest neighbours and duplicates, by its file name (or path outside be.demo)."""
-    if be.state != "ready":
+def api_detail(backend: Backend, name: str) -> dict:
+    """A photo's nearest neighbours and duplicates, by its file name (or path outside demo mode)."""
+    if backend.state != "ready":
         return {}
-    path = be.find_path(name)
+    path = backend.find_path(name)
     if path is None:
         return {"error": "not in the index"}
-    near = be.searcher.similar(path, k=8)
+    near = backend.searcher.similar(path, k=8)
     return {"neighbours": [{"name": Path(str(r["path"])).name, "score": round(float(r["score"]), 4)}
                            for r in near],
-            "duplicates": [Path(str(d["path"])).name for d in be.duplicates_of(path)],
-            "full": photo_url(be.photo_row(path).get("id"))}
+            "duplicates": [Path(str(d["path"])).name for d in backend.duplicates_of(path)],
+            "full": photo_url(backend.photo_row(path).get("id"))}
 
 
-async def api_search(be: Backend, query: str, k: int = 20) -> list:
+async def api_search(backend: Backend, query: str, k: int = 20) -> list:
     """Text search as JSON: [{"name": file name, "score": float, "level": 0-3}, ...] best first ([] until
     ready, and for a query nothing in the photos matches)."""
     q = (query or "").strip()
-    if be.state != "ready" or not q:
+    if backend.state != "ready" or not q:
         return []
-    res = await be.search_text(q, k=k)
-    if not be.query_has_match(q, res):
+    res = await backend.search_text(q, k=k)
+    if not backend.query_has_match(q, res):
         return []
     return [{"name": Path(str(r["path"])).name, "score": round(float(r["score"]), 4),
-             "level": be.level(r["score"])} for r in _shown(be, res, "any")]
+             "level": backend.level(r["score"])} for r in _shown(backend, res, "any")]
 
 
-def poll(be: Backend, request: gr.Request):
+def poll(backend: Backend, request: gr.Request):
     """Start-up status (every second until ready); the folder lists once the index is there."""
     lang = lang_of(request)
-    done = be.state in ("ready", "error")
-    dd = folder_dropdowns(be, lang) if be.state == "ready" else (gr.skip(), gr.skip())
-    return status_text(be, lang), gr.Timer(active=not done), *dd
+    done = backend.state in ("ready", "error")
+    dd = folder_dropdowns(backend, lang) if backend.state == "ready" else (gr.skip(), gr.skip())
+    return status_text(backend, lang), gr.Timer(active=not done), *dd
 
 def example_query(i: int):
     """The handler of example button i: the example in the page's language (zh-TW gets traditional characters)."""
@@ -194,7 +194,7 @@ def example_query(i: int):
     return fill
 
 
-def build(be: Backend) -> SimpleNamespace:
+def build(backend: Backend) -> SimpleNamespace:
     """The Search tab's components (inside the page's Blocks)."""
     with gr.Tab(T("tab_search")) as tab:
         with gr.Row(equal_height=False):
@@ -214,8 +214,8 @@ def build(be: Backend) -> SimpleNamespace:
                         show = gr.Radio([(T(f"show_{c}"), c) for c in SHOW_CHOICES], value=DEFAULT_SHOW,
                                         label=T("show_label"), info=T("show_info"), elem_id="show")
                     with gr.Row():
-                        folder = gr.Dropdown([(T("folder_all"), "")] + [(r, r) for r in be.roots(False)],
-                                             value="", label=T("folder_label"), visible=not be.demo,
+                        folder = gr.Dropdown([(T("folder_all"), "")] + [(r, r) for r in backend.roots(False)],
+                                             value="", label=T("folder_label"), visible=not backend.demo,
                                              allow_custom_value=False, elem_id="folder")
                         date_from = gr.Textbox(label=T("date_from"), placeholder=T("date_placeholder"),
                                                max_lines=1, elem_id="date-from")
@@ -237,12 +237,12 @@ def build(be: Backend) -> SimpleNamespace:
                            result_paths=result_paths, detail=detail, neighbours=neighbours)
 
 
-def wire(be: Backend, ui: SimpleNamespace) -> None:
+def wire(backend: Backend, ui: SimpleNamespace) -> None:
     """The Search tab's events and the page's JSON API (/search_json, /detail, /status)."""
     s = ui.search
     inputs = [s.query, s.k, s.show, s.folder, s.date_from, s.date_to]
     outs = [s.gallery, s.message, s.result_paths, s.image]
-    search = bind(do_search, be)
+    search = bind(do_search, backend)
     # searches are short (an 8 ms index query + thumbnails as URLs): no queue limit; their handlers return the
     # gallery already in its wire format (gallery_payload), so Gradio's postprocessing is skipped
     fast = dict(concurrency_limit=None, postprocess=False)
@@ -253,11 +253,11 @@ def wire(be: Backend, ui: SimpleNamespace) -> None:
             search, inputs, outs, api_visibility="private", **fast)
     # .change also covers a pasted (clipboard) photo, which fires no upload event; the handler reads the file
     # itself (preprocess=False: Gradio would open it with PIL first, see uploaded_path)
-    s.image.change(bind(do_image_search, be), [s.image] + inputs[1:], outs[:3], api_name="search_image",
+    s.image.change(bind(do_image_search, backend), [s.image] + inputs[1:], outs[:3], api_name="search_image",
                    preprocess=False, postprocess=False)
-    s.gallery.select(bind(on_select, be), [s.result_paths], [s.detail, s.neighbours], api_visibility="private")
-    gr.api(bind(api_detail, be), api_name="detail")
-    gr.api(bind(api_search, be), api_name="search_json", concurrency_limit=None)
+    s.gallery.select(bind(on_select, backend), [s.result_paths], [s.detail, s.neighbours], api_visibility="private")
+    gr.api(bind(api_detail, backend), api_name="detail")
+    gr.api(bind(api_search, backend), api_name="search_json", concurrency_limit=None)
     timer = gr.Timer(1.0)
-    timer.tick(bind(poll, be), None, [ui.status, timer, s.folder, ui.folders.remove_pick], api_visibility="private",
+    timer.tick(bind(poll, backend), None, [ui.status, timer, s.folder, ui.folders.remove_pick], api_visibility="private",
                queue=False)
