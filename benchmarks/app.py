@@ -46,7 +46,7 @@ TARGET_CLIENTS = 8
 TARGET_COLD_S = 3.0            # launch -> usable page
 ENDPOINTS = ("/search", "/search_json")
 K = 20
-NO_THRESHOLD = -0.2            # app.SCORE_MIN: the slider's minimum means "no limit"
+SHOW_ALL = "all"                # the search's "Every photo, ranked": no relevance floor, the top K
 
 
 def _log(msg: str) -> None:
@@ -220,11 +220,11 @@ class AppProcess:
 # ---- load -----------------------------------------------------------------------------------------------
 def _call(client, endpoint: str, q: str):
     if endpoint == "/search":
-        out = client.predict(q, K, NO_THRESHOLD, "", "", "", api_name="/search")
+        out = client.predict(q, K, SHOW_ALL, "", "", "", api_name="/search")
         gallery = out[0]
         assert isinstance(gallery, list) and len(gallery) == K, (q, str(out)[:300])
         return gallery
-    out = client.predict(q, K, api_name="/search_json")
+    out = client.predict(q, K, SHOW_ALL, api_name="/search_json")
     assert isinstance(out, list) and len(out) == K, (q, str(out)[:300])
     return out
 

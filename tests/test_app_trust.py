@@ -135,6 +135,7 @@ def test_nonsense_gets_no_good_match_and_tiles_show_no_raw_scores(lib):
     gallery, msg = _search(c, "猫", date_from="2030-01-01", date_to="2020-01-01")
     assert gallery == [] and "after the end date" in msg, msg
     assert c.predict("qwxzv", 5, api_name="/search_json") == []
+    assert len(c.predict("qwxzv", 5, "all", api_name="/search_json")) == 5          # "all": the top k, ranked
 
 
 def test_text_search_clears_the_image_query(lib):

@@ -579,10 +579,14 @@ class Backend:
         """Results with exact copies (the same bytes) stacked on the best-ranked one, which gets "copies": n."""
         if len(results) < 2 or not all("id" in r for r in results):
             return results
-        from index import PhotoDB
         try:
-            with PhotoDB(self.db_path, create=False) as db:
+            db = getattr(self.searcher, "db", None)      # the searcher's open connection: no connect per search
+            if db is not None:
                 rows = db.hash_rows_by_ids([int(r["id"]) for r in results])
+            else:
+                from index import PhotoDB
+                with PhotoDB(self.db_path, create=False) as db:
+                    rows = db.hash_rows_by_ids([int(r["id"]) for r in results])
         except Exception:
             return results
         out, first = [], {}

@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from dcclip_core.preprocess import IMAGE_EXTENSIONS
 
 THUMB_SIZE = 512
 THUMB_ROUTE = "/thumb"
@@ -167,6 +166,7 @@ def _full_size(path: str | None):
     """(media type, file Path or JPEG bytes) of an indexed photo, or None when it is not a readable image file."""
     import io
     from PIL import Image, ImageOps
+    from dcclip_core.preprocess import IMAGE_EXTENSIONS      # lazily: the page is served before the model loads
     if not path:
         return None
     p = Path(path)

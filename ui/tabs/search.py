@@ -167,17 +167,17 @@ def api_detail(backend: Backend, name: str) -> dict:
             "full": photo_url(backend.photo_row(path).get("id"))}
 
 
-async def api_search(backend: Backend, query: str, k: int = 20) -> list:
-    """Text search as JSON: [{"name": file name, "score": float, "level": 0-3}, ...] best first ([] until
-    ready, and for a query nothing in the photos matches)."""
+async def api_search(backend: Backend, query: str, k: int = 20, show: str = DEFAULT_SHOW) -> list:
+    """Text search as JSON: [{"name": file name, "score": float, "level": 0-3}, ...] best first. ``show`` as in
+    the page: "good", "any" (default; [] for a query nothing in the photos matches) or "all" (the top k, ranked)."""
     q = (query or "").strip()
     if backend.state != "ready" or not q:
         return []
     res = await backend.search_text(q, k=k)
-    if not backend.query_has_match(q, res):
+    if show != "all" and not backend.query_has_match(q, res):
         return []
     return [{"name": Path(str(r["path"])).name, "score": round(float(r["score"]), 4),
-             "level": backend.level(r["score"])} for r in _shown(backend, res, "any")]
+             "level": backend.level(r["score"])} for r in _shown(backend, res, show)]
 
 
 def poll(backend: Backend, request: gr.Request):
