@@ -100,13 +100,14 @@ def run(args: argparse.Namespace) -> int:
     log = lambda m: print(m, file=sys.stderr, flush=True)
     from training.prompts.data import load_task
     from training.prompts.features import EmbeddingCache as FeatureCache
-    from training.prompts.methods import Env, FewShotConfig, default_source, evaluate, learn, prepare
+    from training.prompts.methods import (FewShotConfig, LearningEnv, default_source, evaluate, learn,
+                                          prepare)
     import dcclip_core
 
     root = make_task(cache_dir() / "fewshot_task_5x16")
     model = dcclip_core.load()
     fcache = cache_dir() / f"fewshot_features_{os.getpid()}"               # a fresh cache: encode is measured
-    env = Env(model=model, cache=FeatureCache(model, root=fcache))
+    env = LearningEnv(model=model, cache=FeatureCache(model, root=fcache))
     task = load_task(root)
     load0 = os.getloadavg()
     t0 = time.perf_counter()
@@ -138,7 +139,8 @@ def run(args: argparse.Namespace) -> int:
             row["met"] = row["learn_s"] <= row["target_s"]
         rows.append(row)
         log(f"{label:18s} learn {row['learn_s']:8.3f} s  cold {cold:7.2f} s  accuracy {acc:.3f}")
-        env._tower = None if label.startswith("vpt pixel") else env._tower    # free the CNN
+        if label.startswith("vpt pixel"):
+            env.free_image_tower()                                           # free the CNN
         if "steps_run" in info:
             row["steps_run"] = info["steps_run"]
     if not args.quick:

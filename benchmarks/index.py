@@ -322,10 +322,10 @@ def child_search(db_path: str, n: int, model_name: str, n_queries: int, exact_to
     """In a fresh process: open a Searcher (load or build the index), time queries, measure recall."""
     import dcclip_core
     from index import Searcher
-    from index import vectors as V
+    from index import vectors
     from .encoders import queries as text_queries
     model = dcclip_core.load(model_name, threads=1)
-    dim = model.dim
+    dim, mhash = model.dim, model.info["hash"]                            # the DB holds vectors under mhash
     texts = text_queries(n_queries)
     model.encode_text(texts[:5])
     base_rss = _rss_mb()                                                  # model loaded, no index yet
@@ -333,7 +333,7 @@ def child_search(db_path: str, n: int, model_name: str, n_queries: int, exact_to
     s = Searcher(db_path, model=model)
     s.search(texts[0], k=10)                                              # loads / builds the index
     t_load = time.perf_counter() - t0
-    vi = s._vi
+    vi = s.vector_index()
     out = {"n": n, "kind": vi.kind, "params": {k: v for k, v in vi.params.items() if k != "tuned"},
            "tuned": vi.params.get("tuned"), "load_or_build_s": round(t_load, 2),
            "loaded_from_file": s.loaded_from_file}
@@ -363,21 +363,21 @@ def child_search(db_path: str, n: int, model_name: str, n_queries: int, exact_to
         a = time.perf_counter()
         found_t.append(vi.search(q[None], 10)[1][0])
         idx_ms_t.append((time.perf_counter() - a) * 1000)
-    with V.build_threads():
-        truth_s = V.exact_topk(qs, 10, s.db.iter_vectors(s._hash, dim))
-        truth_t = V.exact_topk(qt, 10, s.db.iter_vectors(s._hash, dim))
+    with vectors.build_threads():
+        truth_s = vectors.exact_topk(qs, 10, s.db.iter_vectors(mhash, dim))
+        truth_t = vectors.exact_topk(qt, 10, s.db.iter_vectors(mhash, dim))
     out.update({
         "index_ms_p50": _percentiles(idx_ms)[0], "index_ms_p95": _percentiles(idx_ms)[1],
         "index_ms_p50_real_text": _percentiles(idx_ms_t)[0],
         "e2e_ms_p50": _percentiles(e2e)[0], "e2e_ms_p95": _percentiles(e2e)[1],
         "encode_ms_p50": _percentiles(enc)[0],
-        "recall10_textlike": round(V.recall_at_k(np.stack(found_s), truth_s), 4),
-        "recall10_real_text": round(V.recall_at_k(np.stack(found_t), truth_t), 4),
+        "recall10_textlike": round(vectors.recall_at_k(np.stack(found_s), truth_s), 4),
+        "recall10_real_text": round(vectors.recall_at_k(np.stack(found_t), truth_t), 4),
         "peak_rss_mb": serving_peak,
         "baseline_rss_mb": base_rss,
     })
     if exact_too and vi.kind != "flat":                                  # the exact index at this size, for scale
-        flat = V.build_from_db(s.db, s._hash, dim, kind="flat")
+        flat = vectors.build_from_db(s.db, mhash, dim, kind="flat")
         ms = []
         for q in qs[:50]:
             a = time.perf_counter()
@@ -462,11 +462,11 @@ def bench_ann_choice(n: int, n_queries: int = 200) -> dict:
     """Why "auto" uses IVF-Flat above 200k: HNSW (M=32, efConstruction 64 and 256) vs IVF-Flat on ``n`` clustered
     vectors, text-like queries: build seconds (all cores), recall@10 and ms/query (1 thread) per search setting."""
     import faiss
-    from index import vectors as V
+    from index import vectors
     dim = 257
     x = np.concatenate(list(clustered(n, dim)))
     q = text_like_queries(n, dim, n_queries)
-    truth = V.exact_topk(q, 10, [(np.arange(n), x)])
+    truth = vectors.exact_topk(q, 10, [(np.arange(n), x)])
     rows = []
 
     def measure(index, kind, build_s, params, name, value):
@@ -474,12 +474,12 @@ def bench_ann_choice(n: int, n_queries: int = 200) -> dict:
         t = time.perf_counter()
         _, I = index.search(q, 10, params=params)
         rows.append({"kind": kind, "build_s": round(build_s, 1), "param": name, "value": value,
-                     "recall10": round(V.recall_at_k(I, truth), 3),
+                     "recall10": round(vectors.recall_at_k(I, truth), 3),
                      "ms_per_query": round((time.perf_counter() - t) / len(q) * 1000, 2)})
         _log(f"  ann @ {n:,}: {rows[-1]}")
 
     for m, efc in ((32, 64), (32, 256)):
-        with V.build_threads():
+        with vectors.build_threads():
             h = faiss.IndexHNSWFlat(dim, m, faiss.METRIC_INNER_PRODUCT)
             h.hnsw.efConstruction = efc
             t = time.perf_counter()
@@ -488,8 +488,8 @@ def bench_ann_choice(n: int, n_queries: int = 200) -> dict:
         for ef in (128, 512, 2048):
             measure(h, f"hnsw M={m} efC={efc}", bt, faiss.SearchParametersHNSW(efSearch=ef), "efSearch", ef)
         del h
-    nl = V.ivf_nlist(n)
-    with V.build_threads():
+    nl = vectors.ivf_nlist(n)
+    with vectors.build_threads():
         iv = faiss.index_factory(dim, f"IVF{nl},Flat", faiss.METRIC_INNER_PRODUCT)
         t = time.perf_counter()
         iv.train(x[:: max(1, n // (nl * 39))][: nl * 39])

@@ -191,11 +191,16 @@ class SmallViT(nn.Module):
         grid = F.interpolate(grid, size=(g, g), mode="bicubic", align_corners=False)
         return torch.cat([self.pos[:, :1], grid.flatten(2).transpose(1, 2)], 1)
 
+    def embed_tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """Pixels [n, 3, H, W] -> the class token and the patch tokens with their positions [n, 1+g*g, W], the
+        input of the first block."""
+        p = self.patch(x)                                                    # [n, W, g, g]
+        return torch.cat([self.cls.expand(len(x), -1, -1), p.flatten(2).transpose(1, 2)], 1) + self._pos(p.shape[-1])
+
     def features(self, x: torch.Tensor, layers=(), pool: str = "grid", grid: int = 2):
         """-> (pooled [n, W], {"layer<k>": [n, W, grid, grid] | [n, W]})."""
-        p = self.patch(x)                                                    # [n, W, g, g]
-        g = p.shape[-1]
-        t = torch.cat([self.cls.expand(len(x), -1, -1), p.flatten(2).transpose(1, 2)], 1) + self._pos(g)
+        t = self.embed_tokens(x)                                             # [n, 1+g*g, W]
+        g = x.shape[-1] // self.patch_size                                   # the patch grid's side
         out = {}
         want = set(layers)
 

@@ -13,11 +13,24 @@ Tables
 
 ``generation`` is bumped by every committed write batch; readers (Searcher) compare it per query to notice
 changes cheaply, and vectors written since a known generation can be fetched incrementally.
+
+What goes through sqlite-utils, and why the rest is SQL
+  sqlite-utils: upserts by primary key (``_upsert``: labels, corrections, meta; no column list or ON CONFLICT
+  clause to keep in step with the schema) and bulk inserts (``load_rows``). Its writes join the open
+  transaction (savepoints), so ``with db.transaction():`` stays atomic.
+  SQL: the schema itself, as versioned DDL (``_SCHEMA_V1`` + ``_MIGRATIONS``) that a fresh database and an old
+  one both run, so they end byte-identical in ``sqlite_master`` (ON DELETE CASCADE, composite keys and the v3
+  data move included); the upserts whose conflict target is a UNIQUE column rather than the key (images and
+  errors by path, and ``upsert_image`` returns the id); ``put_vector``, the indexer's per-photo hot path, where
+  sqlite-utils' per-call table introspection would cost ~20x the statement; path-prefix range queries,
+  the joins that show a label set with its corrections, deletes, and the vector iteration (a cursor streamed
+  in batches into numpy).
 """
 from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import itertools
 import os
 import sqlite3
 import threading
@@ -90,6 +103,8 @@ _MIGRATIONS: dict[int, list[str]] = {
         "DELETE FROM labels WHERE source='manual'"],
 }
 
+LABEL_COLUMNS = ("image_id", "label_set", "label", "score", "source", "cosine", "rank", "time")
+CORRECTION_COLUMNS = ("image_id", "label_set", "label", "time")
 IMAGE_FIELDS = ("path", "size", "mtime", "sha256", "phash", "width", "height", "taken_at", "format",
                 "model_hash", "indexed_at")
 RESULT_FIELDS = ("id", "path", "width", "height", "size", "mtime", "taken_at")
@@ -204,6 +219,17 @@ class PhotoDB:
             self._depth = 0
             self.conn.execute("COMMIT")
 
+    def _upsert(self, table: str, columns: Sequence[str], rows: Iterable[Sequence],
+                pk: str | tuple[str, ...]) -> None:
+        """Insert ``rows`` (tuples in ``columns`` order) into ``table``, updating the other columns of a row whose
+        primary key ``pk`` exists, in one transaction (sqlite-utils' ``upsert_all``: INSERT ... ON CONFLICT(pk)
+        DO UPDATE). A row without a key value raises sqlite3.IntegrityError, as any other bad row does."""
+        with self.transaction():
+            try:
+                self.db[table].upsert_all(itertools.chain([tuple(columns)], rows), pk=pk)
+            except sqlite_utils.db.PrimaryKeyRequired as e:
+                raise sqlite3.IntegrityError(f"NOT NULL constraint failed: {table} key {pk} ({e})") from None
+
     def _migrate(self) -> None:
         try:                                    # up to date: no write needed (read-only media, busy writer)
             row = self.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
@@ -236,9 +262,7 @@ class PhotoDB:
 
     # ---- meta -----------------------------------------------------------------------------------------
     def _set_meta(self, key: str, value) -> None:
-        self.conn.execute("INSERT INTO meta(key, value) VALUES (?, ?) "
-                          "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
-                          (key, None if value is None else str(value)))
+        self._upsert("meta", ("key", "value"), [(key, None if value is None else str(value))], pk="key")
 
     def get_meta(self, key: str, default=None):
         row = self.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
@@ -573,12 +597,7 @@ class PhotoDB:
 
     def put_labels(self, rows: Iterable[Sequence]) -> None:
         """Insert or update label rows (image_id, label_set, label, score, source, cosine, rank, time), atomically."""
-        with self.transaction():
-            self.conn.executemany(
-                "INSERT INTO labels(image_id, label_set, label, score, source, cosine, rank, time) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(image_id, label_set, label) DO UPDATE SET "
-                "score=excluded.score, source=excluded.source, cosine=excluded.cosine, rank=excluded.rank, "
-                "time=excluded.time", rows)
+        self._upsert("labels", LABEL_COLUMNS, rows, pk=("image_id", "label_set", "label"))
 
     def clear_labels(self, label_set: str) -> int:
         """Delete a set's machine labels (its corrections stay); returns how many rows."""
@@ -600,10 +619,8 @@ class PhotoDB:
         when = now_iso()
         with self.transaction():
             ids = self._ids_of_paths(paths)
-            self.conn.executemany(
-                "INSERT INTO corrections(image_id, label_set, label, time) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT(image_id, label_set) DO UPDATE SET label=excluded.label, time=excluded.time",
-                [(i, label_set, label, when) for i in ids])
+            self._upsert("corrections", CORRECTION_COLUMNS, [(i, label_set, label, when) for i in ids],
+                         pk=("image_id", "label_set"))
         return len(ids)
 
     def remove_correction(self, label_set: str, paths: Iterable[str]) -> int:

@@ -85,11 +85,11 @@ def _neighbours(vi, vecs: np.ndarray, low: float, knn: int) -> tuple[np.ndarray,
 
 def _candidates(vi, db: PhotoDB, model_hash: str, dim: int, floor: float, batch: int = 2048) -> dict:
     """(a, b) -> cosine for every pair of stored vectors with cosine >= ``floor`` (a < b)."""
-    from . import vectors as V
+    from . import vectors
     search_vi = vi
     if vi.kind == "flat" and vi.ntotal > 20_000:                # n^2 is too slow: a throwaway HNSW graph
-        search_vi = V.VectorIndex.create(dim, "hnsw", vi.ntotal)
-        with V.build_threads():
+        search_vi = vectors.VectorIndex.create(dim, "hnsw", vi.ntotal)
+        with vectors.build_threads():
             for ids, vecs in db.iter_vectors(model_hash, dim):
                 search_vi.add(ids, vecs)
         search_vi.params["ef"] = 96

@@ -28,7 +28,7 @@ from dcclip_core.encoder import Encoder, PixelEncoder
 from .db import PhotoDB, now_iso
 from .errors import RootNotFoundError
 from .scan import STAGES, Job, Prepared, embed, prepare, scan
-from . import vectors as V
+from . import vectors
 
 Progress = Callable[[int, int, str], None]
 
@@ -97,7 +97,7 @@ def build_index(root, db_path, model: PixelEncoder | None = None, progress: Prog
     workers = max(1, int(workers))
 
     if index_kind is not None:
-        V.choose_kind(0, index_kind)                            # ValueError on an unknown kind, before any work
+        vectors.choose_kind(0, index_kind)                      # ValueError on an unknown kind, before any work
     db = PhotoDB(db_path)
     counts = collections.Counter()
     prof = profile if profile is not None else {}
@@ -105,7 +105,7 @@ def build_index(root, db_path, model: PixelEncoder | None = None, progress: Prog
                  "encode_cpu_s": 0.0, "encode_batches": 0, "commit_s": 0.0, "faiss_s": 0.0})
     try:
         db.set_model_meta(model_id, mhash, dim)
-        if index_kind is not None and index_kind != V.configured_kind(db):
+        if index_kind is not None and index_kind != vectors.configured_kind(db):
             db.set_meta("index_kind", index_kind)
         t_scan = time.perf_counter()
         jobs, bad, unreadable = scan(root_s)
@@ -267,7 +267,7 @@ def build_index(root, db_path, model: PixelEncoder | None = None, progress: Prog
 
         if save_faiss:
             t_faiss = time.perf_counter()
-            V.ensure_saved(db, mhash, dim)
+            vectors.ensure_saved(db, mhash, dim)
             prof["faiss_s"] += time.perf_counter() - t_faiss
         n_images = db.count_images()
         n_err_total = db.count_errors()

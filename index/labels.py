@@ -6,17 +6,24 @@
     export_labels("photos.db", "pets", "csv", "pets.csv")
     remove_paths("photos.db", ["/photos/old"])   # un-index files or whole folders
     label_index_with_prompt("photos.db", prompt, "pets")    # a learned prompt (dcclip_core.prompts) instead
+    classify_index("photos.db", ["猫", "狗"])                # the same, in memory: summary + "rows" (read-only demo)
+    zero_shot_prompt(model, ["猫", "狗"])                     # typed labels as the Prompt label_index applies
     set_label("photos.db", "pets", ["/photos/a.jpg"], "狗")   # a correction (shown with source "manual")
     remove_correction("photos.db", "pets", ["/photos/a.jpg"]) # undo it: the machine label shows again
     corrections_of("photos.db", "pets")                      # {"/photos/a.jpg": "狗"}
     copy_to_folders("photos.db", "pets", "/sorted")         # /sorted/<label>/..., never overwriting or duplicating
 
-Each label becomes one text embedding: the mean of its prompts, one per template of its language
-(``dcclip_core.zeroshot``: ``zh_short`` templates when the label contains CJK characters, else ``en_short``),
-L2-normalised. An image's ``score`` for a label is the softmax over the set of 100 x cosine (CLIP's scale),
-so scores of one image sum to 1 over the set; ``cosine`` is kept beside it. The best ``top`` labels of every
-image are stored in the ``labels`` table (source ``zero-shot:<model hash>``); the set's definition is kept in
-meta ``label_set:NAME`` so a later run labels only the photos indexed since (same labels, same model).
+Typed labels are a zero-shot prompt (``zero_shot_prompt``): each label becomes one text embedding, the mean of
+its filled templates, those of its language (``dcclip_core.zeroshot``: ``zh_short`` templates when the label
+contains CJK characters, else ``en_short``), L2-normalised; logits are 100 x cosine (CLIP's scale). Typed labels
+and learned prompts (``label_index_with_prompt``) then take one path: ``dcclip_core.prompts.PromptClassifier``
+scores every photo's stored vector (or its pixels, for prompts that act on the image: VPT, Tip-Adapter, linear
+probe), ``score`` is the softmax over the set (scores of one image sum to 1), and the best ``top`` labels of every
+image are stored in the ``labels`` table (source ``zero-shot:<model hash>``, with each label's ``cosine`` beside
+its score, or ``prompt:<name>``). The set's definition is kept in meta ``label_set:NAME``, so the same typed
+labels again label only the photos indexed since (same labels, model, ``top``, templates); a prompt
+relabels every photo.
+``classify_index`` runs the same path in memory (nothing written).
 
 A correction (``set_label``) is a fact kept apart from the machine labels (table ``corrections``): no labelling
 run, whatever its labels, language or prompt, deletes or overrides it. Every read that presents a set's labels
@@ -34,11 +41,14 @@ import os
 import re
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
+from dcclip_core.numeric import softmax
+from dcclip_core.prompts import Prompt, PromptClassifier
 from dcclip_core.zeroshot import class_embeddings, language_of
 
 from .db import PhotoDB, now_iso
@@ -73,78 +83,204 @@ def label_embeddings(model, labels: Sequence[str], templates: dict | None = None
     return np.concatenate([class_embeddings(model.encode_text, [lb], templates[language_of(lb)]) for lb in labels])
 
 
-def _softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(1, keepdims=True)
+def zero_shot_prompt(model, labels: Sequence[str], templates: dict | None = None) -> Prompt:
+    """Typed labels as a zero-shot ``dcclip_core.prompts.Prompt`` for ``model``: class embeddings from
+    ``label_embeddings`` (each label in its own language), logits 100 x cosine; no torch."""
+    from .indexer import model_identity
+    labels = list(labels)
+    mid, mhash, dim, _ = model_identity(model)
+    return Prompt({"name": "zero-shot", "method": "zeroshot", "model": {"id": mid, "hash": mhash, "dim": dim},
+                   "classes": labels, "labels": {"en": labels, "zh": labels}, "logit_scale": LOGIT_SCALE,
+                   "shots": 0}, {"class_embeds": label_embeddings(model, labels, templates)})
 
 
 def _open(db) -> tuple[PhotoDB, bool]:
     return (db, False) if isinstance(db, PhotoDB) else (PhotoDB(db, create=False), True)
 
 
-def label_index(db_path, labels: str | Sequence[str], label_set: str | None = None, model=None, top: int = 1,
-                relabel: bool = False, progress: Callable[[int, int], None] | None = None,
-                batch: int = 8192, templates: dict | None = None) -> dict:
-    """Label every indexed photo with its best ``top`` labels of ``labels``; returns a summary
-    {"label_set", "labels", "labeled", "images", "counts": {label: photos whose top label it is}, "seconds"}."""
-    from .indexer import default_model, model_identity
-    t0 = time.perf_counter()
+def _checked_labels(labels: str | Sequence[str]) -> list[str]:
     labels = parse_labels(labels)
     if not labels:
         raise LabelError("no labels given (e.g. --labels \"猫,狗,beach\")")
+    return labels
+
+
+def _model(model):
+    from .indexer import default_model
+    return model if model is not None else default_model()
+
+
+def _require_vectors(db: PhotoDB, model_hash: str) -> None:
+    if db.vector_stats(model_hash)[0] == 0:
+        raise LabelError(f"no photos in {db.path} are indexed with this model ({model_hash}); run build first")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The one labelling path: a prompt's classifier over every photo's stored vector (or pixels), rows written
+# ---------------------------------------------------------------------------------------------------------
+def _needs_pixels(prompt: Prompt) -> bool:
+    """True when a prompt acts on the image itself or on backbone features (VPT, Tip-Adapter, linear
+    probe), so stored embeddings are not enough and every photo must be encoded again."""
+    t = prompt.tensors
+    return bool(prompt.visual) or "cache_keys" in t or "weight" in t
+
+
+@dataclass(frozen=True)
+class _Labeller:
+    """A prompt applied to the photos of one model: its classifier, the label each class is stored as, the
+    rows' source, and whether each label's cosine is kept beside its probability (zero-shot rows)."""
+    clf: PromptClassifier
+    labels: list[str]
+    source: str
+    model_hash: str
+    dim: int
+    cosine: bool = False
+
+    @classmethod
+    def typed(cls, model, labels: Sequence[str], templates: dict | None = None) -> "_Labeller":
+        """Typed labels: their zero-shot prompt (``zero_shot_prompt``); rows "zero-shot:<model hash>"."""
+        p = zero_shot_prompt(model, labels, templates)
+        m = p.meta["model"]
+        clf = PromptClassifier(model, p, check=False)                      # made for this model just now
+        return cls(clf, p.labels(), f"zero-shot:{m['hash']}", m["hash"], m["dim"], cosine=True)
+
+    @classmethod
+    def learned(cls, model, prompt: Prompt, lang: str = "en") -> "_Labeller":
+        """A learned prompt (raises PromptMismatchError unless learned for ``model``); rows "prompt:<name>"."""
+        from .indexer import model_identity
+        _, mhash, dim, _ = model_identity(model)
+        clf = PromptClassifier(model, prompt)
+        return cls(clf, prompt.labels("zh" if lang == "zh" else "en"), f"prompt:{prompt.name}", mhash, dim)
+
+    @property
+    def needs_pixels(self) -> bool:
+        return _needs_pixels(self.clf.prompt)
+
+    def score(self, emb: np.ndarray, feat: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
+        """(prob (b, L), cos (b, L) or None) of image embeddings (b, d) / backbone features (b, F)."""
+        prob = softmax(self.clf.logits(emb, feat))                                # (b, L)
+        cos = emb @ self.clf.prompt.tensors["class_embeds"].T if self.cosine else None
+        return prob, cos
+
+
+def _scored(db: PhotoDB, job: _Labeller, top: int = 1, skip: set[int] | frozenset = frozenset(),
+            progress: Callable[[int, int], None] | None = None, batch: int = 8192,
+            pixel_batch: int = 32) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]]:
+    """Yield (ids (b,), order (b, top) best first, prob (b, L), cos (b, L) or None) for every photo embedded with
+    the labeller's model but those in ``skip``: from the stored vectors (``batch`` at a time), or, when the
+    prompt needs pixels, by encoding the photos again (``pixel_batch`` at a time; unreadable ones are left
+    out). ``progress(done, total)`` after each batch (skipped photos count as done)."""
+    total = db.vector_stats(job.model_hash)[0]
+
+    def ranked(ids, emb, feat):
+        prob, cos = job.score(emb, feat)
+        return ids, np.argsort(-prob, axis=1, kind="stable")[:, :top], prob, cos
+
+    if not job.needs_pixels:
+        done = 0
+        for ids, vecs in db.iter_vectors(job.model_hash, job.dim, batch=batch):
+            n = len(ids)
+            if skip:
+                keep = np.fromiter((int(i) not in skip for i in ids), bool, n)
+                ids, vecs = ids[keep], vecs[keep]
+            if len(ids):
+                yield ranked(ids, vecs, None)
+            done += n
+            if progress is not None:
+                progress(done, total)
+        return
+    rows = [r for r in db.embedded_images(job.model_hash) if r["id"] not in skip]
+    done = total - len(rows)                                               # the skipped ones
+    for s in range(0, len(rows), pixel_batch):
+        chunk = rows[s:s + pixel_batch]
+        ok_ids, embs, feats = [], [], []
+        for r in chunk:                                                    # one by one: a bad file skips itself
+            try:
+                e, f = job.clf.encode([r["path"]])
+            except Exception:
+                continue
+            ok_ids.append(r["id"])
+            embs.append(e)
+            feats.append(f)
+        if ok_ids:
+            yield ranked(np.asarray(ok_ids, np.int64), np.concatenate(embs), np.concatenate(feats))
+        done += len(chunk)
+        if progress is not None:
+            progress(done, total)
+
+
+def _label_run(db_path, job: _Labeller, label_set: str | None, definition: dict, top: int = 1,
+               incremental: bool = False, progress: Callable[[int, int], None] | None = None,
+               batch: int = 8192, pixel_batch: int = 32, t0: float | None = None, **extra) -> dict:
+    """Label every photo with its best ``top`` labels of ``job`` into ``label_set`` and return the summary.
+    The set's definition (meta) becomes ``definition``; its machine rows are replaced unless ``incremental``
+    and the stored definition is the same, in which case only photos without a machine label are labelled.
+    Corrections are never touched (a corrected photo's machine rows are written too, shown once undone)."""
+    t0 = time.perf_counter() if t0 is None else t0
     label_set = (label_set or DEFAULT_SET).strip() or DEFAULT_SET
-    model = model if model is not None else default_model()
-    _, mhash, dim, _ = model_identity(model)
-    top = max(1, min(int(top), len(labels)))
     db, own = _open(db_path)
     try:
-        if db.vector_stats(mhash)[0] == 0:
-            raise LabelError(f"no photos in {db.path} are indexed with this model ({mhash}); run build first")
-        T = label_embeddings(model, labels, templates)                    # (L, d)
-        definition = {"labels": labels, "model_hash": mhash, "top": top, "templates": "en_short/zh_short"}
-        old = db.label_set_meta(label_set)
-        same = False
-        if old and not relabel:
-            try:
-                o = json.loads(old)
-                same = all(o.get(k) == definition[k] for k in ("labels", "model_hash", "top", "templates"))
-            except ValueError:
-                pass
+        _require_vectors(db, job.model_hash)
+        same = incremental and _same_definition(db.label_set_meta(label_set), definition)
         with db.transaction():
             if not same:
                 db.clear_labels(label_set)                                 # machine rows only: corrections stay
             db.set_label_set_meta(label_set, json.dumps({**definition, "time": now_iso()}, ensure_ascii=False))
-        done_ids = db.labelled_image_ids(label_set) if same else set()
-        total = db.vector_stats(mhash)[0]
-        source = f"zero-shot:{mhash}"
-        done = labeled = 0
-        for ids, vecs in db.iter_vectors(mhash, dim, batch=batch):
-            if done_ids:
-                keep = np.fromiter((int(i) not in done_ids for i in ids), bool, len(ids))
-                done += int((~keep).sum())
-                ids, vecs = ids[keep], vecs[keep]
-            if len(ids):
-                order, prob, cos = _zero_shot_top(vecs, T, top)            # (b, top), (b, L), (b, L)
-                when = now_iso()
-                rows = [(int(i), label_set, labels[int(j)], float(prob[r, j]), source, float(cos[r, j]), rank, when)
-                        for r, i in enumerate(ids.tolist()) for rank, j in enumerate(order[r], 1)]
-                db.put_labels(rows)
-                labeled += len(ids)
-            done += len(ids)
-            if progress is not None:
-                progress(done, total)
-        return _summary(db, label_set, labels, labeled, mhash, t0)
+        skip = db.labelled_image_ids(label_set) if same else set()
+        labeled = 0
+        for ids, order, prob, cos in _scored(db, job, top, skip, progress, batch, pixel_batch):
+            when = now_iso()
+            db.put_labels([(i, label_set, job.labels[j], float(prob[r, j]), job.source,
+                            None if cos is None else float(cos[r, j]), rank, when)
+                           for r, i in enumerate(ids.tolist()) for rank, j in enumerate(order[r].tolist(), 1)])
+            labeled += len(ids)
+        return _summary(db, label_set, job.labels, labeled, job.model_hash, t0, **extra)
     finally:
         if own:
             db.close()
 
 
-def _zero_shot_top(vecs: np.ndarray, T: np.ndarray, top: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(order (b, top), prob (b, L), cos (b, L)) of photo vectors (b, d) against label embeddings T (L, d)."""
-    cos = vecs @ T.T                                                       # (b, L)
-    prob = _softmax(LOGIT_SCALE * cos)
-    return np.argsort(-prob, axis=1, kind="stable")[:, :top], prob, cos
+def _same_definition(stored: str | None, definition: dict) -> bool:
+    """True when a set's stored definition (JSON text) has every key of ``definition`` with the same value."""
+    if not stored:
+        return False
+    try:
+        old = json.loads(stored)
+    except ValueError:
+        return False
+    return isinstance(old, dict) and all(old.get(k) == v for k, v in definition.items())
+
+
+def label_index(db_path, labels: str | Sequence[str], label_set: str | None = None, model=None, top: int = 1,
+                relabel: bool = False, progress: Callable[[int, int], None] | None = None,
+                batch: int = 8192, templates: dict | None = None) -> dict:
+    """Label every indexed photo with its best ``top`` labels of ``labels``; returns a summary
+    {"label_set", "labels", "labeled", "images", "counts": {label: photos whose top label it is}, "seconds"}.
+    The same set again (same labels, model, ``top``, templates) labels only the photos indexed since, unless
+    ``relabel``."""
+    t0 = time.perf_counter()
+    labels = _checked_labels(labels)
+    job = _Labeller.typed(_model(model), labels, templates)
+    top = max(1, min(int(top), len(labels)))
+    definition = {"labels": labels, "model_hash": job.model_hash, "top": top,
+                  "templates": templates or "en_short/zh_short"}
+    return _label_run(db_path, job, label_set, definition, top=top, incremental=not relabel, progress=progress,
+                      batch=batch, t0=t0)
+
+
+def label_index_with_prompt(db_path, prompt, label_set: str | None = None, model=None, lang: str = "en",
+                            progress: Callable[[int, int], None] | None = None, batch: int = 32) -> dict:
+    """Label every indexed photo with the best class of a learned prompt (a ``dcclip_core.prompts.Prompt``
+    learned for ``model``). Prompts that only replace the text side (zero-shot, CoOp, MVLPT) use the stored
+    vectors (fast); VPT / Tip-Adapter / linear-probe prompts encode every photo again, ``batch`` at a time
+    (unreadable photos are skipped). Labels are stored in ``lang`` (en | zh); the set's machine labels are
+    replaced, its corrections kept. Same summary as ``label_index`` (+ "prompt")."""
+    t0 = time.perf_counter()
+    job = _Labeller.learned(_model(model), prompt, lang)                  # raises PromptMismatchError
+    definition = {"labels": job.labels, "model_hash": job.model_hash, "top": 1, "prompt": prompt.name,
+                  "method": prompt.method}
+    return _label_run(db_path, job, label_set, definition, progress=progress, pixel_batch=batch, t0=t0,
+                      prompt=prompt.name)
 
 
 def classify_index(db_path, labels: str | Sequence[str], model=None,
@@ -153,33 +289,20 @@ def classify_index(db_path, labels: str | Sequence[str], model=None,
     """``label_index`` without writing anything: every photo's best label, in memory (the read-only demo labels
     this way, for one visitor). Returns the same summary plus "rows": [{"path", "label", "score", "cosine",
     "rank", "source"}], one per photo."""
-    from .indexer import default_model, model_identity
     t0 = time.perf_counter()
-    labels = parse_labels(labels)
-    if not labels:
-        raise LabelError("no labels given (e.g. --labels \"猫,狗,beach\")")
-    model = model if model is not None else default_model()
-    _, mhash, dim, _ = model_identity(model)
+    labels = _checked_labels(labels)
+    job = _Labeller.typed(_model(model), labels, templates)
     db, own = _open(db_path)
     try:
-        total = db.vector_stats(mhash)[0]
-        if total == 0:
-            raise LabelError(f"no photos in {db.path} are indexed with this model ({mhash}); run build first")
-        T = label_embeddings(model, labels, templates)                    # (L, d)
-        source = f"zero-shot:{mhash}"
+        _require_vectors(db, job.model_hash)
         out: list[dict] = []
-        done = 0
-        for ids, vecs in db.iter_vectors(mhash, dim, batch=batch):
-            order, prob, cos = _zero_shot_top(vecs, T, 1)
+        for ids, order, prob, cos in _scored(db, job, progress=progress, batch=batch):
             paths = db.rows_by_ids(ids.tolist())
             for r, i in enumerate(ids.tolist()):
-                if int(i) in paths:
+                if i in paths:
                     j = int(order[r, 0])
-                    out.append({"path": paths[int(i)]["path"], "label": labels[j], "score": float(prob[r, j]),
-                                "cosine": float(cos[r, j]), "rank": 1, "source": source})
-            done += len(ids)
-            if progress is not None:
-                progress(done, total)
+                    out.append({"path": paths[i]["path"], "label": labels[j], "score": float(prob[r, j]),
+                                "cosine": float(cos[r, j]), "rank": 1, "source": job.source})
     finally:
         if own:
             db.close()
@@ -187,7 +310,7 @@ def classify_index(db_path, labels: str | Sequence[str], model=None,
     for row in out:
         counts[row["label"]] += 1
     return {"label_set": None, "labels": labels, "labeled": len(out), "images": len(out), "counts": counts,
-            "model_hash": mhash, "rows": out, "seconds": round(time.perf_counter() - t0, 3)}
+            "model_hash": job.model_hash, "rows": out, "seconds": round(time.perf_counter() - t0, 3)}
 
 
 def _summary(db: PhotoDB, label_set: str, labels: Sequence[str], labeled: int, model_hash: str, t0: float,
@@ -314,88 +437,8 @@ def remove_paths(db_path, paths: Sequence[str | os.PathLike]) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Labelling with a learned prompt, manual corrections, copying into class folders
+# Manual corrections, copying into class folders
 # ---------------------------------------------------------------------------------------------------------
-def _needs_pixels(prompt) -> bool:
-    """True when a prompt acts on the image itself or on backbone features (VPT, Tip-Adapter, linear
-    probe), so stored embeddings are not enough and every photo must be encoded again."""
-    t = prompt.tensors
-    return bool(prompt.visual) or "cache_keys" in t or "weight" in t
-
-
-def _store_top(db: PhotoDB, label_set: str, ids: Sequence[int], labels: Sequence[str], prob: np.ndarray,
-               source: str, cos: np.ndarray | None = None) -> None:
-    """Write each image's best label of ``prob`` (b, L) as rank 1 (corrected images too: their correction is
-    kept apart and shown instead, this row once it is undone)."""
-    best = np.argmax(prob, axis=1)
-    when = now_iso()
-    rows = [(int(i), label_set, labels[int(j)], float(prob[r, j]), source,
-             None if cos is None else float(cos[r, j]), 1, when)
-            for r, (i, j) in enumerate(zip(ids, best))]
-    db.put_labels(rows)
-
-
-def label_index_with_prompt(db_path, prompt, label_set: str | None = None, model=None, lang: str = "en",
-                            progress: Callable[[int, int], None] | None = None, batch: int = 32) -> dict:
-    """Label every indexed photo with the best class of a learned prompt (a ``dcclip_core.prompts.Prompt``
-    learned for ``model``). Prompts that only replace the text side (zero-shot, CoOp, MVLPT) use the stored
-    vectors (fast); VPT / Tip-Adapter / linear-probe prompts encode every photo again (unreadable photos are
-    skipped). Labels are stored in ``lang`` (en | zh); the set's machine labels are replaced, its corrections
-    kept. Same summary as ``label_index``."""
-    from dcclip_core.prompts import PromptClassifier
-    from .indexer import default_model, model_identity
-    t0 = time.perf_counter()
-    model = model if model is not None else default_model()
-    _, mhash, dim, _ = model_identity(model)
-    clf = PromptClassifier(model, prompt)                                 # raises PromptMismatchError
-    labels = prompt.labels("zh" if lang == "zh" else "en")
-    label_set = (label_set or DEFAULT_SET).strip() or DEFAULT_SET
-    source = f"prompt:{prompt.name}"
-    db, own = _open(db_path)
-    try:
-        total = db.vector_stats(mhash)[0]
-        if total == 0:
-            raise LabelError(f"no photos in {db.path} are indexed with this model ({mhash}); run build first")
-        with db.transaction():
-            db.clear_labels(label_set)                                     # machine rows only: corrections stay
-            db.set_label_set_meta(label_set, json.dumps(
-                {"labels": labels, "model_hash": mhash, "top": 1, "prompt": prompt.name, "method": prompt.method,
-                 "time": now_iso()}, ensure_ascii=False))
-        done = labeled = 0
-        if not _needs_pixels(prompt):
-            for ids, vecs in db.iter_vectors(mhash, dim, batch=8192):
-                prob = _softmax(clf.logits(vecs, None))                    # (b, C)
-                _store_top(db, label_set, ids.tolist(), labels, prob, source)
-                done += len(ids)
-                labeled += len(ids)
-                if progress is not None:
-                    progress(done, total)
-        else:
-            rows = db.embedded_images(mhash)
-            for s in range(0, len(rows), batch):
-                chunk = rows[s:s + batch]
-                ok_ids, embs, feats = [], [], []
-                for r in chunk:                                            # one by one: a bad file skips itself
-                    try:
-                        e, f = clf.encode([r["path"]])
-                    except Exception:
-                        continue
-                    ok_ids.append(r["id"])
-                    embs.append(e)
-                    feats.append(f)
-                if ok_ids:
-                    prob = _softmax(clf.logits(np.concatenate(embs), np.concatenate(feats)))
-                    _store_top(db, label_set, ok_ids, labels, prob, source)
-                    labeled += len(ok_ids)
-                done += len(chunk)
-                if progress is not None:
-                    progress(done, total)
-        return _summary(db, label_set, labels, labeled, mhash, t0, prompt=prompt.name)
-    finally:
-        if own:
-            db.close()
-
-
 def _path_forms(paths: Sequence[str | os.PathLike]) -> list[str]:
     """Each path as given, absolute, and with symlinks resolved (the index stores absolute paths)."""
     out: dict[str, None] = {}

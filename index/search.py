@@ -21,7 +21,7 @@ from .db import PhotoDB
 from .errors import NotIndexedError
 from .indexer import default_model, model_identity
 from . import duplicates as D
-from . import vectors as V
+from . import vectors
 
 
 class Searcher:
@@ -30,7 +30,7 @@ class Searcher:
         self.db = PhotoDB(self.db_path, create=False)
         self._model = model
         self._lock = threading.RLock()
-        self._vi: V.VectorIndex | None = None
+        self._vi: vectors.VectorIndex | None = None
         self._gen: int | None = None
         self._hash: str | None = None
         self.save_faiss = save_faiss
@@ -54,7 +54,7 @@ class Searcher:
     def __exit__(self, *exc):
         self.close()
 
-    def _ensure(self) -> V.VectorIndex:
+    def _ensure(self) -> vectors.VectorIndex:
         """Bring the in-memory index in step with the DB (cheap when nothing changed)."""
         with self._lock:
             _, mhash, dim, _ = model_identity(self.model)
@@ -62,14 +62,20 @@ class Searcher:
             if self._vi is not None and self._hash == mhash and gen == self._gen:
                 return self._vi
             if self._vi is None or self._hash != mhash or self._vi.dim != dim:
-                self._vi, self._gen, self.loaded_from_file = V.load_for_db(self.db, mhash, dim, save=self.save_faiss)
+                self._vi, self._gen, self.loaded_from_file = vectors.load_for_db(self.db, mhash, dim,
+                                                                                 save=self.save_faiss)
                 self._hash = mhash
                 return self._vi
             # incremental: vectors (re)written after the generation we reflect, ids deleted since
-            if not V.apply_delta(self.db, self._vi, mhash, dim, self._gen):
-                self._vi, gen, self.loaded_from_file = V.load_for_db(self.db, mhash, dim, save=self.save_faiss)
+            if not vectors.apply_delta(self.db, self._vi, mhash, dim, self._gen):
+                self._vi, gen, self.loaded_from_file = vectors.load_for_db(self.db, mhash, dim, save=self.save_faiss)
             self._gen = gen
             return self._vi
+
+    def vector_index(self) -> vectors.VectorIndex:
+        """The vector index brought in step with the DB (loaded or built on first use): its ``kind``, ``ntotal``,
+        ``dead``, ``params``."""
+        return self._ensure()
 
     @contextlib.contextmanager
     def current_index(self):
@@ -79,7 +85,7 @@ class Searcher:
             yield vi, self._hash
 
     # ---- queries --------------------------------------------------------------------------------------
-    def _results(self, vi: V.VectorIndex, q: np.ndarray, k: int, threshold, offset: int,
+    def _results(self, vi: vectors.VectorIndex, q: np.ndarray, k: int, threshold, offset: int,
                  exclude: set[int] = frozenset(), folder=None, date_from=None, date_to=None) -> list[dict]:
         k, offset = max(0, int(k)), max(0, int(offset))
         if k == 0:
@@ -153,7 +159,7 @@ class Searcher:
             raise NotIndexedError(f"not in the index: {path}")
         return int(row["id"])
 
-    def _vector(self, vi: V.VectorIndex, image_id: int, path) -> np.ndarray:
+    def _vector(self, vi: vectors.VectorIndex, image_id: int, path) -> np.ndarray:
         """The stored vector of an indexed photo (call holding the lock)."""
         q = self.db.vector_of(image_id) if vi.kind != "flat" or not vi.ntotal else vi.reconstruct(image_id)
         if q is None or len(q) != vi.dim:
@@ -198,7 +204,7 @@ class Searcher:
         from .labels import label_sets
         m = self.db.model_meta()
         count = self.db.vector_stats(m["model_hash"])[0] if m["model_hash"] else 0
-        head = V.VectorIndex.read_header(V.faiss_path(self.db_path)) or {}
+        head = vectors.VectorIndex.read_header(vectors.faiss_path(self.db_path)) or {}
         by_reason: dict[str, int] = {}
         for reason, n in self.db.error_reason_counts():
             kind = _reason_kind(reason)
@@ -208,8 +214,8 @@ class Searcher:
                 "errors_by_reason": dict(sorted(by_reason.items(), key=lambda kv: -kv[1])),
                 "model_id": m["model_id"], "model_hash": m["model_hash"], "db": str(self.db_path),
                 "dim": m["dim"], "vectors": count, "generation": self.db.generation(),
-                "index": {"kind": head.get("kind") or V.choose_kind(count, V.configured_kind(self.db)),
-                          "configured": V.configured_kind(self.db), "file": bool(head),
+                "index": {"kind": head.get("kind") or vectors.choose_kind(count, vectors.configured_kind(self.db)),
+                          "configured": vectors.configured_kind(self.db), "file": bool(head),
                           "file_kind": head.get("kind"), "file_generation": head.get("generation"),
                           "params": {k: v for k, v in (head.get("params") or {}).items() if k != "tuned"}},
                 "label_sets": label_sets(self.db)}

@@ -243,3 +243,111 @@ def run_cli(args, model=None, monkeypatch=None, capsys=None):
     return code, out, err
 
 
+# ---- shared makers for the training and index tests: real photos, a tiny tokenizer, tiny HF teachers, scenes ------
+from PIL import ImageDraw  # noqa: E402
+
+
+def photo_folder(root: Path, names=("chelsea.png", "coffee.png", "rocket.jpg", "astronaut.png")) -> Path:
+    """A folder of real photos (scikit-image's sample data) saved as JPEG."""
+    import skimage
+    src = Path(skimage.__file__).parent / "data"
+    root.mkdir(parents=True, exist_ok=True)
+    for n in names:
+        Image.open(src / n).convert("RGB").save(root / (Path(n).stem + ".jpg"))
+    return root
+
+
+def tiny_tokenizer(path: Path) -> Path:
+    """A char-level HF tokenizer.json with <s> <pad> </s> <unk> = 0..3 (the student's special ids)."""
+    from tokenizers import Tokenizer, pre_tokenizers, processors
+    from tokenizers.models import Unigram
+    chars = sorted(set("abcdefghijklmnopqrstuvwxyz0123456789 .,猫狗一只的照片张火箭咖啡"))
+    pieces = [("<s>", 0.0), ("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)] + [(c, -1.0) for c in chars if c != " "]
+    pieces.append(("\u2581", -1.0))
+    tok = Tokenizer(Unigram(pieces, unk_id=3, byte_fallback=False))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A </s>", special_tokens=[("<s>", 0), ("</s>", 2)])
+    tok.save(str(path))
+    return path
+
+
+_HF_VISION = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4, image_size=32,
+                  patch_size=8)
+_HF_CHARS = list("abcdefghijklmnopqrstuvwxyz")
+_HF_ZH = list("猫狗一只的照片张")
+
+
+def _clip_tokenizer():
+    """A tiny CLIP byte-level-free BPE: characters, word-final characters and a few merges."""
+    import transformers
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for c in _HF_CHARS:
+        vocab.setdefault(c, len(vocab))
+        vocab.setdefault(c + "</w>", len(vocab))
+    merges = [("c", "a"), ("ca", "t</w>"), ("d", "o"), ("do", "g</w>"), ("p", "h"), ("o", "t"), ("ot", "o</w>")]
+    for a, b in merges:
+        vocab.setdefault(a + b, len(vocab))
+    return transformers.CLIPTokenizer(vocab=vocab, merges=merges)
+
+
+def _bert_tokenizer():
+    import transformers
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + _HF_ZH + _HF_CHARS + ["cat", "dog", "photo", "of"]
+    return transformers.BertTokenizer(vocab={w: i for i, w in enumerate(words)})
+
+
+def _xlmr_tokenizer():
+    import transformers
+    pieces = [("<s>", 0.0), ("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)]
+    pieces += [("\u2581" + w, -1.0) for w in ("a", "cat", "dog", "photo", "of")]
+    pieces += [(c, -2.0) for c in _HF_CHARS + _HF_ZH] + [("\u2581", -3.0), ("<mask>", 0.0)]
+    return transformers.XLMRobertaTokenizer(vocab=pieces)
+
+
+def make_tiny_hf(kind: str, root: Path) -> Path:
+    """Save a tiny random ``kind`` (clip | chinese_clip | altclip) model + tokenizer to root/kind."""
+    import torch
+    import transformers
+    torch.manual_seed(0)
+    out = root / kind
+    text = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4)
+    if kind == "clip":
+        tok = _clip_tokenizer()
+        cfg = transformers.CLIPConfig(text_config=dict(text, vocab_size=len(tok), max_position_embeddings=16,
+                                                       bos_token_id=0, eos_token_id=1, pad_token_id=1),
+                                      vision_config=_HF_VISION, projection_dim=24)
+        model = transformers.CLIPModel(cfg)
+    elif kind == "chinese_clip":
+        tok = _bert_tokenizer()
+        cfg = transformers.ChineseCLIPConfig(text_config=dict(text, vocab_size=len(tok), max_position_embeddings=32),
+                                             vision_config=_HF_VISION, projection_dim=24)
+        model = transformers.ChineseCLIPModel(cfg)
+    else:
+        tok = _xlmr_tokenizer()
+        cfg = transformers.AltCLIPConfig(text_config=dict(text, vocab_size=len(tok), max_position_embeddings=40,
+                                                          project_dim=24, pad_token_id=1),
+                                         vision_config=_HF_VISION, projection_dim=24)
+        model = transformers.AltCLIPModel(cfg)
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    if kind == "chinese_clip":                      # a processor config: its mean/std/crop must be picked up
+        (out / "preprocessor_config.json").write_text(json.dumps(
+            {"crop_size": {"height": 32, "width": 32}, "image_mean": [0.5, 0.5, 0.5], "image_std": [0.25, 0.25, 0.25]}))
+    return out
+
+
+def scene(path: Path, seed: int, size=(320, 240), quality=92):
+    """A photo-like picture with structure (gradient, shapes), so perceptual hashes mean something."""
+    rng = np.random.default_rng(seed)
+    w, h = size
+    base = np.linspace(0, 1, w)[None, :, None] * rng.uniform(60, 200, 3) + \
+        np.linspace(0, 1, h)[:, None, None] * rng.uniform(20, 120, 3)
+    im = Image.fromarray(np.clip(base, 0, 255).astype(np.uint8))
+    d = ImageDraw.Draw(im)
+    for _ in range(6):
+        x0, y0 = rng.integers(0, w - 40), rng.integers(0, h - 40)
+        d.ellipse([x0, y0, x0 + rng.integers(20, 120), y0 + rng.integers(20, 100)],
+                  fill=tuple(int(c) for c in rng.integers(0, 255, 3)))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    im.save(path, quality=quality)
+    return path

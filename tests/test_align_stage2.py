@@ -8,7 +8,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from test_distill_stage1 import photo_folder, tiny_tokenizer  # noqa: E402
+from conftest import photo_folder, tiny_tokenizer  # noqa: E402
 from training import align as stage2  # noqa: E402
 
 CAPTIONS = {"chelsea": ("a cat", "一只猫"), "coffee": ("a cup of coffee", "一杯咖啡"), "rocket": ("a rocket", "火箭"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -126,7 +127,6 @@ def _first_caption(gallery) -> str:
 @needs_model
 def test_ui_strings_complete_in_both_languages():
     """assets/data/ui_strings.json: every key in English and Chinese, with the same {placeholders}."""
-    import re
     d = json.loads((ROOT / "assets" / "data" / "ui_strings.json").read_text(encoding="utf-8"))
     assert set(d) == {"en", "zh", "zh_hant"} and d["en"].keys() == d["zh"].keys() and len(d["en"]) > 100
     ph = re.compile(r"{(\w*)}")
@@ -209,6 +209,7 @@ def test_files_outside_indexed_roots_not_served(server):
             assert code in (403, 404, 400, 405), (prefix, target, code)
 
 
+@pytest.mark.slow
 @needs_model
 def test_no_torch_in_process_after_search():
     """Build the UI in a fresh interpreter, run a search through it, then check torch never loaded."""
@@ -337,7 +338,7 @@ def stub_app(tmp_path, request):
 def test_translations_complete():
     assert set(A.EN) == set(A.ZH)
     page = "".join(p.read_text(encoding="utf-8") for p in (ROOT / "ui").rglob("*.py"))
-    used = set(__import__("re").findall(r'\bT\("(\w+)"\)', page)) | set(__import__("re").findall(r'\btr\(\w+, "(\w+)"', page))
+    used = set(re.findall(r'\bT\("(\w+)"\)', page)) | set(re.findall(r'\btr\(\w+, "(\w+)"', page))
     assert used and used <= set(A.EN), used - set(A.EN)
     cjk = lambda t: any("\u4e00" <= ch <= "\u9fff" for ch in t)  # noqa: E731
     # every Chinese string has Chinese in it, except the example queries (shown as typed: 猫, a cat, ...)
@@ -722,28 +723,55 @@ def test_model_use(server):
 
 @needs_model
 def test_browser_tabs(server):
-    """Click a result (detail with neighbours), label the photos and open the Index and Model tabs (screenshots)."""
+    """What a user sees in Chinese (and screenshots of it): clicking a result names the photo in the detail panel,
+    says whether it has duplicates and shows its neighbours; labelling captions every reviewed photo with one of
+    the typed labels; the Index tab counts the 16 demo photos; the Model tab shows its recall and its file size."""
     sync_playwright = _browser()
     SHOTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         try:
             page = browser.new_page(locale="zh-CN", viewport={"width": 1366, "height": 1000})
-            _search_in_page(page, server.url, "猫")
+            captions = _search_in_page(page, server.url, "猫")
+            clicked = re.search(r"[^\s·]+\.jpg", captions[0]).group(0)            # "●●● cat_chelsea.jpg · 2024-…"
             page.locator("#gallery .caption-label").first.click()
-            page.wait_for_timeout(3000)
+            detail = page.locator("#detail-info")
+            detail.get_by_text(clicked).first.wait_for(state="visible", timeout=30_000)
+            page.locator("#neighbours .caption-label").first.wait_for(state="visible", timeout=30_000)
+            page.wait_for_timeout(3000)                                             # thumbnails paint
             page.screenshot(path=str(SHOTS / "detail_zh.png"), full_page=True)
+            shown = detail.inner_text()
+            assert clicked in shown and re.search("这张照片没有重复。|重复照片（", shown), shown
+
             page.get_by_role("tab", name="标注").click()
+            typed = page.locator("#labels textarea, #labels input").first.input_value()
+            labels = {x.strip() for x in re.split("[,，]", typed) if x.strip()}
             page.locator("#label-btn").click()
             page.locator("#review .caption-label").first.wait_for(state="visible", timeout=60_000)
             page.wait_for_timeout(800)
             page.screenshot(path=str(SHOTS / "label_zh.png"), full_page=True)
+            review = [c.strip() for c in page.locator("#review .caption-label").all_inner_texts()]
+            labelled = [c for c in review if not c.startswith("✎")]          # "✎ 狗": an earlier test's correction
+            unsure = re.compile(r"^(.+)？（不确定）$")                                 # below the certainty slider
+            assert len(labels) >= 2 and labelled, (typed, review)
+            assert all((unsure.match(c).group(1) if unsure.match(c) else c) in labels for c in labelled), \
+                (review, labels)
+
             page.get_by_role("tab", name="索引").click()
             page.locator("#bad-files").wait_for(state="visible", timeout=30_000)
+            page.locator("#index-info").get_by_text(re.compile(r"(^|\D)16 张照片")).first.wait_for(
+                state="visible", timeout=30_000)
             page.screenshot(path=str(SHOTS / "index_zh.png"), full_page=True)
+
             page.get_by_role("tab", name="模型").click()
-            page.get_by_text("真实照片 recall@1").first.wait_for(state="visible", timeout=30_000)
+            page.locator("#metrics").get_by_text("真实照片 recall@1").first.wait_for(state="visible", timeout=30_000)
+            about = page.locator("#model-about")
+            about.get_by_text("模型文件：").first.wait_for(state="visible", timeout=30_000)
             page.screenshot(path=str(SHOTS / "model_zh.png"), full_page=True)
+            files = json.loads(MODEL_CONFIG.read_text(encoding="utf-8"))["files"]
+            on_disk = sum((MODEL_CONFIG.parent / f).stat().st_size for k, f in files.items() if k != "weights")
+            mb = re.search(r"模型文件：([\d.]+) MB", about.inner_text())                # ONNX files + tokenizer
+            assert mb and abs(float(mb.group(1)) - on_disk / 2 ** 20) < 0.1, (about.inner_text(), on_disk)
         finally:
             browser.close()
 

@@ -96,6 +96,66 @@ def test_label_with_prompt(demo_db, model):
 
 
 
+def test_typed_labels_are_a_zero_shot_prompt(demo_db, model):
+    """Typed labels, the same labels as a zero-shot prompt, and the in-memory demo path: one classifier, the same
+    probabilities; zero-shot rows keep each label's cosine, prompt rows do not."""
+    from index.labels import classify_index, zero_shot_prompt
+    db, photos = demo_db
+    labels = ["猫", "coffee", "rocket"]
+    res = label_index(db, labels, label_set="z1", model=model, top=3)
+    typed = labels_of(db, "z1")
+    assert res["labeled"] == res["images"] == len(list(photos.glob("*.jpg"))) and len(typed) == 3 * res["images"]
+    by_path: dict[str, list[dict]] = {}
+    for r in typed:
+        by_path.setdefault(r["path"], []).append(r)
+    for rows in by_path.values():                                  # the softmax over the set, best first
+        assert [r["rank"] for r in rows] == [1, 2, 3] and sum(r["score"] for r in rows) == pytest.approx(1, abs=1e-5)
+        assert [r["score"] for r in rows] == sorted((r["score"] for r in rows), reverse=True)
+        assert all(-1 <= r["cosine"] <= 1 and r["source"] == f"zero-shot:{model.info['hash']}" for r in rows)
+
+    p = zero_shot_prompt(model, labels)
+    assert p.method == "zeroshot" and p.labels("zh") == labels and p.tensors["class_embeds"].shape == (3, model.dim)
+    p.meta["name"] = "typed"
+    label_index_with_prompt(db, p, "z2", model=model, lang="zh")
+    prompt_top = {r["path"]: r for r in labels_of(db, "z2")}
+    demo = {r["path"]: r for r in classify_index(db, labels, model=model)["rows"]}
+    for path, rows in by_path.items():
+        assert (prompt_top[path]["label"], prompt_top[path]["score"]) == (rows[0]["label"], rows[0]["score"])
+        assert (prompt_top[path]["cosine"], prompt_top[path]["source"]) == (None, "prompt:typed")
+        assert demo[path] == {k: rows[0][k] for k in ("path", "label", "score", "cosine", "rank", "source")}
+
+
+def test_label_with_a_prompt_that_needs_pixels(model, tmp_path):
+    """A linear probe acts on backbone features, which are not stored: every photo is encoded again through the
+    prompt's classifier; a photo that can no longer be read is left out, not fatal."""
+    import numpy as np
+    from dcclip_core.prompts import Prompt, PromptClassifier, model_ref
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("cat_chelsea.jpg", "coffee.jpg", "rocket.jpg", "flower.jpg"):
+        shutil.copy(DEMO / name, photos / name)
+    db = tmp_path / "px.db"
+    build_index(str(photos), str(db), model=model)
+    (photos / "flower.jpg").write_bytes(b"gone bad since it was indexed")
+    F = model.info["feature_dim"]
+    names = ["a", "b", "c"]
+    p = Prompt({"name": "probe", "method": "linear-probe", "model": model_ref(model), "classes": names,
+                "labels": {"en": names, "zh": ["甲", "乙", "丙"]}},
+               {"weight": np.random.default_rng(0).standard_normal((3, F)).astype(np.float32),
+                "bias": np.zeros(3, np.float32)})
+    seen = []
+    res = label_index_with_prompt(db, p, "px", model=model, lang="zh", batch=2,
+                                  progress=lambda d, t: seen.append((d, t)))
+    assert (res["labeled"], res["images"], res["prompt"]) == (3, 3, "probe") and seen[-1] == (4, 4)
+    rows = {Path(r["path"]).name: r for r in labels_of(db, "px")}
+    assert set(rows) == {"cat_chelsea.jpg", "coffee.jpg", "rocket.jpg"}
+    want = PromptClassifier(model, p).classify([str(photos / n) for n in sorted(rows)], lang="zh", top=1)
+    for n, w in zip(sorted(rows), want):
+        assert (rows[n]["label"], rows[n]["rank"], rows[n]["cosine"], rows[n]["source"]) == \
+            (w[0]["label"], 1, None, "prompt:probe")
+        assert rows[n]["score"] == pytest.approx(w[0]["score"], abs=1e-5)
+
+
 QUERIES = ["一只猫", "a cup of coffee", "火箭发射", "flowers", "an astronaut in space", "狗", "a baboon",
            "butterfly on a flower", "apple", "一杯咖啡", "cat", "宇航员"]
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from training import corpus
-from training.make_tables import _py_constants, _template, held_out_classes
+from training.make_tables import held_out_classes, python_constants
 
 
 def test_imagenet_table_is_complete_and_bilingual():
@@ -26,12 +26,13 @@ def test_templates_have_one_slot_in_both_languages():
         assert all(s.count("{}") == 1 for s in t[k]), k
 
 
-def test_template_reader_never_executes_code():
+def test_template_reader_never_executes_code(tmp_path):
     src = "T = (\n    lambda c: f'a photo of a {c}.',\n    lambda c: f'{c}的照片。',\n)\nN = ['x', 'y']\n"
-    assert _py_constants(src) == {"T": ["a photo of a {}.", "{}的照片。"], "N": ["x", "y"]}
-    with pytest.raises(ValueError):
-        import ast
-        _template(ast.parse("__import__('os').system('true')").body[0].value)
+    assert python_constants(src) == {"T": ["a photo of a {}.", "{}的照片。"], "N": ["x", "y"]}
+    ran = tmp_path / "ran"
+    code = (f"X = [__import__('pathlib').Path({str(ran)!r}).touch()]\n"
+            f"Y = (lambda c: open({str(ran)!r}, 'w'),)\n")
+    assert python_constants(code) == {} and not ran.exists()       # neither literals nor templates: skipped
 
 
 def test_alignment_items_hold_out_200_classes():

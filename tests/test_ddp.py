@@ -12,16 +12,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from test_distill_stage1 import photo_folder, tiny_tokenizer  # noqa: E402
-from test_teachers import make_tiny_hf  # noqa: E402
+from conftest import make_tiny_hf, photo_folder, tiny_tokenizer  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _rel_diff(a: dict, b: dict) -> float:

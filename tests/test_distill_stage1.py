@@ -9,41 +9,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 torch = pytest.importorskip("torch")
 
-from test_teachers import make_tiny_hf  # noqa: E402
 from training import cmd_distill as cd  # noqa: E402
 from training.data import (AugmentConfig, FeatureCache, ImageViews, list_images, read_pairs,  # noqa: E402
                            read_texts)
 from training.distill import DistillSettings, run_distill  # noqa: E402
 from training.students import build_student  # noqa: E402
+from conftest import make_tiny_hf, photo_folder, tiny_tokenizer  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def photo_folder(root: Path, names=("chelsea.png", "coffee.png", "rocket.jpg", "astronaut.png")) -> Path:
-    import skimage
-    src = Path(skimage.__file__).parent / "data"
-    root.mkdir(parents=True, exist_ok=True)
-    for n in names:
-        Image.open(src / n).convert("RGB").save(root / (Path(n).stem + ".jpg"))
-    return root
-
-
-def tiny_tokenizer(path: Path) -> Path:
-    """A char-level HF tokenizer.json with <s> <pad> </s> <unk> = 0..3 (the student's special ids)."""
-    from tokenizers import Tokenizer, pre_tokenizers, processors
-    from tokenizers.models import Unigram
-    chars = sorted(set("abcdefghijklmnopqrstuvwxyz0123456789 .,猫狗一只的照片张火箭咖啡"))
-    pieces = [("<s>", 0.0), ("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)] + [(c, -1.0) for c in chars if c != " "]
-    pieces.append(("\u2581", -1.0))
-    tok = Tokenizer(Unigram(pieces, unk_id=3, byte_fallback=False))
-    tok.pre_tokenizer = pre_tokenizers.Metaspace()
-    tok.post_processor = processors.TemplateProcessing(single="<s> $A </s>", special_tokens=[("<s>", 0), ("</s>", 2)])
-    tok.save(str(path))
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -16,8 +16,8 @@ torch = pytest.importorskip("torch")
 
 from training.datasets import DatasetError  # noqa: E402
 from training.prompts.data import fewshot_split, load_task, val_per_class  # noqa: E402
-from training.prompts.methods import (Env, FewShotConfig, evaluate, fit_group, learn, prepare,  # noqa: E402
-                                      train_source)
+from training.prompts.methods import (FewShotConfig, LearningEnv, evaluate, fit_group, learn,  # noqa: E402
+                                      prepare, train_source)
 
 NAMES = ["zero", "one", "two", "three", "four"]
 ZH = ["零", "一", "二", "三", "四"]
@@ -47,7 +47,7 @@ def env(tmp_path_factory):
     import dcclip_core
     from training.prompts.features import EmbeddingCache
     m = dcclip_core.load()
-    return Env(model=m, cache=EmbeddingCache(m, root=tmp_path_factory.mktemp("featcache")))
+    return LearningEnv(model=m, cache=EmbeddingCache(m, root=tmp_path_factory.mktemp("featcache")))
 
 
 @pytest.fixture(scope="module")
@@ -89,15 +89,15 @@ def test_load_task_reads_names_and_rejects_bad_dirs(task_dir, tmp_path):
 
 
 def test_task_builder_makes_imagefolders_and_keeps_heldout_out_of_sources(tmp_path):
-    from training.prompts import tasks as T
+    from training.prompts import tasks
     from training.prompts.data import load_collection
-    infos = T.build(tmp_path, n_train=3, n_test=2, only=["sk-digits", "faces"], log=lambda *a: None)
+    infos = tasks.build(tmp_path, n_train=3, n_test=2, only=["sk-digits", "faces"], log=lambda *a: None)
     assert {i["name"] for i in infos} == {"sk-digits", "faces"}
     ts = load_collection(tmp_path)
     sk = [t for t in ts if t.name == "sk-digits"][0]
     assert sk.num_classes == 10 and len(sk.train_paths) == 30 and sk.class_names("zh")[7] == "七"
     fake = type("T", (), {"name": "cv-digits", "role": "heldout"})
-    assert [t.name for t in T.source_tasks(ts + [fake])] == [t.name for t in ts]
+    assert [t.name for t in tasks.source_tasks(ts + [fake])] == [t.name for t in ts]
 
 
 def make_elevater(root, digits_dir, fmt="iris", zipped=True):
@@ -244,11 +244,11 @@ def test_every_method_learns_a_usable_prompt(method, env, data):
 
 
 def test_saved_prompt_scores_like_training_evaluation(env, data, tmp_path):
-    from dcclip_core import prompts as P
+    from dcclip_core import prompts
     prompt, _ = learn("upt", data, env, FAST)
     path = prompt.save(tmp_path / "upt")
-    loaded = P.load_prompt(path, model=env.model)
-    clf = P.PromptClassifier(env.model, loaded)
+    loaded = prompts.load_prompt(path, model=env.model)
+    clf = prompts.PromptClassifier(env.model, loaded)
     S = clf.scores(data.test.paths)
     assert S.shape == (len(data.test), 3) and np.allclose(S.sum(1), 1, atol=1e-5)
     assert abs(float((S.argmax(1) == data.test.y).mean()) - evaluate(prompt, data.test, env)) < 1e-9

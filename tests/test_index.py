@@ -348,6 +348,7 @@ def test_cli_contract_with_fake_model(photos, tmp_path, model, monkeypatch, caps
     assert code == 2 and "0 bytes" in err
 
 
+@pytest.mark.slow
 def test_cli_stats_and_errors_subprocess(built, tmp_path):
     photos, dbp = built
 
@@ -375,6 +376,7 @@ needs_model = pytest.mark.skipif(not HAVE_MODEL, reason="default model not built
 needs_data = pytest.mark.skipif(not (DATA / "cat.jpg").is_file(), reason="tests/data not there yet")
 
 
+@pytest.mark.slow
 @needs_model
 @needs_data
 def test_real_model_cli_contract(tmp_path):
@@ -466,6 +468,7 @@ build_index({root!r}, {db!r}, model=Slow(), batch_size=4, workers=2)
 """
 
 
+@pytest.mark.slow
 def test_kill_9_mid_run_loses_at_most_a_batch(tmp_path, model):
     import random
     import signal

@@ -4,32 +4,14 @@ import json
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from index import PhotoDB, Searcher, build_index
 from index import __main__ as cli
 from index.duplicates import group_duplicates, hamming
 from index.scan import dhash
-from conftest import COLOURS, FakeModel, make_image, run_cli
-
-
-def scene(path: Path, seed: int, size=(320, 240), quality=92):
-    """A photo-like picture with structure (gradient, shapes), so perceptual hashes mean something."""
-    rng = np.random.default_rng(seed)
-    w, h = size
-    base = np.linspace(0, 1, w)[None, :, None] * rng.uniform(60, 200, 3) + \
-        np.linspace(0, 1, h)[:, None, None] * rng.uniform(20, 120, 3)
-    im = Image.fromarray(np.clip(base, 0, 255).astype(np.uint8))
-    d = ImageDraw.Draw(im)
-    for _ in range(6):
-        x0, y0 = rng.integers(0, w - 40), rng.integers(0, h - 40)
-        d.ellipse([x0, y0, x0 + rng.integers(20, 120), y0 + rng.integers(20, 100)],
-                  fill=tuple(int(c) for c in rng.integers(0, 255, 3)))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    im.save(path, quality=quality)
-    return path
+from conftest import COLOURS, FakeModel, make_image, run_cli, scene
 
 
 @pytest.fixture
@@ -113,6 +95,51 @@ def test_v1_database_is_migrated(tmp_path):
     assert db.query("SELECT label, score FROM labels") == [{"label": "cat", "score": 0.9}]
     db.close()
     assert PhotoDB(path).get_meta("schema_version") == str(dbm.SCHEMA_VERSION)     # idempotent
+
+
+def _schema(path) -> dict:
+    """Everything SQLite knows of a database's schema: sqlite_master, and per table its columns, indexes and
+    foreign keys (with their ON DELETE actions)."""
+    import sqlite3
+    con = sqlite3.connect(path)
+    try:
+        out = {"master": sorted(con.execute("SELECT type, name, tbl_name, sql FROM sqlite_master").fetchall(),
+                                key=str)}
+        for (t,) in con.execute("SELECT name FROM sqlite_master WHERE type='table'").fetchall():
+            out[t] = {p: con.execute(f"PRAGMA {p}({t})").fetchall()
+                      for p in ("table_info", "index_list", "foreign_key_list")}
+        return out
+    finally:
+        con.close()
+
+
+@pytest.mark.parametrize("start", [1, 2])
+def test_fresh_and_migrated_databases_have_one_schema(tmp_path, start):
+    """A fresh database and one migrated from an older version end with the same schema; the keys PhotoDB's
+    sqlite-utils upserts go by are the tables' primary keys."""
+    import sqlite3
+    from index import db as dbm
+    PhotoDB(tmp_path / "fresh.db").close()
+    old = tmp_path / f"v{start}.db"
+    con = sqlite3.connect(old)
+    for stmt in dbm._SCHEMA_V1 + [s for v in range(2, start + 1) for s in dbm._MIGRATIONS[v]]:
+        con.execute(stmt)
+    con.execute(f"INSERT INTO meta VALUES ('schema_version', '{start}'), ('generation', '0')")
+    con.commit()
+    con.close()
+    PhotoDB(old).close()
+    fresh = _schema(tmp_path / "fresh.db")
+    assert _schema(old) == fresh
+    assert {"images", "vectors", "errors", "labels", "corrections", "meta"} <= set(fresh)
+    db = PhotoDB(tmp_path / "fresh.db")
+    assert db.db["labels"].pks == ["image_id", "label_set", "label"] and list(dbm.LABEL_COLUMNS) == \
+        [c.name for c in db.db["labels"].columns]
+    assert db.db["corrections"].pks == ["image_id", "label_set"] and list(dbm.CORRECTION_COLUMNS) == \
+        [c.name for c in db.db["corrections"].columns]
+    assert db.db["meta"].pks == ["key"]
+    assert [(fk.column, fk.other_table, fk.on_delete) for t in ("labels", "corrections")
+            for fk in db.db[t].foreign_keys] == [("image_id", "images", "CASCADE")] * 2
+    db.close()
 
 
 # ---- zero-shot labels, export, remove --------------------------------------------------------------------

@@ -13,7 +13,7 @@ from PIL import Image
 
 from index import PhotoDB, Searcher, build_index, export_labels, label_index, labels_of
 from index.labels import copy_to_folders, label_sets, remove_paths, set_label
-from conftest import COLOURS, HAVE_MODEL, FakeModel, make_image, run_cli
+from conftest import COLOURS, HAVE_MODEL, FakeModel, make_image, run_cli, scene
 from dcclip_core.config import REPO_DIR
 
 DEMO = REPO_DIR / "assets" / "demo"
@@ -256,7 +256,6 @@ def test_duplicates_of_agrees_with_the_pairs(dup_set, real_model):
 
 
 def test_duplicates_of_hashes_rows_of_an_older_version(tmp_path):
-    from test_index_features import scene
     model = FakeModel()
     root = (tmp_path / "p").resolve()
     a = scene(root / "a.jpg", 1, size=(640, 480))

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from index import PhotoDB, Searcher
-from index import vectors as V
+from index import vectors
 from index.db import now_iso, vec_to_blob
 
 DIM = 33
@@ -33,24 +33,24 @@ def exact_ids(x, ids, q, k=10):
 
 
 def test_choose_kind():
-    assert V.choose_kind(10) == "flat" and V.choose_kind(V.EXACT_MAX) == "flat"
-    assert V.choose_kind(V.EXACT_MAX + 1) == "ivf-flat" and V.choose_kind(5, "auto") == "flat"
-    assert V.choose_kind(5, "hnsw") == "hnsw"
-    assert V.choose_kind(100, "ivf-sq8") == "flat"          # too few vectors to train
-    assert V.choose_kind(5000, "ivf-pq") == "ivf-sq8" and V.choose_kind(50_000, "ivf-pq") == "ivf-pq"
+    assert vectors.choose_kind(10) == "flat" and vectors.choose_kind(vectors.EXACT_MAX) == "flat"
+    assert vectors.choose_kind(vectors.EXACT_MAX + 1) == "ivf-flat" and vectors.choose_kind(5, "auto") == "flat"
+    assert vectors.choose_kind(5, "hnsw") == "hnsw"
+    assert vectors.choose_kind(100, "ivf-sq8") == "flat"    # too few vectors to train
+    assert vectors.choose_kind(5000, "ivf-pq") == "ivf-sq8" and vectors.choose_kind(50_000, "ivf-pq") == "ivf-pq"
     with pytest.raises(ValueError):
-        V.choose_kind(5, "annoy")
+        vectors.choose_kind(5, "annoy")
 
 
-@pytest.mark.parametrize("kind", ["hnsw", "ivf-flat", "ivf-sq8", "ivf-pq"])
+@pytest.mark.parametrize("kind", ["hnsw", "ivf-flat", "ivf-sq8", pytest.param("ivf-pq", marks=pytest.mark.slow)])
 def test_approximate_kinds_reach_recall_and_handle_removal(kind, tmp_path):
     n = 12_000
     x = clustered(n)
     ids = np.arange(1, n + 1, dtype=np.int64) * 3                       # ids are images.id, not positions
-    vi = V.VectorIndex.create(DIM, kind, n, train=x)
+    vi = vectors.VectorIndex.create(DIM, kind, n, train=x)
     assert vi.kind == kind
     vi.add(ids, x)
-    if kind in V.REFINE:                                                # exact re-ranking from "the DB"
+    if kind in vectors.REFINE:                                          # exact re-ranking from "the DB"
         lookup = {int(i): r for i, r in zip(ids, x)}
         vi.refine = lambda want: (np.asarray([i for i in want if int(i) in lookup], np.int64),
                                   np.asarray([lookup[int(i)] for i in want if int(i) in lookup], np.float32))
@@ -58,7 +58,7 @@ def test_approximate_kinds_reach_recall_and_handle_removal(kind, tmp_path):
     assert tuned["recall"] >= 0.95, tuned
     q = text_like(x, 100, seed=7)                                       # fresh queries, not the tuning ones
     _, I = vi.search(q, 10)
-    assert V.recall_at_k(I, exact_ids(x, ids, q)) >= 0.95
+    assert vectors.recall_at_k(I, exact_ids(x, ids, q)) >= 0.95
     D, I = vi.search(x[:5], 1)
     assert list(I[:, 0]) == list(ids[:5]) and np.allclose(D[:, 0], 1.0, atol=0.02)
 
@@ -72,7 +72,7 @@ def test_approximate_kinds_reach_recall_and_handle_removal(kind, tmp_path):
     assert vi.reconstruct(int(gone[0])) is None
     # upsert: an id re-added with a new vector is found by it
     vi.upsert(ids[10:11], x[20:21])
-    if kind in V.REFINE:
+    if kind in vectors.REFINE:
         lookup[int(ids[10])] = x[20]
     _, I = vi.search(x[20:21], 2)
     assert set(I[0].tolist()) == {int(ids[10]), int(ids[20])}
@@ -88,10 +88,10 @@ def test_approximate_kinds_reach_recall_and_handle_removal(kind, tmp_path):
     # save / load keeps kind, tuned parameter and tombstones
     path = tmp_path / "x.faiss"
     vi.save(path, {"generation": 1})
-    vi2, head = V.VectorIndex.load(path)
+    vi2, head = vectors.VectorIndex.load(path)
     assert (vi2.kind, vi2.ntotal, vi2.dead, head["kind"]) == (kind, vi.ntotal, vi.dead, kind)
     assert vi2.params[tuned["param"]] == tuned["value"]
-    if kind in V.REFINE:
+    if kind in vectors.REFINE:
         vi2.refine = vi.refine
     assert np.array_equal(vi2.search(q[:10], 10)[1], vi.search(q[:10], 10)[1])
 
@@ -133,11 +133,12 @@ def test_searcher_on_approximate_index_saves_loads_and_catches_up(kind, tmp_path
     m = VecModel(q)
     s = Searcher(dbp, model=m)
     res = s.search("0", k=10)
-    assert s._vi.kind == kind and not s.loaded_from_file and V.faiss_path(dbp).is_file()
-    assert V.VectorIndex.read_header(V.faiss_path(dbp))["kind"] == kind
+    vi_first = s.vector_index()
+    assert vi_first.kind == kind and not s.loaded_from_file and vectors.faiss_path(dbp).is_file()
+    assert vectors.VectorIndex.read_header(vectors.faiss_path(dbp))["kind"] == kind
     truth = exact_ids(x, np.arange(1, len(x) + 1), q)
     found = np.asarray([[int(r["path"][3:10]) + 1 for r in s.search(str(i), k=10)] for i in range(len(q))])
-    assert V.recall_at_k(found, truth) >= 0.95
+    assert vectors.recall_at_k(found, truth) >= 0.95
     assert all(abs(r["score"] - float(x[int(r["path"][3:10])] @ q[0])) < 1e-5 for r in res)   # exact cosines
     s1 = Searcher(dbp, model=m)
     assert [r["path"] for r in s1.search("0", k=10)] == [r["path"] for r in res] and s1.loaded_from_file
@@ -149,43 +150,42 @@ def test_searcher_on_approximate_index_saves_loads_and_catches_up(kind, tmp_path
     db.bump_generation()
     s2 = Searcher(dbp, model=m)
     s2.search("0")
-    assert s2.loaded_from_file and s2._vi.ntotal == 6048
-    assert s2._vi.dead == 2
+    assert s2.loaded_from_file and s2.vector_index().ntotal == 6048
+    assert s2.vector_index().dead == 2
     q2 = VecModel(np.concatenate([q, extra[:1]]))
     s3 = Searcher(dbp, model=q2)
     assert s3.search(str(len(q)), k=1)[0]["path"] == "/p/0010000.jpg"
     # the running Searcher follows too (tombstones for the deleted rows, no rebuild)
-    vi_before = s._vi
-    s._model = q2
-    assert s.search(str(len(q)), k=1)[0]["path"] == "/p/0010000.jpg" and s._vi is vi_before
+    m.q = q2.q                                              # its model learns the new query
+    assert s.search(str(len(q)), k=1)[0]["path"] == "/p/0010000.jpg" and s.vector_index() is vi_first
     assert not {r["path"] for r in s.search("0", k=6048)} & {"/p/0000000.jpg", "/p/0000001.jpg"}
 
 
 def test_auto_kind_switches_to_ivf_flat_above_threshold(tmp_path, monkeypatch):
     """Above EXACT_MAX "auto" builds IVF-Flat straight away (no HNSW build first), tuned to the recall target
     for text-like and unrelated queries."""
-    monkeypatch.setattr(V, "EXACT_MAX", 1000)
+    monkeypatch.setattr(vectors, "EXACT_MAX", 1000)
     x = clustered(1500, seed=5)
     dbp = tmp_path / "a.db"
     db = fill_db(dbp, x[:900])
-    assert V.build_from_db(db, "syn", DIM).kind == "flat"
+    assert vectors.build_from_db(db, "syn", DIM).kind == "flat"
     fill_db(dbp, x[900:], start=900)
-    vi = V.build_from_db(db, "syn", DIM)
+    vi = vectors.build_from_db(db, "syn", DIM)
     assert vi.kind == "ivf-flat" and vi.asked == "ivf-flat" and vi.ntotal == 1500
     assert "fallback_from" not in vi.params
     assert vi.params["tuned"]["recall"] >= 0.95 and vi.params["tuned"]["recall_unrelated"] >= 0.95
     q = text_like(x, 100, seed=11)
-    assert V.recall_at_k(vi.search(q, 10)[1], exact_ids(x, np.arange(1, 1501), q)) >= 0.95
+    assert vectors.recall_at_k(vi.search(q, 10)[1], exact_ids(x, np.arange(1, 1501), q)) >= 0.95
     # a saved flat file no longer matches once the DB passed the threshold: rebuilt as IVF-Flat
-    vi3, _, from_file = V.load_for_db(db, "syn", DIM)
+    vi3, _, from_file = vectors.load_for_db(db, "syn", DIM)
     assert vi3.kind == "ivf-flat" and not from_file
-    assert V.load_for_db(db, "syn", DIM)[2]
+    assert vectors.load_for_db(db, "syn", DIM)[2]
 
 
 def test_hnsw_missing_the_recall_target_falls_back_to_ivf_flat(tmp_path, monkeypatch):
     """Isotropic clusters + text-like queries give a graph nothing to follow; at a capped efSearch HNSW misses
     the target, and the build keeps an IVF-Flat index instead (saved, reloaded, not rebuilt every time)."""
-    monkeypatch.setattr(V, "_EF_STEPS", (10,))
+    monkeypatch.setattr(vectors, "_EF_STEPS", (10,))
     rng = np.random.default_rng(0)
     centres = rng.standard_normal((20, DIM)).astype(np.float32)
     x = centres[rng.integers(0, 20, 4000)] + rng.standard_normal((4000, DIM)).astype(np.float32) * 0.7
@@ -193,10 +193,10 @@ def test_hnsw_missing_the_recall_target_falls_back_to_ivf_flat(tmp_path, monkeyp
     dbp = tmp_path / "f.db"
     db = fill_db(dbp, x)
     db.set_meta("index_kind", "hnsw")                                   # asked for explicitly
-    vi, _, from_file = V.load_for_db(db, "syn", DIM)
+    vi, _, from_file = vectors.load_for_db(db, "syn", DIM)
     assert (vi.kind, vi.asked, from_file) == ("ivf-flat", "hnsw", False)
     assert vi.params["fallback_from"]["recall"] < 0.95 <= vi.params["tuned"]["recall"]
     q = text_like(x, 100, seed=3)
-    assert V.recall_at_k(vi.search(q, 10)[1], exact_ids(x, np.arange(1, 4001), q)) >= 0.95
-    vi2, _, from_file = V.load_for_db(db, "syn", DIM)
+    assert vectors.recall_at_k(vi.search(q, 10)[1], exact_ids(x, np.arange(1, 4001), q)) >= 0.95
+    vi2, _, from_file = vectors.load_for_db(db, "syn", DIM)
     assert from_file and vi2.kind == "ivf-flat" and vi2.asked == "hnsw"

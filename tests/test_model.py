@@ -59,25 +59,30 @@ def test_cat_text_finds_cat_photo(model):
         assert int(np.argmax(model.encode_text([q]) @ img.T)) == 0, q
 
 
-def test_onnx_matches_torch():
+def test_onnx_matches_torch(model):
+    """The shipped ONNX files (int8 or fp32) against the torch model on the 16 demo photos and their 96 captions
+    (+ short queries), to fixed bounds: int8 moves each image embedding (cosine mean 0.988, min 0.948 when last
+    measured) and each text embedding (mean 0.996, min 0.989) a little; fp32 files must give >= 0.99."""
     torch = pytest.importorskip("torch")
-    import dcclip_core
     from dcclip_core.models import load_torch_model
-    m = dcclip_core.load()
     tm = load_torch_model(DEFAULT)
+    demo = REPO_DIR / "assets" / "demo"
+    captions = json.loads((demo / "captions.json").read_text(encoding="utf-8"))
     texts = ["猫", "a photo of a cat", "一杯咖啡", "rocket", ""]
-    ids, mask = m.tokenizer(texts)
+    texts += [t for c in captions.values() for lang in ("zh", "en") for t in c[lang]]      # 96 captions
+    px = np.stack([model.preprocess(p) for p in sorted(demo.glob("*.jpg"))])               # [16, 3, S, S]
+    ids, mask = model.tokenizer(texts)
     with torch.no_grad():
         ref_t = tm.text(torch.from_numpy(ids), torch.from_numpy(mask)).numpy()
-        px = np.stack([m.preprocess(DATA / n) for n in ("cat.jpg", "coffee.jpg", "rocket.jpg")])
         ref_i = tm.image(torch.from_numpy(px))[0].numpy()
-    cos_t = (m.encode_text(texts) * ref_t).sum(1) / np.linalg.norm(ref_t, axis=1)
-    cos_i = (m.encode_pixels(px) * ref_i).sum(1) / np.linalg.norm(ref_i, axis=1)
-    # fp32 files must give >= 0.99; an int8 file ships only when faster and its measured drop is recorded
-    exp = m.config.extra.get("export", {})
-    t_min = 0.99 if m.config.files["text_onnx"].endswith("fp32.onnx") else exp["text_parity_int8"]["cos_min"] - 0.02
-    i_min = 0.99 if m.config.files["image_onnx"].endswith("fp32.onnx") else exp["image_parity_int8"]["cos_min"] - 0.02
-    assert cos_t.min() >= t_min and cos_i.min() >= i_min
+    cos_t = (model.encode_text(texts) * ref_t).sum(1) / np.linalg.norm(ref_t, axis=1)
+    cos_i = (model.encode_pixels(px) * ref_i).sum(1) / np.linalg.norm(ref_i, axis=1)
+    assert len(cos_i) == 16 and len(cos_t) == 101
+    fp32 = {k: model.config.files[k].endswith("fp32.onnx") for k in ("text_onnx", "image_onnx")}
+    t_mean, t_min = (0.99, 0.99) if fp32["text_onnx"] else (0.99, 0.97)
+    i_mean, i_min = (0.99, 0.99) if fp32["image_onnx"] else (0.98, 0.85)
+    assert cos_t.mean() >= t_mean and cos_t.min() >= t_min, (cos_t.mean(), cos_t.min(), texts[int(cos_t.argmin())])
+    assert cos_i.mean() >= i_mean and cos_i.min() >= i_min, (cos_i.mean(), cos_i.min())
 
 
 def test_runtime_never_imports_torch():

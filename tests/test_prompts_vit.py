@@ -173,7 +173,7 @@ def test_onnx_prompted_tower_matches_torch(photos, tmp_path, arch, mode):
 
 def test_saved_deep_prompt_classifies_with_onnx_runtime(photos, tmp_path, monkeypatch):
     """A deep prompt saved with only its tokens is applied by PromptClassifier through the cached ONNX graph."""
-    from dcclip_core import prompts as P
+    from dcclip_core import prompts
     from training.prompts.vit import DeepPrompt, PromptedTower, ViTTower, ensure_model_graph, train_tokens
     monkeypatch.setenv("DCCLIP_CACHE", str(tmp_path / "cache"))
     module = dcclip_vit_tower()
@@ -187,18 +187,18 @@ def test_saved_deep_prompt_classifies_with_onnx_runtime(photos, tmp_path, monkey
     # a stand-in for the runtime model: what PromptClassifier uses (hash, info, preprocess, threads)
     model = SimpleNamespace(hash="tinyvit0000000001", info={"id": "tiny-vit"}, threads=1, path=tmp_path,
                             dim=W.shape[1], preprocess=lambda im: im)
-    with pytest.raises(P.PromptError, match="python -m training.prompts.vit export"):
-        P.PromptClassifier(model, P.Prompt({"visual": {"type": "deep"}, "classes": ["a"]},
+    with pytest.raises(prompts.PromptError, match="python -m training.prompts.vit export"):
+        prompts.PromptClassifier(model, prompts.Prompt({"visual": {"type": "deep"}, "classes": ["a"]},
                                            {"vpt_tokens": np.zeros((3, 4, 32), np.float32)}), check=False)
     graph = ensure_model_graph(model, "deep", tower)
-    assert graph == P.vpt_graph_path(model, "deep") and graph.is_file()
+    assert graph == prompts.vpt_graph_path(model, "deep") and graph.is_file()
     meta = {"method": "vpt", "classes": list(CLASSES), "labels": {"en": list(CLASSES), "zh": list(CLASSES)},
             "visual": {"type": "deep", "tokens": 4, "layers": 3, "width": 32}, "logit_scale": 100.0,
             "model": {"id": "tiny-vit", "hash": model.hash}}
-    path = P.Prompt(meta, {"class_embeds": W.numpy(), **vp.prompt_tensors()}).save(tmp_path / "deep")
-    loaded = P.load_prompt(path)
+    path = prompts.Prompt(meta, {"class_embeds": W.numpy(), **vp.prompt_tensors()}).save(tmp_path / "deep")
+    loaded = prompts.load_prompt(path)
     assert set(loaded.tensors) == {"class_embeds", "vpt_tokens"} and loaded.visual == "deep"
-    clf = P.PromptClassifier(model, loaded, check=False)
+    clf = prompts.PromptClassifier(model, loaded, check=False)
     images = list(px[:6].numpy())
     emb, feat = clf.encode(images)
     with torch.no_grad():
@@ -213,8 +213,9 @@ def test_learn_vpt_deep_end_to_end_through_the_fewshot_api(tmp_path, monkeypatch
     runtime model): tokens only in the prompt, graph exported once, evaluation through ONNX Runtime."""
     from PIL import Image
 
-    from dcclip_core import prompts as P
-    from training.prompts.methods import Env, FeatureSplit, FewShotConfig, FewShotData, evaluate, learn
+    from dcclip_core import prompts
+    from training.prompts.methods import (FeatureSplit, FewShotConfig, FewShotData, LearningEnv, evaluate,
+                                          learn)
     monkeypatch.setenv("DCCLIP_CACHE", str(tmp_path / "cache"))
     tower = dcclip_vit_tower()
     before = snapshot(tower)
@@ -228,9 +229,9 @@ def test_learn_vpt_deep_end_to_end_through_the_fewshot_api(tmp_path, monkeypatch
     model = SimpleNamespace(hash="tinyvit0000000002", threads=1, path=tmp_path, dim=16, preprocess=preprocess,
                             config=SimpleNamespace(image=SimpleNamespace(image_size=S, feature_dim=32)), info=info)
 
-    class ViTEnv(Env):
+    class ViTEnv(LearningEnv):
         def __init__(self):
-            self.model, self._tower, self._zs = model, tower, {}
+            super().__init__(model=model, image_tower=tower)
 
         def zeroshot(self, names, lang):                    # class embeddings: class means of the frozen tower
             with torch.no_grad():
@@ -249,8 +250,8 @@ def test_learn_vpt_deep_end_to_end_through_the_fewshot_api(tmp_path, monkeypatch
     assert calls == [1, 2, 3, 4] and prompt.visual == "deep" and prompt.meta["visual"]["layers"] == 3
     assert set(prompt.tensors) == {"class_embeds", "vpt_tokens"} and prompt.tensors["vpt_tokens"].shape == (3, 3, 32)
     assert bit_identical(before, snapshot(tower))
-    assert P.vpt_graph_path(model, "deep").is_file()
+    assert prompts.vpt_graph_path(model, "deep").is_file()
     acc = evaluate(prompt, data.test, ViTEnv())
     assert 0 <= acc <= 1 and prompt.meta["val_accuracy"] == pytest.approx(acc)
     shallow, _ = learn("vpt", data, ViTEnv(), cfg.replace(visual="shallow"))
-    assert shallow.tensors["vpt_tokens"].shape == (1, 3, 32) and P.vpt_graph_path(model, "shallow").is_file()
+    assert shallow.tensors["vpt_tokens"].shape == (1, 3, 32) and prompts.vpt_graph_path(model, "shallow").is_file()

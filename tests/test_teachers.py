@@ -10,66 +10,7 @@ transformers = pytest.importorskip("transformers")
 
 from training.teachers import load_teacher  # noqa: E402
 from training.teachers.hf import HFTeacher, TeacherLoadError  # noqa: E402
-
-VISION = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4, image_size=32,
-              patch_size=8)
-CHARS = list("abcdefghijklmnopqrstuvwxyz")
-ZH = list("猫狗一只的照片张")
-
-
-def clip_tokenizer():
-    """A tiny CLIP byte-level-free BPE: characters, word-final characters and a few merges."""
-    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
-    for c in CHARS:
-        vocab.setdefault(c, len(vocab))
-        vocab.setdefault(c + "</w>", len(vocab))
-    merges = [("c", "a"), ("ca", "t</w>"), ("d", "o"), ("do", "g</w>"), ("p", "h"), ("o", "t"), ("ot", "o</w>")]
-    for a, b in merges:
-        vocab.setdefault(a + b, len(vocab))
-    return transformers.CLIPTokenizer(vocab=vocab, merges=merges)
-
-
-def bert_tokenizer():
-    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + ZH + CHARS + ["cat", "dog", "photo", "of"]
-    return transformers.BertTokenizer(vocab={w: i for i, w in enumerate(words)})
-
-
-def xlmr_tokenizer():
-    pieces = [("<s>", 0.0), ("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)]
-    pieces += [("\u2581" + w, -1.0) for w in ("a", "cat", "dog", "photo", "of")]
-    pieces += [(c, -2.0) for c in CHARS + ZH] + [("\u2581", -3.0), ("<mask>", 0.0)]
-    return transformers.XLMRobertaTokenizer(vocab=pieces)
-
-
-def make_tiny_hf(kind: str, root: Path) -> Path:
-    """Save a tiny random ``kind`` (clip | chinese_clip | altclip) model + tokenizer to root/kind."""
-    torch.manual_seed(0)
-    out = root / kind
-    text = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4)
-    if kind == "clip":
-        tok = clip_tokenizer()
-        cfg = transformers.CLIPConfig(text_config=dict(text, vocab_size=len(tok), max_position_embeddings=16,
-                                                       bos_token_id=0, eos_token_id=1, pad_token_id=1),
-                                      vision_config=VISION, projection_dim=24)
-        model = transformers.CLIPModel(cfg)
-    elif kind == "chinese_clip":
-        tok = bert_tokenizer()
-        cfg = transformers.ChineseCLIPConfig(text_config=dict(text, vocab_size=len(tok), max_position_embeddings=32),
-                                             vision_config=VISION, projection_dim=24)
-        model = transformers.ChineseCLIPModel(cfg)
-    else:
-        tok = xlmr_tokenizer()
-        cfg = transformers.AltCLIPConfig(text_config=dict(text, vocab_size=len(tok), max_position_embeddings=40,
-                                                          project_dim=24, pad_token_id=1),
-                                         vision_config=VISION, projection_dim=24)
-        model = transformers.AltCLIPModel(cfg)
-    model.save_pretrained(out)
-    tok.save_pretrained(out)
-    if kind == "chinese_clip":                      # a processor config: its mean/std/crop must be picked up
-        (out / "preprocessor_config.json").write_text(json.dumps(
-            {"crop_size": {"height": 32, "width": 32}, "image_mean": [0.5, 0.5, 0.5], "image_std": [0.25, 0.25, 0.25]}))
-    return out
-
+from conftest import make_tiny_hf  # noqa: E402
 
 @pytest.fixture(scope="module")
 def tiny_dirs(tmp_path_factory):

@@ -116,7 +116,7 @@ def test_align_stage2_steps_and_calibration():
 
 def test_build_default_caches_teacher_alignment_features(tmp_path):
     """Stage 2 of build-default encodes ~30k texts with the e5 teacher; a resumed build reuses them."""
-    from training.build_default import _cached_teacher
+    from training.build_default import encode_cached
 
     class FakeTeacher:
         calls = 0
@@ -126,8 +126,8 @@ def test_build_default_caches_teacher_alignment_features(tmp_path):
             return np.array([[len(t), 1.0] for t in texts], np.float32)
 
     t = FakeTeacher()
-    a = _cached_teacher(t, ["猫", "a cat"], tmp_path / "items")
-    b = _cached_teacher(t, ["猫", "a cat"], tmp_path / "items")
+    a = encode_cached(t, ["猫", "a cat"], tmp_path / "items")
+    b = encode_cached(t, ["猫", "a cat"], tmp_path / "items")
     assert FakeTeacher.calls == 1 and np.array_equal(a, b) and a.shape == (2, 2)
-    _cached_teacher(t, ["狗"], tmp_path / "items")                       # different texts: recomputed
+    encode_cached(t, ["狗"], tmp_path / "items")                               # different texts: recomputed
     assert FakeTeacher.calls == 2

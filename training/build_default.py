@@ -36,7 +36,7 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def _cached_teacher(teacher, texts: list[str], stem: Path) -> np.ndarray:
+def encode_cached(teacher, texts: list[str], stem: Path) -> np.ndarray:
     """teacher.encode(texts) (float32 [N, 384]) cached in ``stem``.npy, keyed by a digest of the texts, so a
     resumed build does not spend ~25 CPU-minutes re-encoding the alignment texts."""
     import hashlib
@@ -147,7 +147,7 @@ def run(args: argparse.Namespace) -> dict:
     D, eps = cfg.joint.proto_dim, cfg.joint.seen_eps
     feats = {
         "student": encode_pooled(model.text, tokenizer, item_texts),                    # [N, W]
-        "teacher": torch.from_numpy(_cached_teacher(teacher, item_texts, work / "teacher_align_items")),  # [N, 384]
+        "teacher": torch.from_numpy(encode_cached(teacher, item_texts, work / "teacher_align_items")),  # [N, 384]
     }
     q_idx = torch.as_tensor([i for i, it in enumerate(items)
                              if it["kind"] in ("name", "template") and len(it["classes"]) == 1])

@@ -81,7 +81,7 @@ def config_from_args(args):
 def run(args) -> int:
     from .datasets import DatasetError
     from .prompts.data import load_task
-    from .prompts.methods import Env, default_source, evaluate, fit_group, learn, prepare
+    from .prompts.methods import LearningEnv, default_source, evaluate, fit_group, learn, prepare
 
     t_total = time.perf_counter()
     log = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr, flush=True))
@@ -95,7 +95,7 @@ def run(args) -> int:
               file=sys.stderr)
         return 2
     cfg = config_from_args(args)
-    env = Env(model_name=args.model)
+    env = LearningEnv(model_name=args.model)
     if args.visual is None and env.model.config.image.tower.startswith("vit-"):
         cfg = cfg.replace(visual="deep")                     # a ViT tower: deep VPT unless asked otherwise
     log(f"{task.name}: {task.num_classes} classes, {len(task.train_paths)} train / {len(task.test_paths)} test "

@@ -80,7 +80,7 @@ def _template(node: ast.AST) -> str:
     raise ValueError(f"unsupported template expression: {ast.dump(body)[:80]}")
 
 
-def _py_constants(source: str) -> dict:
+def python_constants(source: str) -> dict:
     """Module-level assignments of a Python file: literals, and sequences of f-string lambdas as templates."""
     out = {}
     for node in ast.parse(source).body:
@@ -143,8 +143,8 @@ def hypernym_names(wn, wnid: str, depth: int = 6) -> list[str]:
 
 
 def build_tables(wheels: Path, out: Path = DATA_DIR) -> dict:
-    oc = _py_constants(_wheel("open_clip", wheels).read("open_clip/zero_shot_metadata.py").decode())
-    cn = _py_constants(_wheel("cn_clip", wheels).read("cn_clip/eval/imagenet_zeroshot_templates.py").decode())
+    oc = python_constants(_wheel("open_clip", wheels).read("open_clip/zero_shot_metadata.py").decode())
+    cn = python_constants(_wheel("cn_clip", wheels).read("cn_clip/eval/imagenet_zeroshot_templates.py").decode())
     tz = _wheel("timm", wheels)
     wnids = tz.read("timm/data/_info/imagenet_synsets.txt").decode().split()
     lemma = dict(line.split("\t", 1) for line in tz.read("timm/data/_info/imagenet_synset_to_lemma.txt")

@@ -606,28 +606,28 @@ class Backend:
         """Label every photo with its best label of ``labels`` (zero-shot) or of a library prompt. Stored in the
         database's label set "app"; in demo mode nothing is written and the summary carries the "rows"."""
         self.require_ready()
-        from index import labels as L
+        from index import labels as index_labels
         model = self.any_model()
         if self.demo:
             if prompt_name:
                 raise ReadOnlyError("demo mode labels with typed labels only")
-            return L.classify_index(self.db_path, labels, model=model, progress=progress)
+            return index_labels.classify_index(self.db_path, labels, model=model, progress=progress)
         with self._write_lock:
             if prompt_name:
-                return L.label_index_with_prompt(self.db_path, self.load_prompt(prompt_name), LABEL_SET,
-                                                 model=model, lang=lang, progress=progress)
-            return L.label_index(self.db_path, labels, label_set=LABEL_SET, model=model, progress=progress)
+                return index_labels.label_index_with_prompt(self.db_path, self.load_prompt(prompt_name), LABEL_SET,
+                                                            model=model, lang=lang, progress=progress)
+            return index_labels.label_index(self.db_path, labels, label_set=LABEL_SET, model=model, progress=progress)
 
     def label_rows(self, rows: list[dict] | None = None) -> list[dict]:
         """Each labelled photo's best label [{"path", "label", "score", "cosine", "source", "certainty"}]: from
         ``rows`` (a demo visitor's, in memory) or from the database."""
-        from index import labels as L
+        from index import labels as index_labels
         if rows is None:
             if self.demo:
                 return []
             try:
-                rows = L.labels_of(self.db_path, LABEL_SET, top_only=True)
-            except L.LabelError:
+                rows = index_labels.labels_of(self.db_path, LABEL_SET, top_only=True)
+            except index_labels.LabelError:
                 return []
         return [{**r, "certainty": self.certainty(r)} for r in rows]
 
@@ -658,14 +658,15 @@ class Backend:
         """The labels as CSV or JSON in a fresh temp folder: (file, rows). In demo mode: the visitor's ``rows``
         with file names only."""
         import tempfile
-        from index import labels as L
+        from index import labels as index_labels
         out = Path(tempfile.mkdtemp(prefix="dcclip-export-")) / f"labels.{fmt}"
         if self.demo:
             if not rows:
-                raise L.LabelError("nothing labelled yet")
-            shown = [{**{k: r.get(k) for k in L.EXPORT_FIELDS}, "path": Path(str(r["path"])).name} for r in rows]
-            return out, L.write_label_rows(shown, fmt, out)
-        return out, L.export_labels(self.db_path, LABEL_SET, fmt=fmt, out=out)
+                raise index_labels.LabelError("nothing labelled yet")
+            shown = [{**{k: r.get(k) for k in index_labels.EXPORT_FIELDS}, "path": Path(str(r["path"])).name}
+                     for r in rows]
+            return out, index_labels.write_label_rows(shown, fmt, out)
+        return out, index_labels.export_labels(self.db_path, LABEL_SET, fmt=fmt, out=out)
 
     def model_megabytes(self) -> float:
         """Size of the loaded model's runtime files (ONNX + tokenizer) in MB."""

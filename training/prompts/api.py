@@ -44,13 +44,14 @@ def learn_prompt(examples: Mapping[str, Sequence], method: str = "coop", *, name
     only when every class has >= 10 examples (``val_fraction`` 0.2), otherwise all examples train.
     ``on_eval(step, accuracy)`` hears each validation while it learns (only with a validation split).
     """
-    from .methods import Env, FewShotConfig, data_from_examples, default_source, learn, listen_evals
+    from .methods import (FewShotConfig, LearningEnv, data_from_examples, default_source, learn,
+                          listen_evals)
     if len(examples) < 2:
         raise ValueError("need at least two labels to learn a classifier")
     empty = [k for k, v in examples.items() if not len(v)]
     if empty:
         raise ValueError(f"labels without example images: {empty}")
-    env = Env(model=_model(model))
+    env = LearningEnv(model=_model(model))
     labels = list(examples)
     nm = {"en": [], "zh": []}
     for lab in labels:

@@ -14,7 +14,7 @@ import argparse
 import json
 import sys
 
-from dcclip_core import prompts as P
+from dcclip_core import prompts
 
 
 def main(argv=None) -> int:
@@ -40,7 +40,7 @@ def main(argv=None) -> int:
     model = dcclip_core.load(args.model)
     try:
         if args.cmd == "list":
-            rows = P.list_prompts(model=model)
+            rows = prompts.list_prompts(model=model)
             if args.json:
                 for r in rows:
                     print(json.dumps(r, ensure_ascii=False))
@@ -52,16 +52,16 @@ def main(argv=None) -> int:
                           f"{str(r.get('shots', '')):>5s} {('%.3f' % va) if va is not None else '-':>6s} "
                           f"{'yes' if r.get('compatible') else 'NO':>4s}  {'shipped' if r['shipped'] else 'user'}")
         elif args.cmd == "show":
-            p = P.load_prompt(args.prompt)
+            p = prompts.load_prompt(args.prompt)
             print(json.dumps({**p.meta, "tensors": {k: list(v.shape) for k, v in p.tensors.items()},
                               "path": str(p.path)}, ensure_ascii=False, indent=1))
         elif args.cmd == "import":
-            print(P.import_prompt(args.file, name=args.name, model=model, overwrite=args.force))
+            print(prompts.import_prompt(args.file, name=args.name, model=model, overwrite=args.force))
         elif args.cmd == "export":
-            print(P.export_prompt(args.prompt, args.dst))
+            print(prompts.export_prompt(args.prompt, args.dst))
         elif args.cmd == "delete":
-            P.delete_prompt(args.prompt)
-    except P.PromptError as e:
+            prompts.delete_prompt(args.prompt)
+    except prompts.PromptError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     return 0

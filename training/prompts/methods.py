@@ -129,14 +129,17 @@ class FewShotData:
         return len(self.classes)
 
 
-class Env:
-    """The ONNX model, its feature cache and (lazily) the frozen torch parts used for training."""
+class LearningEnv:
+    """What prompt learning runs on: the ONNX model, its feature cache and (lazily) the frozen torch parts used
+    for training. ``image_tower``: a torch image tower to use instead of loading the model's."""
 
-    def __init__(self, model=None, cache: EmbeddingCache | None = None, model_name: str = "default"):
+    def __init__(self, model=None, cache: EmbeddingCache | None = None, model_name: str = "default",
+                 image_tower=None):
         import dcclip_core
         self.model = model if model is not None else dcclip_core.load(model_name)
         self.cache = cache if cache is not None else EmbeddingCache(self.model)
-        self._text = self._head = self._tower = None
+        self._text = self._head = None
+        self._tower = image_tower
         self._zs: dict = {}
 
     @property
@@ -161,6 +164,10 @@ class Env:
             self._tower = load_image_tower(str(self.model_dir))
         return self._tower
 
+    def free_image_tower(self) -> None:
+        """Let the torch image tower go (its memory); the next ``image_tower()`` loads it again."""
+        self._tower = None
+
     def zeroshot(self, names: dict[str, list[str]], lang: str) -> np.ndarray:
         key = (tuple(names["en"]), tuple(names["zh"]), lang)
         if key not in self._zs:
@@ -181,7 +188,7 @@ def _test_rows(n: int, max_test: int | None) -> np.ndarray:
     return idx
 
 
-def prepare(task: Task, env: Env, shots: int, seed: int, with_test: bool = True,
+def prepare(task: Task, env: LearningEnv, shots: int, seed: int, with_test: bool = True,
             max_test: int | None = None) -> FewShotData:
     """K shots per class + balanced validation from ``train/``, all of ``test/`` (or ``max_test`` of it); features
     from the cache. ``shots=0``: no training images at all (zero-shot on ``test/`` of a task without ``train/``)."""
@@ -208,7 +215,7 @@ def prepare(task: Task, env: Env, shots: int, seed: int, with_test: bool = True,
                        test, shots, seed)
 
 
-def data_from_examples(examples: dict, env: Env, names: dict[str, list[str]] | None = None,
+def data_from_examples(examples: dict, env: LearningEnv, names: dict[str, list[str]] | None = None,
                        val_fraction: float = 0.0, seed: int = 0) -> FewShotData:
     """{label: [path | PIL | bytes, ...]} (the app's labelled examples) -> FewShotData without a test split."""
     from .features import encode_images
@@ -240,7 +247,7 @@ def data_from_examples(examples: dict, env: Env, names: dict[str, list[str]] | N
 # ---------------------------------------------------------------------------------------------------------
 
 
-def make_prompt(method: str, data: FewShotData, env: Env, cfg: FewShotConfig, tensors: dict,
+def make_prompt(method: str, data: FewShotData, env: LearningEnv, cfg: FewShotConfig, tensors: dict,
                 extra: dict | None = None) -> Prompt:
     meta = {"method": method, "model": model_ref(env.model), "classes": list(data.classes),
             "labels": {"en": list(data.names["en"]), "zh": list(data.names["zh"])}, "shots": int(data.shots),
@@ -253,7 +260,7 @@ def accuracy_from_logits(z: np.ndarray, y: np.ndarray) -> float:
     return float((z.argmax(1) == y).mean()) if len(y) else float("nan")
 
 
-def evaluate(prompt: Prompt, split: FeatureSplit | None, env: Env) -> float:
+def evaluate(prompt: Prompt, split: FeatureSplit | None, env: LearningEnv) -> float:
     """Top-1 accuracy on a split through the inference path (pixel prompts re-encode the images with ONNX)."""
     if split is None or not len(split):
         return float("nan")
@@ -362,7 +369,7 @@ def _ce_val(logits_fn: Callable, split: FeatureSplit | None, scale: float = 1.0)
 # ---------------------------------------------------------------------------------------------------------
 
 
-def fit_zeroshot(data: FewShotData, env: Env, cfg: FewShotConfig, progress=None, **_):
+def fit_zeroshot(data: FewShotData, env: LearningEnv, cfg: FewShotConfig, progress=None, **_):
     W = env.zeroshot(data.names, cfg.lang)
     p = make_prompt("zeroshot", data, env, cfg, {"class_embeds": W}, {"templates": f"{cfg.lang}_short"})
     return p, {}
@@ -386,7 +393,7 @@ def _tip_search(zs, A, V, y, default=(1.0, 5.0)) -> tuple[float, float, float]:
     return best[1], best[2], best[0]
 
 
-def fit_tip_adapter(data: FewShotData, env: Env, cfg: FewShotConfig, progress=None, finetune: bool = False,
+def fit_tip_adapter(data: FewShotData, env: LearningEnv, cfg: FewShotConfig, progress=None, finetune: bool = False,
                     **_):
     """Tip-Adapter (training-free cache model over L2-normalised backbone features) and Tip-Adapter-F."""
     W = env.zeroshot(data.names, cfg.lang)                                     # (C, d)
@@ -434,7 +441,7 @@ def fit_tip_adapter(data: FewShotData, env: Env, cfg: FewShotConfig, progress=No
 LP_CS = (0.01, 0.1, 1.0, 10.0, 100.0)
 
 
-def fit_linear_probe(data: FewShotData, env: Env, cfg: FewShotConfig, progress=None, **_):
+def fit_linear_probe(data: FewShotData, env: LearningEnv, cfg: FewShotConfig, progress=None, **_):
     """Logistic regression on L2-normalised backbone features; C picked on the validation split."""
     from sklearn.linear_model import LogisticRegression
     s = math.sqrt(data.train.feat.shape[1])                # unit-norm rows -> ~unit-variance dims (fast lbfgs)
@@ -467,14 +474,14 @@ def _langs(lang: str) -> tuple[str, ...]:
     return ("en", "zh") if lang == "both" else (lang,)
 
 
-def new_coop(env: Env, cfg: FewShotConfig, seed: int = 0):
+def new_coop(env: LearningEnv, cfg: FewShotConfig, seed: int = 0):
     from .text import CoOp, context_from_text
     enc = env.text_encoder()
     init = context_from_text(env.model.tokenizer, enc.token_embedding, cfg.ctx_init) if cfg.ctx_init else None
     return CoOp(cfg.n_ctx, enc.width, init=init, seed=seed)
 
 
-def sequences(env: Env, names: dict[str, list[str]], n_ctx: int, cfg: FewShotConfig):
+def sequences(env: LearningEnv, names: dict[str, list[str]], n_ctx: int, cfg: FewShotConfig):
     from .text import PromptSequences
     enc = env.text_encoder()
     return PromptSequences(env.model.tokenizer, enc.token_embedding, names, n_ctx, cfg.position, _langs(cfg.lang))
@@ -484,7 +491,7 @@ class UPT:
     """Namespace for the unified prompt network (built lazily: needs torch)."""
 
     @staticmethod
-    def build(env: Env, cfg: FewShotConfig, seed: int = 0):
+    def build(env: LearningEnv, cfg: FewShotConfig, seed: int = 0):
         import torch
         from torch import nn
 
@@ -528,7 +535,7 @@ class UPT:
                       env.model.config.image.feature_dim, ctx0)
 
 
-def _text_trainer(method: str, data_list: Sequence[FewShotData], env: Env, cfg: FewShotConfig,
+def _text_trainer(method: str, data_list: Sequence[FewShotData], env: LearningEnv, cfg: FewShotConfig,
                   progress: Progress | None, init_state: dict | None = None, seed: int = 0,
                   steps: int | None = None, init_seed: int | None = None):
     """Train one prompt (CoOp or UPT) on the union of the tasks in data_list (softmax over the union of
@@ -605,7 +612,7 @@ def _text_trainer(method: str, data_list: Sequence[FewShotData], env: Env, cfg: 
     return module, names, index, seqs, info
 
 
-def _export_text(module, seqs, env: Env, cfg: FewShotConfig, upt: bool) -> tuple[dict, dict]:
+def _export_text(module, seqs, env: LearningEnv, cfg: FewShotConfig, upt: bool) -> tuple[dict, dict]:
     """Precompute what inference needs (class embeddings, visual tokens) + the trainable state itself."""
     import torch
     enc = env.text_encoder()
@@ -632,7 +639,7 @@ def _slice(tensors: dict, cls_index: np.ndarray) -> dict:
     return t
 
 
-def fit_coop(data: FewShotData, env: Env, cfg: FewShotConfig, progress=None, method: str = "coop",
+def fit_coop(data: FewShotData, env: LearningEnv, cfg: FewShotConfig, progress=None, method: str = "coop",
              init_state: dict | None = None, extra: dict | None = None, **_):
     upt = method == "upt" or (method == "mvlpt" and (extra or {}).get("base") == "upt")
     module, names, index, seqs, info = _text_trainer("upt" if upt else "coop", [data], env, cfg, progress,
@@ -664,7 +671,7 @@ def default_source(model) -> Prompt | None:
     return load_prompt(cands[0]["path"], model=model)
 
 
-def fit_mvlpt(data: FewShotData, env: Env, cfg: FewShotConfig, progress=None, source: Prompt | None = None,
+def fit_mvlpt(data: FewShotData, env: LearningEnv, cfg: FewShotConfig, progress=None, source: Prompt | None = None,
               **_):
     """MVLPT target: a CoOp (or UPT) prompt initialised from a multitask source prompt (non-strict)."""
     if source is None:
@@ -675,7 +682,7 @@ def fit_mvlpt(data: FewShotData, env: Env, cfg: FewShotConfig, progress=None, so
                     extra={"base": base, "source": {"name": source.name, "tasks": source.meta.get("tasks", [])}})
 
 
-def fit_group(datas: Sequence[FewShotData], env: Env, cfg: FewShotConfig, base: str = "coop",
+def fit_group(datas: Sequence[FewShotData], env: LearningEnv, cfg: FewShotConfig, base: str = "coop",
               progress=None, source: Prompt | None = None, seed: int = 0) -> tuple[list[Prompt], dict]:
     """MVLPT multitask group: the tasks share one prompt (union softmax); one prompt per task is exported with
     its own classes' embeddings (logits sliced per task)."""
@@ -690,7 +697,7 @@ def fit_group(datas: Sequence[FewShotData], env: Env, cfg: FewShotConfig, base: 
     return prompts, info
 
 
-def train_source(datas: Sequence[FewShotData] | Callable[[int], Sequence[FewShotData]], env: Env,
+def train_source(datas: Sequence[FewShotData] | Callable[[int], Sequence[FewShotData]], env: LearningEnv,
                  cfg: FewShotConfig, base: str = "coop", seeds: Sequence[int] = (0, 1, 2),
                  progress=None) -> tuple[Prompt, dict]:
     """MVLPT source prompt: trained on the union of the source tasks (union softmax) once per seed, the
@@ -733,7 +740,7 @@ def train_source(datas: Sequence[FewShotData] | Callable[[int], Sequence[FewShot
 # ---------------------------------------------------------------------------------------------------------
 
 
-def fit_vpt(data: FewShotData, env: Env, cfg: FewShotConfig, progress=None, class_embeds=None, **_):
+def fit_vpt(data: FewShotData, env: LearningEnv, cfg: FewShotConfig, progress=None, class_embeds=None, **_):
     """VPT with fixed class embeddings (zero-shot templates unless given): pixel frame or feature tokens
     (CNN tower), deep or shallow prompt tokens (ViT tower)."""
     import torch
@@ -822,7 +829,7 @@ FITTERS = {
 }
 
 
-def learn(method: str, data: FewShotData, env: Env, cfg: FewShotConfig | None = None,
+def learn(method: str, data: FewShotData, env: LearningEnv, cfg: FewShotConfig | None = None,
           progress: Progress | None = None, **kw) -> tuple[Prompt, dict]:
     """Learn a prompt; info has train_s and val_accuracy. The prompt's metadata records both."""
     if method not in FITTERS:

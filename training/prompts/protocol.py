@@ -173,9 +173,9 @@ def main(argv=None) -> int:
     if not args.report_only:
         from dcclip_core.prompts import load_prompt
         from .data import load_collection
-        from .methods import Env, FewShotConfig, default_source, prepare
+        from .methods import FewShotConfig, LearningEnv, default_source, prepare
         from .tasks import HELDOUT
-        env = Env()
+        env = LearningEnv()
         tasks = {t.name: t for t in load_collection(args.collection)}
         if args.target not in tasks:
             raise SystemExit(f"target {args.target!r} not in {sorted(tasks)}")

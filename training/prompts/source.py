@@ -35,9 +35,9 @@ def main(argv=None) -> int:
     ap.add_argument("--name", default=None)
     args = ap.parse_args(argv)
     from .data import load_collection
-    from .methods import Env, FewShotConfig, prepare, train_source
+    from .methods import FewShotConfig, LearningEnv, prepare, train_source
     from .tasks import source_tasks
-    env = Env(model_name=args.model)
+    env = LearningEnv(model_name=args.model)
     tasks = source_tasks(load_collection(args.collection), args.exclude)
     print("source tasks:", ", ".join(t.name for t in tasks), file=sys.stderr)
     cache: dict = {}

@@ -95,11 +95,7 @@ class ViTTower(nn.Module):
 
 
 def _smallvit_parts(vit):
-    def embed(px):
-        p = vit.patch(px)                                                        # [n, W, g, g]
-        t = torch.cat([vit.cls.expand(len(px), -1, -1), p.flatten(2).transpose(1, 2)], 1)
-        return t + vit._pos(p.shape[-1])                                         # [n, 1+g*g, W]
-    return embed, list(vit.blocks), (lambda x: vit.ln(x[:, 0])), vit.width
+    return vit.embed_tokens, list(vit.blocks), (lambda x: vit.ln(x[:, 0])), vit.width      # embed: [n, 1+g*g, W]
 
 
 def _hf_clip_parts(m):
