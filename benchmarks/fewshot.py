@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import RESULTS_DIR, cache_dir, markdown_table, median, write_json
+from .common import cache_dir, markdown_table, median, results_path, write_json
 
 TARGETS = {"coop": 30.0, "tip-adapter": 1.0}
 
@@ -153,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
            "loadavg_after": [round(x, 2) for x in os.getloadavg()], "rows": rows}
     import shutil
     shutil.rmtree(fcache, ignore_errors=True)
-    out = args.out or RESULTS_DIR / "fewshot.json"
+    out = results_path("fewshot", args)          # --quick writes to the cache, never over the real results
     if str(out) != "-":
         doc = {}
         if Path(out).is_file():
