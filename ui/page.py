@@ -34,6 +34,12 @@ CSS = """
 #fs-table th, #fs-table td { min-width: 6em; word-break: normal !important; overflow-wrap: anywhere; }
 #pr-upload { min-height: 150px; }
 button, .tab-nav button { text-transform: none !important; font-variant: normal !important; }
+@media (max-width: 600px) {   /* a phone: two thumbnails a row, the grid as tall as its results */
+  #gallery .grid-container, #review .grid-container, #fs-results .grid-container {
+    grid-template-columns: repeat(2, minmax(0, 1fr)) !important; }
+  #gallery .grid-wrap, #review .grid-wrap { height: auto !important; max-height: 75vh; }
+  #neighbours .grid-container { grid-template-columns: repeat(4, minmax(0, 1fr)) !important; }
+}
 """
 FONTS = ["Noto Sans CJK SC", "Noto Sans SC", "Noto Sans", "PingFang SC", "Microsoft YaHei", "Source Han Sans SC",
          "system-ui", "sans-serif"]
