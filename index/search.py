@@ -114,23 +114,15 @@ class Searcher:
             return self._results(self._ensure(), q, k, threshold, offset, folder=folder, date_from=date_from,
                                  date_to=date_to)
 
-    def search_many(self, queries: list[str], k: int = 20, threshold: float | None = None, *,
-                    one_call: bool = False) -> list[list[dict]]:
+    def search_many(self, queries: list[str], k: int = 20, threshold: float | None = None) -> list[list[dict]]:
         """Several text queries at once: one vector-index pass and one row lookup for all of them. Returns one
-        list per query, the same result dicts as ``search(query, k, threshold)``.
-
-        Texts are encoded one ONNX run each, so every query vector is exactly the one ``search`` uses: the int8
-        text encoder quantizes activations with one scale per tensor, so in a shared run each text's
-        embedding shifts with its neighbours (up to 0.02 cosine). ``one_call=True`` encodes them in one run
-        instead (about 0.3 ms less per query on CPU; scores then depend on the batch)."""
+        list per query, the same result dicts as ``search(query, k, threshold)``: ``encode_text`` gives each text
+        the vector ``search`` gives it, whatever else is in the list (and spreads the list over its workers)."""
         queries = [str(q) for q in queries]
         k = max(0, int(k))
         if not queries:
             return []
-        if one_call:
-            Q = np.asarray(self.model.encode_text(queries), np.float32)             # (n, d)
-        else:
-            Q = np.concatenate([np.asarray(self.model.encode_text([q]), np.float32) for q in queries])  # (n, d)
+        Q = np.asarray(self.model.encode_text(queries), np.float32)                  # (n, d)
         if k == 0:
             return [[] for _ in queries]
         with self._lock:

@@ -176,11 +176,6 @@ def test_search_many_equals_search(demo_db, model):
         assert s.search_many([]) == [] and s.search_many(QUERIES[:2], k=0) == [[], []]
         many = QUERIES * 3                                        # > 20 queries: FAISS's BLAS path
         assert s.search_many(many) == [s.search(q) for q in many]
-        # one ONNX run for all texts: the int8 encoder's per-tensor activation scale makes scores depend on
-        # the batch (slightly), the best photo stays
-        one = s.search_many(QUERIES, one_call=True)
-        assert [r[0]["path"] for r in one] == [r[0]["path"] for r in want]
-        assert max(abs(x["score"] - y["score"]) for a, b in zip(one, want) for x, y in zip(a, b)) < 0.05
 
 
 def test_app_search_batcher_uses_search_many(demo_db, model):

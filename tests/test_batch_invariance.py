@@ -90,6 +90,5 @@ def test_search_many_equals_search_on_demo_photos(model, tmp_path):
     with Searcher(tmp_path / "demo.db", model=model) as s:
         want = [s.search(q, k=5) for q in QUERIES]
         assert want[0][0]["path"].endswith("cat_chelsea.jpg")
-        for one_call in (False, True):                                              # True: one encode_text(list)
-            assert s.search_many(QUERIES, k=5, one_call=one_call) == want
-            assert s.search_many(QUERIES[::-1] + LONG, k=5, one_call=one_call)[:len(QUERIES)] == want[::-1]
+        assert s.search_many(QUERIES, k=5) == want                                  # one encode_text(list)
+        assert s.search_many(QUERIES[::-1] + LONG, k=5)[:len(QUERIES)] == want[::-1]
