@@ -114,6 +114,13 @@ class JointConfig:
     proto_dim: int = 256
     seen_eps: float = 0.25
     seen_gamma: float = 0.0
+    # "proto": the space above (v1 models). "text": the text tower's own space; a photo is a mix of concept
+    # embeddings (dcclip_core.concepts), the text embedding is the text tower's normalised output
+    space: str = "proto"
+    # cosines that mean "same picture, re-saved" (with matching perceptual hashes) and "similar photo" in this
+    # space (index.duplicates); text-space photo vectors all sit close together, so they are higher there
+    near_floor: float = 0.80
+    similar: float = 0.95
 
 
 @dataclass
@@ -140,8 +147,12 @@ class ModelConfig:
         if unknown:
             raise ValueError(f"unknown model config keys: {sorted(unknown)}")
         cfg = cls(image=img, text=txt, joint=joint, **d)
-        if cfg.embed_dim != joint.proto_dim + 1:
+        if joint.space not in ("proto", "text"):
+            raise ValueError(f"joint.space must be 'proto' or 'text', not {joint.space!r}")
+        if joint.space == "proto" and cfg.embed_dim != joint.proto_dim + 1:
             raise ValueError(f"embed_dim {cfg.embed_dim} must be joint.proto_dim + 1 = {joint.proto_dim + 1}")
+        if joint.space == "text" and cfg.embed_dim != txt.width:
+            raise ValueError(f"embed_dim {cfg.embed_dim} must be the text width {txt.width} in the text space")
         return cfg
 
     @classmethod

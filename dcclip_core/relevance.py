@@ -265,7 +265,7 @@ def load_prototypes(model_path: str | os.PathLike, doc: dict) -> np.ndarray | No
         return None
 
 
-_cache: dict[tuple[str, float], Relevance] = {}
+_cache: dict[tuple[str, int, int], Relevance] = {}
 
 
 def load_relevance(model="default", path: str | os.PathLike | None = None) -> Relevance:
@@ -282,7 +282,8 @@ def load_relevance(model="default", path: str | os.PathLike | None = None) -> Re
         return Relevance.uncalibrated()
     f = Path(path) if path is not None else d / FILENAME
     try:
-        key = (str(f.resolve()), f.stat().st_mtime)
+        st = f.stat()
+        key = (str(f.resolve()), st.st_mtime_ns, st.st_size)     # a rewrite within one clock tick changes the size
     except OSError:
         log.info("relevance: no %s for model %s; showing no relevance levels "
                  "(python -m training.calibrate_relevance --model %s)", f.name, d, d)

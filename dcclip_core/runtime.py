@@ -59,6 +59,7 @@ class Model:
         self._sessions: dict[str, object] = {}
         self._tokenizer: Tokenizer | None = None
         self._workers: tuple[int, ThreadPoolExecutor] | None = None     # (pid, pool): a forked child makes its own
+        self._bank = None                                                 # ConceptBank, lazily (text space)
 
     # ---- metadata -------------------------------------------------------------------------------------
     @property
@@ -69,7 +70,7 @@ class Model:
     def hash(self) -> str:
         """Digest over the runtime files' SHA-256 sums recorded in config.json (stable model identity)."""
         h = hashlib.sha256()
-        for role in ("text_onnx", "image_onnx", "tokenizer"):
+        for role in ("text_onnx", "image_onnx", "tokenizer", "concepts", "concept_arrays"):
             fname = self.config.files.get(role, "")
             h.update(f"{fname}:{self.config.sha256.get(fname, '')};".encode())
         return h.hexdigest()[:16]
@@ -89,6 +90,8 @@ class Model:
             "feature_dim": c.image.feature_dim,
             "files": dict(c.files),
             "path": str(self.path),
+            "space": c.joint.space,
+            "similarity": {"near_floor": c.joint.near_floor, "similar": c.joint.similar},
         }
 
     def verify(self) -> list[str]:
@@ -167,12 +170,49 @@ class Model:
         (emb,) = self._session("text_onnx").run(["embedding"], {"input_ids": ids, "attention_mask": mask})
         return l2_normalize(np.asarray(emb, np.float32))[0]
 
-    def encode_pixels(self, pixels: np.ndarray, return_features: bool = False):
-        """Preprocessed float32 (n, 3, S, S) -> embeddings (n, d) [and pooled backbone features (n, F)]."""
+    @property
+    def concept_bank(self):
+        """The model's ``dcclip_core.concepts.ConceptBank`` (text-space models), None for prototype-space ones."""
+        if self.config.joint.space != "text":
+            return None
+        if self._bank is None:
+            with self._lock:
+                if self._bank is None:
+                    from .concepts import ConceptBank
+                    self._bank = ConceptBank.load(self.path)
+        return self._bank
+
+    def encode_pixels(self, pixels: np.ndarray, return_features: bool = False, return_concepts: bool = False):
+        """Preprocessed float32 (n, 3, S, S) -> embeddings (n, d) [, pooled backbone features (n, F)]
+        [, concept weights (n, C) (text-space models; None otherwise)], in that order."""
+        pixels = np.ascontiguousarray(pixels, np.float32)
         sess = self._session("image_onnx")
-        emb, feats = sess.run(["embedding", "features"], {"pixels": np.ascontiguousarray(pixels, np.float32)})
-        emb = l2_normalize(np.asarray(emb, np.float32))
-        return (emb, feats) if return_features else emb
+        weights = None
+        if self.config.joint.space == "text":
+            (feats,) = sess.run(["features"], {"pixels": pixels})                 # (n, F)
+            c = self.config.image
+            weights = self.concept_bank.weights(feats, pixels, c.mean, c.std)      # (n, C)
+            emb = self.concept_bank.embed(weights)                                 # (n, d)
+        else:
+            emb, feats = sess.run(["embedding", "features"], {"pixels": pixels})
+            emb = l2_normalize(np.asarray(emb, np.float32))
+        out = (emb,) + ((feats,) if return_features else ()) + ((weights,) if return_concepts else ())
+        return out if len(out) > 1 else emb
+
+    def explain(self, ids, weights, query: np.ndarray, top: int = 3) -> list[dict]:
+        """Why a photo matches a query: its stored concept (ids, weights) and the query's unit vector (d,) ->
+        the ``top`` concepts by share of the score (``ConceptBank.explain``); [] for prototype-space models."""
+        bank = self.concept_bank
+        return bank.explain(ids, weights, query, top) if bank is not None else []
+
+    def heatmap(self, image: ImageInput, concept_ids) -> np.ndarray:
+        """Where in a photo its concepts are: (len(ids), h, w) class activation maps in [0, 1] from the backbone's
+        last feature map (text-space models; computed on demand for one photo)."""
+        bank = self.concept_bank
+        if bank is None:
+            raise ValueError("this model has no concept bank (heatmaps need a text-space model)")
+        (fmap,) = self._session("image_onnx").run(["feature_map"], {"pixels": self.preprocess(image)[None]})
+        return bank.cam(fmap[0], concept_ids)
 
     def preprocess(self, image: ImageInput) -> np.ndarray:
         """Path / bytes / PIL image -> float32 (3, S, S), exactly as training does."""

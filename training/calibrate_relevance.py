@@ -150,6 +150,9 @@ def class_image_vectors(model) -> np.ndarray | None:
     """(K, d) image embeddings of photos the classifier is sure about (class k one-hot), exactly as the image
     head forms them: normalise([normalise(P_k) ; eps * seen_k]). None when the model has no prototypes."""
     from safetensors import safe_open
+    bank = getattr(model, "concept_bank", None)
+    if bank is not None:          # text space: a photo sure of class k is exactly class k's concept row
+        return bank.text[: len(bank.classifier_b)].astype(np.float32)
     path = Path(model.path) / model.config.files.get("weights", "model.safetensors")
     if not path.is_file():
         return None
@@ -323,11 +326,13 @@ def calibrate(model, seed: int = 0, per_family: int = 200, log=print) -> dict:
     best_l2 = min(L2_GRID, key=lambda l2: (lofo[l2]["error"], -l2))
     nonsense_all = np.concatenate([N[f] for f in fit_fams])
     w, b = gate_from(X_real, nonsense_all, best_l2, GATE_ALPHA)
-    vis = _visibility_fn(V)                 # max cosine of the query's prototype part to the prototypes
+    text_space = getattr(model, "concept_bank", None) is not None
+    vis = _visibility_fn(V, whole=text_space)   # max cosine of the query's prototype part to the prototypes
     vis_spec = None
     if vis is not None:
-        vis_spec = {"file": model.config.files.get("weights", "model.safetensors"), "tensor": "image.protos",
-                    "query_dims": [0, int(model.dim) - 1], "quantile": VISIBILITY_QUANTILE,
+        vis_spec = {"file": model.config.files.get("concept_arrays" if text_space else "weights", "model.safetensors"),
+                    "tensor": "text" if text_space else "image.protos",
+                    "query_dims": [0, int(model.dim) - (0 if text_space else 1)], "quantile": VISIBILITY_QUANTILE,
                     "threshold": round(float(np.quantile(vis(nonsense_all), VISIBILITY_QUANTILE)), 6)}
 
     def rates(X: np.ndarray) -> dict:
@@ -373,13 +378,14 @@ def calibrate(model, seed: int = 0, per_family: int = 200, log=print) -> dict:
     return doc
 
 
-def _visibility_fn(V: np.ndarray | None):
+def _visibility_fn(V: np.ndarray | None, whole: bool = False):
     """(K, d) class image vectors -> X (n, d) -> (n,) max cosine of X's prototype part (all but the last, seen
-    coordinate) to the class prototypes; None without class vectors."""
+    coordinate; ``whole``: every coordinate, text-space models) to the class prototypes; None without them."""
     if V is None:
         return None
-    Vp = _unit(V[:, :-1])                                                             # (K, D)
-    return lambda X: (_unit(X[:, :-1]) @ Vp.T).max(1)
+    cut = slice(None) if whole else slice(None, -1)
+    Vp = _unit(V[:, cut])                                                             # (K, D)
+    return lambda X: (_unit(X[:, cut]) @ Vp.T).max(1)
 
 
 def _rounded(x):
