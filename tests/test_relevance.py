@@ -124,7 +124,8 @@ def test_stale_or_broken_relevance_json_falls_back(tmp_path):
     d = _model_copy(tmp_path)
     cases = {
         "other hash": {**doc, "model": {**doc["model"], "hash": "0" * 16}},
-        "other width": {**doc, "model": {**doc["model"], "dim": 384}, "gate": {**doc["gate"], "w": [0.0] * 384}},
+        "other width": {**doc, "model": {**doc["model"], "dim": doc["model"]["dim"] + 1},
+                        "gate": {**doc["gate"], "w": [0.0] * (doc["model"]["dim"] + 1)}},
         "bad knots": {**doc, "score": {**doc["score"], "knots": [0.3, 0.2, 0.1, 0.0, -0.1]}},
         "old format": {**doc, "format": 99},
     }
