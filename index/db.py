@@ -42,7 +42,7 @@ import sqlite_utils
 
 from .errors import DatabaseNotFoundError, SchemaError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _SCHEMA_V1 = [
     """CREATE TABLE IF NOT EXISTS images (
@@ -101,6 +101,9 @@ _MIGRATIONS: dict[int, list[str]] = {
         "INSERT OR IGNORE INTO corrections(image_id, label_set, label, time) "
         "SELECT image_id, label_set, label, time FROM labels WHERE source='manual' ORDER BY rank, label",
         "DELETE FROM labels WHERE source='manual'"],
+    # text-space models: a photo's non-zero concept weights beside its vector (what "why" explains results
+    # with; dcclip_core.concepts). NULL for models without a concept bank and for vectors from before v4.
+    4: ["ALTER TABLE vectors ADD COLUMN concepts BLOB"],
 }
 
 LABEL_COLUMNS = ("image_id", "label_set", "label", "score", "source", "cosine", "rank", "time")
@@ -123,6 +126,21 @@ def vec_to_blob(v: np.ndarray) -> bytes:
 
 def blob_to_vec(b: bytes) -> np.ndarray:
     return np.frombuffer(b, dtype="<f4")
+
+
+def concepts_to_blob(ids: np.ndarray, weights: np.ndarray) -> bytes:
+    """m concept ids (uint32) then their m weights (float32), little-endian."""
+    ids = np.ascontiguousarray(ids, dtype="<u4")
+    w = np.ascontiguousarray(weights, dtype="<f4")
+    if ids.shape != w.shape or ids.ndim != 1:
+        raise ValueError(f"concept ids {ids.shape} and weights {w.shape} must be two (m,) arrays")
+    return ids.tobytes() + w.tobytes()
+
+
+def blob_to_concepts(b: bytes) -> tuple[np.ndarray, np.ndarray]:
+    m = len(b) // 8
+    return (np.frombuffer(b[:4 * m], dtype="<u4").astype(np.int64),
+            np.frombuffer(b[4 * m:8 * m], dtype="<f4").astype(np.float32))
 
 
 def _iso(value) -> str:
@@ -483,11 +501,27 @@ class PhotoDB:
         return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
 
     # ---- vectors --------------------------------------------------------------------------------------
-    def put_vector(self, image_id: int, vec: np.ndarray, gen: int) -> None:
+    def put_vector(self, image_id: int, vec: np.ndarray, gen: int,
+                   concepts: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+        """Store a photo's vector (and, for text-space models, its concept (ids, weights))."""
         with self.transaction():
-            self.conn.execute("INSERT INTO vectors(image_id, vec, gen) VALUES (?, ?, ?) ON CONFLICT(image_id) "
-                              "DO UPDATE SET vec=excluded.vec, gen=excluded.gen",
-                              (int(image_id), vec_to_blob(vec), int(gen)))
+            self.conn.execute("INSERT INTO vectors(image_id, vec, gen, concepts) VALUES (?, ?, ?, ?) "
+                              "ON CONFLICT(image_id) DO UPDATE SET vec=excluded.vec, gen=excluded.gen, "
+                              "concepts=excluded.concepts",
+                              (int(image_id), vec_to_blob(vec), int(gen),
+                               None if concepts is None else concepts_to_blob(*concepts)))
+
+    def concepts_of(self, image_ids) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+        """image id -> (concept ids int64 (m,), weights float32 (m,)) for the photos that have them."""
+        ids = [int(i) for i in image_ids]
+        out: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        for i in range(0, len(ids), 500):
+            chunk = ids[i:i + 500]
+            rows = self.execute(f"SELECT image_id, concepts FROM vectors WHERE concepts IS NOT NULL AND image_id IN "
+                                f"({','.join('?' * len(chunk))})", chunk).fetchall()
+            for image_id, blob in rows:
+                out[int(image_id)] = blob_to_concepts(blob)
+        return out
 
     def vector_stats(self, model_hash: str) -> tuple[int, int]:
         """(count, max id) of the vectors belonging to ``model_hash`` (what a FAISS index must hold)."""

@@ -18,6 +18,7 @@ import numpy as np
 
 from dcclip_core.encoder import PixelEncoder
 
+from .db import blob_to_concepts, concepts_to_blob
 from .scan import Job, Prepared, embed, prepare
 
 
@@ -64,10 +65,13 @@ class _Embedder:
         res = [prepare(j, self.model, self.target, self.orphans) for j in jobs]
         px = [r for r in res if r.kind == "pixels"]
         embs: dict[int, bytes] = {}
+        cons: dict[int, bytes] = {}
         errs: dict[int, str] = {}
-        for r, (e, err) in zip(px, embed(self.model, px) if px else []):
+        for r, (e, c, err) in zip(px, embed(self.model, px) if px else []):
             if err is None:
                 embs[id(r)] = e.astype("<f4").tobytes()
+                if c is not None:
+                    cons[id(r)] = concepts_to_blob(*c)
             else:
                 errs[id(r)] = err
         return {
@@ -77,6 +81,7 @@ class _Embedder:
             "reason": np.asarray([r.reason or "" for r in res], dtype=object),
             "fields": np.asarray([json.dumps(r.fields, ensure_ascii=False) for r in res], dtype=object),
             "emb": np.asarray([embs.get(id(r), b"") for r in res], dtype=object),
+            "concepts": np.asarray([cons.get(id(r), b"") for r in res], dtype=object),
             "enc_error": np.asarray([errs.get(id(r), "") for r in res], dtype=object),
         }
 
@@ -121,9 +126,9 @@ def prepared(jobs: list[Job], model: PixelEncoder, target: int, orphan_shas, add
                         batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=max(1, workers)),
                         num_cpus=1, batch_format="numpy")
     for batch in ds.iter_batches(batch_size=batch_size, batch_format="numpy", prefetch_batches=2):
-        for path, kind, sha, reason, fields, emb, enc_err in zip(batch["path"], batch["kind"], batch["sha256"],
-                                                                   batch["reason"], batch["fields"], batch["emb"],
-                                                                   batch["enc_error"]):
+        for path, kind, sha, reason, fields, emb, con, enc_err in zip(
+                batch["path"], batch["kind"], batch["sha256"], batch["reason"], batch["fields"], batch["emb"],
+                batch["concepts"], batch["enc_error"]):
             job = by_path[str(path)]
             if enc_err:
                 yield Prepared(job, "error", sha or None, reason=str(enc_err))
@@ -131,4 +136,5 @@ def prepared(jobs: list[Job], model: PixelEncoder, target: int, orphan_shas, add
             p = Prepared(job, str(kind), sha or None, None, json.loads(fields), reason or None)
             if kind == "pixels":
                 p.emb = np.frombuffer(bytes(emb), dtype="<f4").astype(np.float32)
+                p.concepts = blob_to_concepts(bytes(con)) if len(con) else None
             yield p

@@ -171,15 +171,15 @@ def build_index(root, db_path, model: PixelEncoder | None = None, progress: Prog
                     return r
             return None
 
-        def encode(items: list[Prepared]) -> list[tuple[Prepared, np.ndarray | None, str | None]]:
-            done = [(it, it.emb, None) for it in items if it.emb is not None]
+        def encode(items: list[Prepared]) -> list[tuple[Prepared, np.ndarray | None, tuple | None, str | None]]:
+            done = [(it, it.emb, it.concepts, None) for it in items if it.emb is not None]
             items = [it for it in items if it.emb is None]
             return done + (encode_local(items) if items else [])
 
-        def encode_local(items: list[Prepared]) -> list[tuple[Prepared, np.ndarray | None, str | None]]:
+        def encode_local(items: list[Prepared]) -> list[tuple[Prepared, np.ndarray | None, tuple | None, str | None]]:
             t_wall, t_cpu = time.perf_counter(), time.thread_time()
             try:
-                return [(it, e, err) for it, (e, err) in zip(items, embed(model, items))]
+                return [(it, e, c, err) for it, (e, c, err) in zip(items, embed(model, items))]
             finally:
                 prof["encode_s"] += time.perf_counter() - t_wall
                 prof["encode_cpu_s"] += time.thread_time() - t_cpu
@@ -194,13 +194,13 @@ def build_index(root, db_path, model: PixelEncoder | None = None, progress: Prog
             t_commit = time.perf_counter()
             with db.transaction():
                 gen = db.bump_generation()
-                for it, emb, err in encoded:
+                for it, emb, concepts, err in encoded:
                     if err is not None:
                         db.record_error(it.job.path, err, it.job.size, it.job.mtime, it.job.ctime)
                         counts["errors"] += 1
                         continue
                     image_id = db.upsert_image({**it.fields, "model_hash": mhash, "indexed_at": when})
-                    db.put_vector(image_id, emb, gen)
+                    db.put_vector(image_id, emb, gen, concepts)
                     db.clear_errors([it.job.path])
                     counts["indexed"] += 1
                 for op in ops:

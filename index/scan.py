@@ -3,7 +3,7 @@
 
     jobs, bad, unreadable = scan(root)                 # [Job], [(path, reason)], [folder we could not list]
     res = prepare(jobs[0], model, target=224)          # Prepared: "pixels" | "same" | "maybe_move" | "error"
-    embed(model, [res])                                # [(embedding (d,), None) | (None, "encoder failed: ...")]
+    embed(model, [res])            # [(embedding (d,), concepts | None, None) | (None, None, "encoder failed: ...")]
 
 Every failure is a reason string (``Prepared.reason``), never an exception: one bad file never stops a run.
 """
@@ -48,6 +48,7 @@ class Prepared:
     fields: dict = field(default_factory=dict)
     reason: str | None = None
     emb: np.ndarray | None = None        # already embedded (the Ray path)
+    concepts: tuple | None = None        # with emb: the photo's sparse concept (ids, weights), text-space models
     times: dict = field(default_factory=dict)   # stage -> thread CPU seconds spent on it (see STAGES)
 
 
@@ -145,20 +146,31 @@ def prepare(job: Job, model: PixelEncoder, target: int, orphan_shas: frozenset |
     return Prepared(job, "pixels", sha, px, fields, times=times)
 
 
-def embed(model: PixelEncoder, items: list[Prepared]) -> list[tuple[np.ndarray | None, str | None]]:
-    """The pixels of ``items`` through ``model.encode_pixels`` in one batch -> per item (embedding (d,), None);
-    when the batch fails, item by item, so that only an item that breaks the encoder gets (None, reason)."""
+def embed(model: PixelEncoder, items: list[Prepared]) -> list[tuple[np.ndarray | None, tuple | None, str | None]]:
+    """The pixels of ``items`` through ``model.encode_pixels`` in one batch -> per item (embedding (d,),
+    concepts, None), where concepts is the photo's sparse (ids, weights) for a model with a concept bank
+    (``dcclip_core.concepts``) and None otherwise; when the batch fails, item by item, so that only an item
+    that breaks the encoder gets (None, None, reason)."""
     try:
-        embs = np.asarray(model.encode_pixels(np.stack([it.pixels for it in items])), np.float32)   # (n, d)
-        return [(embs[i], None) for i in range(len(items))]
+        return _encode(model, np.stack([it.pixels for it in items]))
     except Exception:
-        out: list[tuple[np.ndarray | None, str | None]] = []
+        out: list[tuple[np.ndarray | None, tuple | None, str | None]] = []
         for it in items:                                     # isolate the item that breaks the encoder
             try:
-                out.append((np.asarray(model.encode_pixels(it.pixels[None]), np.float32)[0], None))
+                out += _encode(model, it.pixels[None])
             except Exception as ex:
-                out.append((None, f"encoder failed: {type(ex).__name__}: {ex}"))
+                out.append((None, None, f"encoder failed: {type(ex).__name__}: {ex}"))
         return out
+
+
+def _encode(model: PixelEncoder, px: np.ndarray) -> list[tuple[np.ndarray, tuple | None, None]]:
+    """(n, 3, S, S) -> per photo (embedding (d,), sparse concepts or None, None)."""
+    if getattr(model, "concept_bank", None) is None:
+        embs = np.asarray(model.encode_pixels(px), np.float32)                              # (n, d)
+        return [(e, None, None) for e in embs]
+    from dcclip_core.concepts import sparse
+    embs, weights = model.encode_pixels(px, return_concepts=True)                          # (n, d), (n, C)
+    return [(np.asarray(e, np.float32), sparse(w), None) for e, w in zip(embs, weights)]
 
 
 # ---- helpers ----------------------------------------------------------------------------------------------

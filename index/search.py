@@ -101,7 +101,17 @@ class Searcher:
         if threshold is not None:
             hits = [h for h in hits if h[1] >= float(threshold)]
         hits = hits[offset:offset + k]
-        return _as_results(hits, self.db.rows_by_ids([i for i, _ in hits]))
+        return self._explained(_as_results(hits, self.db.rows_by_ids([i for i, _ in hits])), q)
+
+    def _explained(self, results: list[dict], q: np.ndarray) -> list[dict]:
+        """Each result gains ``why``: the top 3 concepts by share of its score, [{"concept", "en", "zh",
+        "share"}] (dcclip_core.concepts; [] for a model without a concept bank or a photo embedded before)."""
+        explain = getattr(self.model, "explain", None)
+        stored = self.db.concepts_of([r["id"] for r in results]) if explain is not None and results else {}
+        for r in results:
+            c = stored.get(r["id"])
+            r["why"] = explain(c[0], c[1], q) if c is not None else []
+        return results
 
     def search(self, query: str, k: int = 20, threshold: float | None = None, offset: int = 0, *,
                folder=None, date_from=None, date_to=None) -> list[dict]:
@@ -130,7 +140,7 @@ class Searcher:
         hits = [[(int(i), float(sc)) for i, sc in zip(ids[b], scores[b])
                  if i >= 0 and (threshold is None or float(sc) >= float(threshold))] for b in range(len(queries))]
         rows = self.db.rows_by_ids(sorted({i for h in hits for i, _ in h}))
-        return [_as_results(h, rows) for h in hits]
+        return [self._explained(_as_results(h, rows), Q[b]) for b, h in enumerate(hits)]
 
     def search_image(self, image, k: int = 20, threshold: float | None = None, offset: int = 0, *,
                      folder=None, date_from=None, date_to=None) -> list[dict]:
