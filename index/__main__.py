@@ -109,13 +109,15 @@ def cmd_search(a) -> int:
             return EXIT_INPUT
         if a.json:
             _out({"query": q, "results": [{"path": r["path"], "score": round(r["score"], 6), "width": r["width"],
-                                           "height": r["height"], "taken_at": r["taken_at"]} for r in res]})
+                                           "height": r["height"], "taken_at": r["taken_at"],
+                                           "why": r.get("why", [])} for r in res]})
         else:
             print(f"# {q}" + (" (image)" if kind == "image" else ""))
             if not res:
                 print("  (no results)")
             for i, r in enumerate(res, 1 + a.offset):
-                print(f"{i:4d}  {r['score']:.4f}  {r['path']}")
+                why = ", ".join(f"{w['en']} / {w['zh']} {w['share']:.2f}" for w in r.get("why", []))
+                print(f"{i:4d}  {r['score']:.4f}  {r['path']}" + (f"   [{why}]" if why else ""))
     return EXIT_OK
 
 
