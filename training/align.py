@@ -438,6 +438,10 @@ def run_align(s: AlignSettings, progress: bool = True) -> dict:
     """Stage 2 end to end (frozen features, training, held-out retrieval, checkpoints); returns the result dict."""
     d, threads, precision, out = ddp.start_run(s)
     model, cfg, src, notes = build_student(s.student, s.student_init, seed=s.seed)
+    if cfg.joint.space != "proto":
+        raise ValueError(f"stage 2 aligns text with the image tower's class prototypes; {s.student!r} is a text-space "
+                         "model (photos are concept mixes in the text tower's own space, nothing to align): use a "
+                         "prototype-space architecture such as --student lite0-e5s4 (see MODEL_CARD.md)")
     tokenizer = student_tokenizer(cfg, src, s.tokenizer)
 
     bank, images = TextBank(), []
