@@ -19,11 +19,59 @@ SOURCES = [
     ("WordNet 3.0 synonyms, glosses, hypernyms", "Debian wordnet-base, wordnet-sense-index", "WordNet 3.0 licence (BSD-like)"),
     ("ImageNet synonyms list", "Debian opencv-doc, classification_classes_ILSVRC2012.txt", "Apache-2.0 (OpenCV)"),
     ("Traditional -> Simplified conversion", "opencc 1.4.2", "Apache-2.0"),
+    ("Higher-level concept groups (measured, not shipped)", "assets/data/concept_groups.json (ours) over the "
+     "WordNet hypernym chains", "ours; WordNet 3.0 licence"),
+    ("Learned-concept images (measured, not shipped)", "Debian tuxpaint-stamps-default (photographic stamps, "
+     "EN / zh_CN / zh_TW descriptions), gcompris-qt-data (82 photos, EN / zh_TW titles)", "GPL-2 / GPL-3+ "
+     "(photos: public domain, CC0, CC-BY(-SA) per photo)"),
 ]
 
 
 def _fmt_size(n: int) -> str:
     return f"{n / 1e6:.2f} MB"
+
+
+TRIED = [
+    "DC-CLIP stage 2 (symmetric InfoNCE of EN + ZH texts onto the 800 seen classes' prototypes, the v1 model): "
+    "held-out real photos R@5 0.512 EN / 0.529 ZH, below the untrained concept mix of the same text student "
+    "(0.651 / 0.640): it does not ship.",
+    "WordNet groups (48 higher-level concepts as sums of their hyponym classes' softmax), weights 0.05-0.5: dev "
+    "R@5 fell by 0.01-0.14.",
+    "Learned heads for 384 concepts from tuxpaint-stamps-default photographs and gcompris-qt-data photos "
+    "(prototype detectors on the frozen pooled features, threshold at 1-2 % false positives among the other "
+    "concepts' images): at 1 % they never fired on real photos (no change); at 2 % they fired often and dev R@5 "
+    "fell by 0.1-0.3. Cut-outs on white do not transfer to photos with backgrounds.",
+    "Colour concepts (11 basic colours from the pixels) 0.02-0.15 and attributes (night, black-and-white) "
+    "0.05-0.2: within one query of the plain mix or lower.",
+    "Centring the text space (removing the common direction of e5 embeddings): dev R@5 -0.02 to -0.06.",
+    "Class descriptions: bare names, one template, 8 templates per language, WordNet glosses, synonyms; names + "
+    "one template per language was best on dev (kept).",
+]
+
+
+def architecture_lines(cfg: ModelConfig) -> list[str]:
+    text = (f"- **Text tower**: {cfg.text.layers}-layer transformer, width {cfg.text.width}, {cfg.text.heads} heads, "
+            f"vocabulary {cfg.text.vocab_size} (pruned from XLM-R / e5 to what Chinese + English need), max "
+            f"{cfg.text.max_len} tokens, traditional Chinese normalised to simplified (OpenCC). Initialised from e5 "
+            f"layers {cfg.text.teacher_layers} and distilled from it (DC-CLIP stage 1).")
+    image = (f"- **Image tower**: {cfg.image.tower} (real ImageNet weights), {cfg.image.image_size} px, "
+             f"normalisation mean {cfg.image.mean[0]} / std {cfg.image.std[0]}; pooled {cfg.image.feature_dim}-d "
+             f"features and its own {cfg.image.num_classes}-way ImageNet classifier.")
+    if cfg.joint.space == "text":
+        return [image, text,
+                f"- **Joint space = the text tower's own {cfg.embed_dim}-d output.** A photo is the L2-normalised mix "
+                "of the text embeddings of its concepts (`concepts.json` + `concepts.safetensors`, "
+                "`dcclip_core/concepts.py`): weights = softmax(logits / T) of its top-k ImageNet classes; each "
+                "concept's embedding is the mean of its descriptions (EN + ZH names and one template each) through "
+                "this model's own text tower (`python -m training concept-bank DIR` re-embeds them). A query is the "
+                "text tower's output; each concept's share of a score is exact (the `why` of every result). "
+                "No stage 2: see *What was tried*.", ""]
+    return [image[:-1] + f"; the classifier softmax mixes the class prototypes (classifier rows, centred, PCA to "
+            f"{cfg.joint.proto_dim} dims).", text[:-1] + ", then aligned (stage 2).",
+            f"- **Joint space**: {cfg.embed_dim} dims = {cfg.joint.proto_dim} prototype dims + 1 calibration "
+            f"coordinate (seen_gamma = {cfg.joint.seen_gamma}, chosen on seen classes only; it subtracts "
+            f"gamma x the photo's probability mass on the {cfg.extra.get('held_out_classes', 200)}-class-complement "
+            "that stage 2 aligned, so concepts never aligned are not drowned by aligned ones).", ""]
 
 
 def write_model_card(model_dir: str | Path, metrics: dict | None = None, build_report: dict | None = None) -> Path:
@@ -33,18 +81,7 @@ def write_model_card(model_dir: str | Path, metrics: dict | None = None, build_r
              "A small bilingual (Chinese/English) image-text model built offline with our DC-CLIP pipeline "
              "(`python -m training build-default`).", "",
              "## Architecture", "",
-             f"- **Image tower**: {cfg.image.tower} (real ImageNet weights), {cfg.image.image_size} px, normalisation "
-             f"mean {cfg.image.mean[0]} / std {cfg.image.std[0]}; pooled {cfg.image.feature_dim}-d features; its own "
-             f"{cfg.image.num_classes}-way classifier softmax mixes the class prototypes (classifier rows, centred, "
-             f"PCA to {cfg.joint.proto_dim} dims).",
-             f"- **Text tower**: {cfg.text.layers}-layer transformer, width {cfg.text.width}, {cfg.text.heads} heads, "
-             f"vocabulary {cfg.text.vocab_size} (pruned from XLM-R / e5 to what Chinese + English need), max "
-             f"{cfg.text.max_len} tokens, traditional Chinese normalised to simplified (OpenCC). Initialised from e5 "
-             f"layers {cfg.text.teacher_layers} and distilled (stage 1), then aligned (stage 2).",
-             f"- **Joint space**: {cfg.embed_dim} dims = {cfg.joint.proto_dim} prototype dims + 1 calibration "
-             f"coordinate (seen_gamma = {cfg.joint.seen_gamma}, chosen on seen classes only; it subtracts "
-             f"gamma x the photo's probability mass on the {cfg.extra.get('held_out_classes', 200)}-class-complement "
-             "that stage 2 aligned, so concepts never aligned are not drowned by aligned ones).", "",
+             *architecture_lines(cfg),
              "## Files", "", "| file | size | SHA-256 |", "|---|---|---|"]
     for f in sorted(p.name for p in d.iterdir() if p.is_file() and p.name != "MODEL_CARD.md"):
         lines.append(f"| `{f}` | {_fmt_size((d / f).stat().st_size)} | `{sha256_file(d / f)}` |")
@@ -52,6 +89,9 @@ def write_model_card(model_dir: str | Path, metrics: dict | None = None, build_r
     lines += [f"| {a} | {b} | {c} |" for a, b, c in SOURCES]
     lines += ["", "The photos that packages ship (scikit-image, scikit-learn, matplotlib, opencv-doc) were used "
               "only for evaluation, parity tests and the demo: never for training, tuning or calibration.", ""]
+    if cfg.joint.space == "text":
+        lines += ["## What was tried and did not help (held-out dev split, `python -m training.tune_mix`)", ""]
+        lines += [f"- {t}" for t in TRIED] + [""]
     exp = cfg.extra.get("export")
     if exp:
         lines += ["## Export (ONNX, parity vs torch on real inputs)", "", "```json",
