@@ -290,7 +290,9 @@ _heads_lock = threading.Lock()
 
 
 class ImageHead:
-    """Numpy twin of the image tower's head: pooled features (n, F) -> joint embeddings (n, D+1).
+    """Numpy twin of the image tower's head: pooled features (n, F) -> joint embeddings (n, D+1), or for a
+    text-space model the concept mix (n, D) (``dcclip_core.concepts``; the pixel-based concepts need the pixels
+    and are left out here, as they are of every shipped bank).
 
     Needed only for feature-map prompts (they act before the head); reads the head from model.safetensors.
     """
@@ -298,6 +300,9 @@ class ImageHead:
     def __init__(self, model):
         from safetensors import safe_open
         cfg = model.config
+        self.bank = getattr(model, "concept_bank", None)          # text-space models: the concept mix
+        if self.bank is not None:
+            return
         path = Path(model.path) / cfg.files.get("weights", "model.safetensors")
         with safe_open(str(path), framework="np") as f:
             self.W = f.get_tensor("image.classifier.weight").astype(np.float32)      # (K, F)
@@ -316,6 +321,8 @@ class ImageHead:
             return _heads[key]
 
     def __call__(self, feat: np.ndarray) -> np.ndarray:
+        if self.bank is not None:                                                     # (n, D) text space
+            return self.bank.embed(self.bank.weights(np.asarray(feat, np.float32)))
         p = softmax((feat @ self.W.T + self.b) / self.T)                              # (n, K)
         u = l2_normalize(p @ self.P)                                                  # (n, D)
         s = (p @ self.seen)[:, None] * self.eps                                       # (n, 1)

@@ -68,18 +68,40 @@ def evaluate_heldout(model, items: list[dict] | None = None, split: str | None =
                  "languages": {}, "categories": {}}
     if not present:
         return out
-    import opencc
-    conv = opencc.OpenCC("s2twp")
     img = np.asarray(model.encode_image([it["path"] for it in present]), np.float32)
-    cats = sorted({it["category"] for it in present})
-    for lang in LANGS:
+    out.update(retrieval_metrics(img, present, model.encode_text))
+    return out
+
+
+def _converter():
+    import opencc
+    return opencc.OpenCC("s2twp")
+
+
+def retrieval_metrics(img: np.ndarray, items: list[dict], encode_text, conv=None, langs=LANGS) -> dict:
+    """Text -> photo retrieval with precomputed photo vectors: img (n, d), row j = items[j] (all installed).
+
+    Each query of each item is ranked among all n photos (rank = photos scoring strictly higher than its own).
+    Returns {"languages": {lang: scores}, "categories": {cat: {lang: scores}}}; scores = n, recall@1/5/10, mrr.
+    ``conv`` converts simplified to traditional Chinese for zh_hant (default OpenCC s2twp).
+    """
+    img = np.asarray(img, np.float32)
+    out: dict = {"languages": {}, "categories": {}}
+    if not len(items):
+        return out
+    if conv is None and "zh_hant" in langs:
+        conv = _converter()
+    cats = sorted({it["category"] for it in items})
+    for lang in langs:
         texts, target, cat = [], [], []
-        for j, it in enumerate(present):
+        for j, it in enumerate(items):
             for q in _queries(it, lang, conv):
                 texts.append(q)
                 target.append(j)
                 cat.append(it["category"])
-        txt = np.asarray(model.encode_text(texts), np.float32)
+        if not texts:
+            continue
+        txt = np.asarray(encode_text(texts), np.float32)
         S = txt @ img.T
         t = np.array(target)
         # rank of the target photo = number of photos scoring strictly higher
@@ -120,3 +142,151 @@ def main(argv: list[str] | None = None) -> dict:
 
 if __name__ == "__main__":
     main()
+
+
+# ---- comparisons (``python -m training eval-default``): several systems on the same photos -------------------------
+INSTALL_APT = ("plasma-workspace-wallpapers mate-backgrounds lomiri-wallpapers-16.04 gimp-help-en hugin-data "
+               "kphotoalbum opencv-doc scribus-template")
+CATEGORIES = ("landscape", "sky", "city", "flower", "plant", "people", "animal", "food", "vehicle", "indoor", "text")
+# zero-shot label names of the 11 categories (the Label tab's job); ZH as the concept groups name them
+CATEGORY_NAMES = {"en": list(CATEGORIES),
+                  "zh": ["风景", "天空", "城市", "花", "植物", "人", "动物", "食物", "交通工具", "室内", "文字"]}
+
+
+def installed(items: list[dict]) -> tuple[list[dict], list[str]]:
+    """(items whose photo is installed, ids of the others)."""
+    present = [it for it in items if os.path.isfile(it["path"])]
+    return present, [it["id"] for it in items if not os.path.isfile(it["path"])]
+
+
+def split_metrics(img: np.ndarray, items: list[dict], encode_text, conv=None, langs=LANGS) -> dict:
+    """{split: {lang: scores}}: retrieval within each split's photos alone (as ``evaluate_heldout(split=...)``)."""
+    out = {}
+    for sp in SPLITS:
+        idx = [j for j, it in enumerate(items) if _split_of(it) == sp]
+        if idx:
+            m = retrieval_metrics(np.asarray(img)[idx], [items[j] for j in idx], encode_text, conv, langs)
+            out[sp] = dict(m["languages"], n_photos=len(idx))
+    return out
+
+
+def zeroshot_categories(img: np.ndarray, items: list[dict], encode_text, names: dict | None = None, conv=None,
+                        langs=LANGS) -> dict:
+    """Zero-shot classification of the photos (img (n, d), row j = items[j]) into their categories.
+
+    Class embeddings: ``dcclip_core.zeroshot.class_embeddings(encode_text, names)`` with the bundled templates of
+    each name's language; zh_hant = the ZH names and templates converted to traditional characters. Returns
+    {lang: {"n", "top1", "categories": {cat: {"n", "top1", "predicted": {cat: count}}}}}.
+    """
+    from dcclip_core.zeroshot import class_embeddings, templates
+    names = names or CATEGORY_NAMES
+    cats = list(names["en"])
+    img = np.asarray(img, np.float32)
+    truth = np.array([cats.index(it["category"]) if it["category"] in cats else -1 for it in items])
+    out: dict = {}
+    if not len(items):
+        return out
+    for lang in langs:
+        if lang == "zh_hant":
+            conv = conv or _converter()
+            T = class_embeddings(encode_text, [conv.convert(n) for n in names["zh"]],
+                                 [conv.convert(t) for t in templates("zh")])
+        else:
+            T = class_embeddings(encode_text, list(names[lang]))
+        pred = np.argmax(img @ T.T, axis=1)
+        per = {}
+        for ci, c in enumerate(cats):
+            sel = truth == ci
+            if sel.any():
+                got = pred[sel]
+                per[c] = {"n": int(sel.sum()), "top1": float((got == ci).mean()),
+                          "predicted": {cats[k]: int((got == k).sum()) for k in np.unique(got)}}
+        known = truth >= 0
+        out[lang] = {"n": int(known.sum()), "top1": float((pred[known] == truth[known]).mean()) if known.any()
+                     else 0.0, "categories": per}
+    return out
+
+
+def _num(v, key: str, width: int = 6) -> str:
+    if not isinstance(v, dict) or not v.get("n") or key not in v:
+        return f"{'-':>{width}s}"
+    return f"{v[key]:{width}.3f}"
+
+
+def format_languages(systems: dict, retrieval: dict, langs=LANGS) -> str:
+    """Rows = system x language, columns n R@1 R@5 R@10 MRR. systems: {key: label}; retrieval: {key: metrics or
+    None} (metrics = retrieval_metrics output; None = not measured)."""
+    w = max([len(lbl) for lbl in systems.values()] + [6])
+    lines = [f"{'system':{w}s}  {'lang':8s} {'queries':>7s} {'R@1':>6s} {'R@5':>6s} {'R@10':>6s} {'MRR':>6s}"]
+    for key, label in systems.items():
+        m = retrieval.get(key)
+        for lang in langs:
+            v = (m or {}).get("languages", {}).get(lang)
+            n = f"{v['n']:7d}" if v and v.get("n") else f"{'-':>7s}"
+            lines.append(f"{label:{w}s}  {lang:8s} {n} {_num(v, 'recall@1')} {_num(v, 'recall@5')} "
+                         f"{_num(v, 'recall@10')} {_num(v, 'mrr')}")
+    return "\n".join(lines)
+
+
+def format_categories(systems: dict, retrieval: dict, key: str = "recall@5", langs=("en", "zh"),
+                      counts: dict | None = None) -> str:
+    """Rows = categories (+ ALL), columns = ``key`` per language for each system (compact); counts = photos per
+    category (shown when given)."""
+    cats = sorted({c for m in retrieval.values() if m for c in m.get("categories", {})})
+    counts = counts or {}
+    if counts and "ALL" not in counts:
+        counts = dict(counts, ALL=sum(counts.values()))
+    cw = 7 * len(langs) - 1
+    lines = [f"{'':10s} {'photos':>6s} " + " ".join(f"{k[:cw]:^{cw}s}" for k in systems),
+             f"{'category':10s} {'':>6s} " + " ".join(" ".join(f"{lang:>6s}" for lang in langs) for _ in systems)]
+    for c in cats + ["ALL"]:
+        cells = []
+        for k in systems:
+            m = retrieval.get(k) or {}
+            by_lang = m.get("languages", {}) if c == "ALL" else m.get("categories", {}).get(c, {})
+            cells.append(" ".join(_num(by_lang.get(lang), key) for lang in langs))
+        lines.append(f"{c:10s} {counts.get(c, ''):>6} " + " ".join(cells))
+    return "\n".join(lines)
+
+
+def format_zeroshot(systems: dict, zeroshot: dict, langs=LANGS) -> str:
+    """Top-1 accuracy per language (one row per system), then per category (columns = system x en/zh)."""
+    w = max([len(lbl) for lbl in systems.values()] + [6])
+    shown = {k: lbl for k, lbl in systems.items() if zeroshot.get(k)}
+    lines = [f"{'system':{w}s}  {'photos':>6s} " + " ".join(f"{lang:>8s}" for lang in langs)]
+    for k, label in systems.items():
+        z = zeroshot.get(k) or {}
+        n = next((z[lang]["n"] for lang in langs if lang in z), None)
+        lines.append(f"{label:{w}s}  {('-' if n is None else n):>6} " + " ".join(
+            f"{z[lang]['top1']:8.3f}" if lang in z else f"{'-':>8s}" for lang in langs))
+    if shown:
+        lines.append("")
+        per = ("en", "zh")
+        lines.append(f"{'category':10s} {'photos':>6s} " + " ".join(f"{k[:8]:^13s}" for k in shown))
+        lines.append(f"{'':10s} {'':>6s} " + " ".join(" ".join(f"{lang:>6s}" for lang in per) for _ in shown))
+        found = {c for k in shown for lang in per for c in (zeroshot[k].get(lang) or {}).get("categories", {})}
+        cats = [c for c in CATEGORY_NAMES["en"] if c in found] + sorted(found - set(CATEGORY_NAMES["en"]))
+        for c in cats:
+            n = next((zeroshot[k][lang]["categories"][c]["n"] for k in shown for lang in per
+                      if c in zeroshot[k].get(lang, {}).get("categories", {})), "")
+            cells = []
+            for k in shown:
+                for lang in per:
+                    v = zeroshot[k].get(lang, {}).get("categories", {}).get(c)
+                    cells.append(f"{v['top1']:6.3f}" if v else f"{'-':>6s}")
+            lines.append(f"{c:10s} {n:>6} " + " ".join(" ".join(cells[i * 2:i * 2 + 2]) for i in range(len(shown))))
+    return "\n".join(lines)
+
+
+def format_columns(systems: dict, data: dict, columns: list[tuple[str, str, str]], count: str | None = "queries") -> str:
+    """One row per system; columns = [(header, lang, metric key)] read from data[system][lang] (None = "-"); the
+    ``count`` column (header ``count``, None = no column) is the n of the first column that has one."""
+    w = max([len(lbl) for lbl in systems.values()] + [6])
+    cw = len(count) if count else 0
+    lines = [f"{'system':{w}s}  " + (f"{count} " if count else "") + " ".join(f"{h:>8s}" for h, _, _ in columns)]
+    for k, label in systems.items():
+        d = data.get(k) or {}
+        n = next((d[lang]["n"] for _, lang, _ in columns if isinstance(d.get(lang), dict) and d[lang].get("n")), None)
+        lines.append(f"{label:{w}s}  " + (f"{('-' if n is None else n):>{cw}} " if count else "") + " ".join(
+            _num(d.get(lang), key, 8) for _, lang, key in columns))
+    return "\n".join(lines)

@@ -30,15 +30,34 @@ class TorchImageHead(nn.Module):
         from dcclip_core.config import ModelConfig, model_dir as _md
         d = _md(str(model_dir))
         cfg = ModelConfig.load(d / "config.json")
+        self.text_space = cfg.joint.space == "text"
+        keys = (("image.classifier.weight", "W"), ("image.classifier.bias", "b"))
+        if not self.text_space:
+            keys += (("image.protos", "P"), ("image.seen", "seen"))
         with safe_open(str(d / cfg.files.get("weights", "model.safetensors")), framework="pt") as f:
-            for k, name in (("image.classifier.weight", "W"), ("image.classifier.bias", "b"),
-                            ("image.protos", "P"), ("image.seen", "seen")):
+            for k, name in keys:
                 self.register_buffer(name, f.get_tensor(k).float(), persistent=False)
         self.T = float(cfg.image.softmax_temperature)
         self.eps = float(cfg.joint.seen_eps)
+        if self.text_space:              # torch twin of dcclip_core.concepts (class + group concepts)
+            from dcclip_core.concepts import ConceptBank
+            bank = ConceptBank.load(d)
+            nk = len(bank.classifier_b) + len(bank.group)
+            self.register_buffer("C", torch.from_numpy(bank.text[:nk]).float(), persistent=False)   # [K+G, D]
+            self.register_buffer("G", torch.from_numpy(bank.group).float(), persistent=False)       # [G, K]
+            self.T, m = float(bank.mix.temperature), bank.mix
+            self.mix = (int(m.top_k), float(m.group_weight), float(m.group_min))
 
     def forward(self, feat: torch.Tensor) -> torch.Tensor:
         p = ((feat @ self.W.T + self.b) / self.T).softmax(-1)                 # [n, K]
+        if self.text_space:
+            k, gw, gmin = self.mix
+            top, idx = p.topk(min(k, p.shape[1]), dim=-1)                     # [n, k]
+            w = torch.zeros_like(p).scatter(1, idx, top)                      # [n, K]
+            if gw > 0 and len(self.G):
+                g = p @ self.G.T                                              # [n, G]
+                w = torch.cat([w, gw * torch.where(g >= gmin, g, torch.zeros_like(g))], 1)
+            return F.normalize(w @ self.C[: w.shape[1]], dim=-1)              # [n, D]
         u = F.normalize(p @ self.P, dim=-1)                                   # [n, D]
         s = (p @ self.seen)[:, None] * self.eps                               # [n, 1]
         return F.normalize(torch.cat([u, s], -1), dim=-1)
