@@ -154,6 +154,22 @@ class ConceptBank:
         """(n, C) weights -> (n, D) unit vectors in the text tower's space."""
         return l2_normalize((np.asarray(weights, np.float32) @ self.text).astype(np.float32))
 
+    @property
+    def common_direction(self) -> np.ndarray:
+        """(D,) unit mean of the concept rows: the direction every photo vector shares (e5-style text spaces are
+        anisotropic: unrelated photos sit at cosine 0.96-0.98)."""
+        return l2_normalize(self.text.mean(0))
+
+    def label_space(self, class_embeds: np.ndarray) -> np.ndarray:
+        """Zero-shot class embeddings (L, D) with the common direction removed. Every photo has about the same
+        component along it, so this subtracts from each label's score its similarity to the average photo:
+        a generic label ("人", "thing") no longer wins every photo. Measured on the held-out photos'
+        11-category classification (top-1): EN 0.453 -> 0.523, ZH 0.279 -> 0.465 (v1 model: 0.547 / 0.349)."""
+        T = np.asarray(class_embeds, np.float32)
+        m = self.common_direction
+        along = (T * m[None]).sum(1)          # (L,) row by row, not a matrix product: a label's row must not
+        return (T - along[:, None] * m[None]).astype(np.float32)       # depend on the other labels (BLAS blocking)
+
     # ---- explanations ----------------------------------------------------------------------------------
     def explain(self, ids: np.ndarray, weights: np.ndarray, query: np.ndarray, top: int = 3) -> list[dict]:
         """A photo's sparse weights (concept ids (m,), weights (m,)) and a unit query (D,) -> the ``top``

@@ -62,9 +62,16 @@ def fill(template: str, name: str) -> str:
 
 
 def class_embeddings(encode_text: EncodeText, names: Sequence[str], template_list: Sequence[str] | None = None,
-                     kind: str = "short") -> np.ndarray:
+                     kind: str = "short", bank=None) -> np.ndarray:
     """(C, d) float32: per name the L2-normalised mean of its filled templates' text embeddings. ``template_list``
-    applies to every name; None: each name takes the bundled templates of its own language."""
+    applies to every name; None: each name takes the bundled templates of its own language. ``bank`` (a
+    text-space model's ``concept_bank``) moves the rows to its label space (``ConceptBank.label_space``)."""
+    out = _class_embeddings(encode_text, names, template_list, kind)
+    return bank.label_space(out) if bank is not None and len(out) else out
+
+
+def _class_embeddings(encode_text: EncodeText, names: Sequence[str], template_list: Sequence[str] | None,
+                      kind: str) -> np.ndarray:
     per_name = [list(template_list) if template_list is not None else templates(language_of(n), kind) for n in names]
     texts = [fill(t, n) for n, ts in zip(names, per_name) for t in ts]
     emb = np.asarray(encode_text(texts), np.float32)                       # (sum of templates, d)

@@ -78,9 +78,11 @@ def parse_labels(labels: str | Sequence[str]) -> list[str]:
 def label_embeddings(model, labels: Sequence[str], templates: dict | None = None) -> np.ndarray:
     """(L, d) float32: each label's zero-shot embedding (``dcclip_core.zeroshot``: the mean over its language's
     templates); ``templates`` {"en": [...], "zh": [...]} replaces the bundled ones."""
+    bank = getattr(model, "concept_bank", None)        # text-space models: labels in the bank's label space
     if not templates:
-        return class_embeddings(model.encode_text, labels)
-    return np.concatenate([class_embeddings(model.encode_text, [lb], templates[language_of(lb)]) for lb in labels])
+        return class_embeddings(model.encode_text, labels, bank=bank)
+    return np.concatenate([class_embeddings(model.encode_text, [lb], templates[language_of(lb)], bank=bank)
+                           for lb in labels])
 
 
 def zero_shot_prompt(model, labels: Sequence[str], templates: dict | None = None) -> Prompt:

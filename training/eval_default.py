@@ -238,7 +238,9 @@ def heldout_section(model, prev, base, pkg: dict | None, old: dict, notes: list[
         if present:
             res["retrieval"][key] = H.retrieval_metrics(V, present, enc, conv)
             res["splits"][key] = H.split_metrics(V, present, enc, conv)
-            res["zeroshot"][key] = H.zeroshot_categories(V, present, enc, conv=conv)
+            res["zeroshot"][key] = H.zeroshot_categories(V, present, enc, conv=conv,
+                                                         bank=getattr(model, "concept_bank", None) if key == "current"
+                                                         else None)
     if pkg:
         res["package_photos"]["n_photos"] = len(pkg["keys"])
         for key, (V, enc) in pkg_vectors.items():

@@ -141,7 +141,7 @@ def evaluate_zeroshot(model, ds: Dataset, lang: str = "en", split: str = "test",
     t0 = time.time()
     templates = list(templates) if templates else dataset_templates(ds, lang)
     names = ds.class_names(lang)
-    T = class_embeddings(model.encode_text, names, templates)                    # [K, D]
+    T = class_embeddings(model.encode_text, names, templates, bank=getattr(model, "concept_bank", None))  # [K, D]
     t_text = time.time() - t0
     sp = ds.splits[split]
     emb, kept, errors = image_emb if image_emb is not None else encode_split(model, sp, batch_size, progress, limit)

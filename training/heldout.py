@@ -171,11 +171,12 @@ def split_metrics(img: np.ndarray, items: list[dict], encode_text, conv=None, la
 
 
 def zeroshot_categories(img: np.ndarray, items: list[dict], encode_text, names: dict | None = None, conv=None,
-                        langs=LANGS) -> dict:
+                        langs=LANGS, bank=None) -> dict:
     """Zero-shot classification of the photos (img (n, d), row j = items[j]) into their categories.
 
     Class embeddings: ``dcclip_core.zeroshot.class_embeddings(encode_text, names)`` with the bundled templates of
-    each name's language; zh_hant = the ZH names and templates converted to traditional characters. Returns
+    each name's language (in ``bank``'s label space for a text-space model, as the Label tab does); zh_hant = the
+    ZH names and templates converted to traditional characters. Returns
     {lang: {"n", "top1", "categories": {cat: {"n", "top1", "predicted": {cat: count}}}}}.
     """
     from dcclip_core.zeroshot import class_embeddings, templates
@@ -190,9 +191,9 @@ def zeroshot_categories(img: np.ndarray, items: list[dict], encode_text, names: 
         if lang == "zh_hant":
             conv = conv or _converter()
             T = class_embeddings(encode_text, [conv.convert(n) for n in names["zh"]],
-                                 [conv.convert(t) for t in templates("zh")])
+                                 [conv.convert(t) for t in templates("zh")], bank=bank)
         else:
-            T = class_embeddings(encode_text, list(names[lang]))
+            T = class_embeddings(encode_text, list(names[lang]), bank=bank)
         pred = np.argmax(img @ T.T, axis=1)
         per = {}
         for ci, c in enumerate(cats):

@@ -42,7 +42,7 @@ def class_embeddings(model, names: dict[str, Sequence[str]] | Sequence[str], lan
     out = None
     for lg in langs:
         ts = list((tmpl or {}).get(lg) or zeroshot.templates(lg))
-        e = zeroshot.class_embeddings(model.encode_text, names[lg], ts)
+        e = zeroshot.class_embeddings(model.encode_text, names[lg], ts, bank=getattr(model, "concept_bank", None))
         out = e if out is None else out + e
     return l2n(out)
 
