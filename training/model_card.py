@@ -74,6 +74,41 @@ def architecture_lines(cfg: ModelConfig) -> list[str]:
             "that stage 2 aligned, so concepts never aligned are not drowned by aligned ones).", ""]
 
 
+def heldout_lines(h: dict) -> list[str]:
+    """The held-out tables of eval-default's metrics (training/eval_default.py, key "heldout")."""
+    sysk = [k for k in ("baseline", "previous", "current") if k in h["retrieval"]]
+    label = {k: h["systems"][k]["label"] for k in sysk}
+    out = ["## Held-out realistic photos (`python -m training eval-default`)", "",
+           f"{h['n_photos']} photos from Debian packages never trained on (wallpapers, KPhotoAlbum's demo album, "
+           "GIMP / Hugin manuals, opencv-doc, scribus templates; `assets/data/heldout_photos.json`), 2 English + 2 "
+           "Chinese queries of our own per photo, ranked against all of them.", "",
+           "| system | language | R@1 | R@5 | R@10 | MRR |", "|---|---|---|---|---|---|"]
+    for k in sysk:
+        for lang, v in h["retrieval"][k]["languages"].items():
+            out.append(f"| {label[k]} | {lang} | {v['recall@1']:.3f} | {v['recall@5']:.3f} | {v['recall@10']:.3f} | "
+                       f"{v['mrr']:.3f} |")
+    out += ["", "Recall@5 per category (EN / ZH):", "",
+            "| category | photos | " + " | ".join(label[k] for k in sysk) + " |", "|---|---|" + "---|" * len(sysk)]
+    cats = sorted(h["retrieval"][sysk[-1]]["categories"])
+    for c in cats:
+        cells = []
+        for k in sysk:
+            v = h["retrieval"][k]["categories"].get(c, {})
+            cells.append(f"{v.get('en', {}).get('recall@5', 0):.2f} / {v.get('zh', {}).get('recall@5', 0):.2f}")
+        out.append(f"| {c} | {h.get('category_photos', {}).get(c, '')} | " + " | ".join(cells) + " |")
+    pk = h.get("package_photos") or {}
+    if pk.get("n_photos"):
+        out += ["", f"Package photos ({pk['n_photos']}: scikit-image, scikit-learn, matplotlib, opencv-doc), recall@5 "
+                "EN / ZH: " + "; ".join(f"{label[k]} {pk[k]['en']['recall@5']:.3f} / {pk[k]['zh']['recall@5']:.3f}"
+                                        for k in sysk if k in pk)]
+    zs = h.get("zeroshot") or {}
+    if zs:
+        out += ["", "Zero-shot classification of the held-out photos into the 11 categories (the Label tab's job), "
+                "top-1 EN / ZH: " + "; ".join(f"{label[k]} {zs[k]['en']['top1']:.3f} / {zs[k]['zh']['top1']:.3f}"
+                                             for k in sysk if k in zs)]
+    return out + [""]
+
+
 def write_model_card(model_dir: str | Path, metrics: dict | None = None, build_report: dict | None = None) -> Path:
     d = Path(model_dir)
     cfg = ModelConfig.load(d / "config.json")
@@ -98,7 +133,9 @@ def write_model_card(model_dir: str | Path, metrics: dict | None = None, build_r
                   json.dumps(exp, indent=1, default=str)[:4000], "```", ""]
     if build_report:
         lines += ["## Build", "", "```json", json.dumps(build_report, indent=1, default=str)[:4000], "```", ""]
-    if metrics:
+    if metrics and metrics.get("heldout", {}).get("retrieval"):
+        lines += heldout_lines(metrics["heldout"])
+    if metrics and metrics.get("imagenet"):
         lines += ["## Measured metrics (`python -m training eval-default`)", "",
                   "ImageNet-1k text -> class prototype, top-1/top-5 among **all 1000** prototypes "
                   "(800 seen classes, 200 held out of stage 2):", "",
