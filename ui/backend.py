@@ -20,6 +20,8 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
+
 from .files import Thumbnails
 
 HERE = Path(__file__).resolve().parent.parent
@@ -206,6 +208,7 @@ class Backend:
         self.state = "ready" if searcher is not None else "starting"
         self.done = 0
         self.total = 0
+        self.reembedding = 0       # photos of the library embedded by another model, being re-embedded at start-up
         self.error = ""
         self.index_stats: dict = {}
         self._write_lock = threading.Lock()  # one index / label write at a time
@@ -243,14 +246,19 @@ class Backend:
             if hasattr(model, "warmup"):
                 model.warmup()
             self.model = model
-            if self.root is not None:
-                from index import build_index
+            from index import Searcher
+            if Path(self.db_path).is_file():
+                # an existing library is searchable while it is re-scanned (or re-embedded for a new model): the
+                # searcher picks up each batch the indexer commits
+                self.searcher = Searcher(self.db_path, model=model)
+            roots = self._startup_roots(model)
+            if roots:
                 self.state = "indexing"
                 Path(self.db_path).parent.mkdir(parents=True, exist_ok=True)
-                self.index_stats = build_index(str(self.root), self.db_path, model=model,
-                                               progress=self._progress) or {}
-            from index import Searcher
-            self.searcher = Searcher(self.db_path, model=model)
+                self.index_stats = self._index_roots(roots, model)
+            if self.searcher is None:
+                self.searcher = Searcher(self.db_path, model=model)
+            self.reembedding = 0
             self.ready_at = time.time()
             self.state = "ready"
         except Exception as e:  # shown in the status line; the page stays up
@@ -258,6 +266,56 @@ class Backend:
             self.state = "error"
             return
         self._prewarm_thumbnails()
+
+    def _startup_roots(self, model) -> list[str]:
+        """The folders to (re)index at start: the start-up root, and, when the library holds photos embedded by
+        another model (the shipped model changed, or another was used before), every folder added in the Index
+        tab too, so all of them are re-embedded, not only the start-up root's. Sets ``reembedding`` (how many)."""
+        roots = [str(self.root)] if self.root is not None else []
+        if not Path(self.db_path).is_file():
+            return roots
+        from index import PhotoDB
+        from index.indexer import model_identity
+        try:
+            mhash = model_identity(model)[1]
+            with PhotoDB(self.db_path, create=False) as db:
+                stale = db.count_images() - db.count_images(mhash)
+        except Exception:
+            return roots
+        self.reembedding = max(0, int(stale))
+        if stale > 0:
+            roots += [r for r in self.roots() if r not in roots and Path(r).is_dir()]
+        return roots
+
+    def _index_roots(self, roots: list[str], model) -> dict:
+        """build_index over each root in turn; ``done`` / ``total`` count over all of them (a later root's total
+        is its photo count in the database until its scan says). The first root's stats are returned (the
+        start-up root's, as before), the others' under "more"."""
+        from index import PhotoDB, build_index
+        known = []
+        try:
+            with PhotoDB(self.db_path, create=False) as db:
+                known = [len(db.image_ids_under(r)) for r in roots]
+        except Exception:
+            known = [0] * len(roots)
+        first, more, offset = {}, [], 0
+        for i, root in enumerate(roots):
+            rest = sum(known[i + 1:])
+
+            def progress(done, total, path=None, _off=offset, _rest=rest):
+                self.done, self.total = _off + int(done), _off + int(total) + _rest
+            try:
+                stats = build_index(root, self.db_path, model=model, progress=progress) or {}
+            except Exception:
+                if i == 0:
+                    raise                              # the start-up root: as before, the start-up fails
+                continue                               # an added folder that cannot be read now: keep going
+            offset += int(stats.get("files") or 0)
+            if i == 0:
+                first = stats
+            else:
+                more.append(stats)
+        return {**first, "more": more} if more else first
 
     def _prewarm_thumbnails(self, limit: int = 2000):
         """Make the thumbnails of a small root ahead of the first search (the demo: 16 photos)."""
@@ -278,6 +336,16 @@ class Backend:
 
     def require_ready(self) -> None:
         if self.state != "ready" or self.searcher is None:
+            raise NotReadyError(self.state)
+
+    @property
+    def searchable(self) -> bool:
+        """Searches can run: ready, or an existing library being re-scanned / re-embedded at start-up (results
+        then cover the photos embedded with the loaded model so far)."""
+        return self.searcher is not None and self.state in ("ready", "indexing")
+
+    def require_searchable(self) -> None:
+        if not self.searchable:
             raise NotReadyError(self.state)
 
     def require_writable(self) -> None:
@@ -304,7 +372,8 @@ class Backend:
 
     def status(self) -> dict:
         st = {"state": self.state, "done": self.done, "total": self.total, "error": self.error,
-              "images": None, "model_id": None, "torch_loaded": "torch" in sys.modules}
+              "images": None, "model_id": None, "torch_loaded": "torch" in sys.modules,
+              "searchable": self.searchable, "reembedding": self.reembedding}
         if self.state == "ready":
             s = self.stats()
             st["images"] = s.get("images")
@@ -418,8 +487,72 @@ class Backend:
     def duplicates_of(self, path: str) -> list[dict]:
         """The duplicates of one photo under the index's one definition (same bytes, or the same picture
         resized / recompressed): [{"path", "score", "match"}]."""
-        self.require_ready()
+        self.require_searchable()
         return list(self.searcher.duplicates_of(path))
+
+    # -- why a photo matches ------------------------------------------------------------------------
+    def concept_bank(self):
+        """The loaded model's concept bank (dcclip_core.concepts.ConceptBank), None for models without one."""
+        try:
+            return getattr(self.any_model(), "concept_bank", None)
+        except Exception:
+            return None
+
+    def _concept_columns(self, bank) -> dict[str, int]:
+        """Concept id ("imagenet:n02123045") -> its column in the bank, built once per bank."""
+        if getattr(self, "_cols_bank", None) is not bank:
+            self._cols, self._cols_bank = {str(c["id"]): i for i, c in enumerate(bank.concepts)}, bank
+        return self._cols
+
+    def _heat_concepts(self, bank, photo_id: int, concepts, top: int) -> tuple[list[int], list[float]]:
+        """(bank columns, weights) of the concepts a heatmap shows: those given (a result's ``why`` entries,
+        concept ids or columns; positive shares only), else the photo's own strongest stored concepts."""
+        cols, weights = [], []
+        if concepts:
+            index = self._concept_columns(bank)
+            for c in concepts:
+                w = 1.0
+                if isinstance(c, dict):
+                    c, w = c.get("concept"), float(c.get("share", 1.0) or 0.0)
+                col = int(c) if isinstance(c, (int, np.integer)) else index.get(str(c))
+                if col is not None and 0 <= col < len(bank.concepts) and w > 0 and col not in cols:
+                    cols.append(col)
+                    weights.append(w)
+            return cols[:top], weights[:top]
+        from index import PhotoDB
+        with PhotoDB(self.db_path, create=False) as db:
+            ids, w = db.concepts_of([int(photo_id)]).get(int(photo_id), ((), ()))
+        return [int(i) for i in ids[:top]], [float(x) for x in w[:top]]
+
+    def why_heatmap(self, photo_id: int, lang: str = "en", concepts=None, max_side: int = 640, top: int = 3):
+        """Where in a photo the concepts that make it match are: (the photo, at most ``max_side`` px a side, with
+        their class-activation maps (weighted by share) laid over it in warm colours; a caption naming them in
+        ``lang``). ``concepts``: a search result's ``why`` entries (or concept ids / bank columns); None: the
+        photo's own strongest concepts. Computed on demand for this one photo, which is named by its index id
+        only; nothing is written (demo mode too). Raises NotReadyError before the model has loaded,
+        FileNotFoundError for an id not in the index, ValueError for a model without concepts."""
+        from dcclip_core.preprocess import load_image
+        from .i18n import concept_name, is_zh, tr
+        from .why import overlay
+        if self.any_model() is None:
+            raise NotReadyError(self.state)
+        bank = self.concept_bank()
+        if bank is None:
+            raise ValueError(tr(lang, "why_no_concepts"))
+        path = self.photo_path(int(photo_id))
+        if path is None:
+            raise FileNotFoundError(f"photo {int(photo_id)}")
+        photo = load_image(path, target_size=max(int(max_side), 224))       # decoded once, upright (EXIF)
+        cols, weights = self._heat_concepts(bank, photo_id, concepts, top)
+        maps = self.any_model().heatmap(photo, cols) if cols else np.zeros((0, 1, 1), np.float32)
+        keep = [j for j in range(len(cols)) if float(maps[j].max()) > 0]    # colour / attribute concepts: no map
+        photo.thumbnail((int(max_side), int(max_side)))
+        if not keep:
+            return photo, tr(lang, "why_heat_none")
+        w = np.asarray([weights[j] for j in keep], np.float32)
+        cam = np.tensordot(w / w.sum(), maps[keep], axes=1)                 # (h, w)
+        names = [concept_name(bank.concepts[cols[j]], lang) for j in keep]
+        return overlay(photo, cam), tr(lang, "why_heat", names=("、" if is_zh(lang) else ", ").join(names))
 
     # -- models ----------------------------------------------------------------------------------
     def switch_model(self, name: str) -> dict:
@@ -444,7 +577,7 @@ class Backend:
     # -- search --------------------------------------------------------------------------------
     def run_search(self, query=None, image=None, k=20, threshold=None, **filters):
         """Text or image search; filters (folder, date_from, date_to) are passed on only when set."""
-        self.require_ready()
+        self.require_searchable()
         filters = {key: v for key, v in filters.items() if v}
         if image is not None:
             return self.searcher.search_image(image, k=int(k), threshold=threshold, **filters)
@@ -464,7 +597,7 @@ class Backend:
         """run_search for the event loop: a text search without filters waits on the batcher's thread
         (no worker thread per request); anything else runs in a worker thread."""
         import asyncio
-        self.require_ready()
+        self.require_searchable()
         filters = {key: v for key, v in filters.items() if v}
         if not filters and self.batcher() is not None:
             return await asyncio.wrap_future(self.batcher().submit(query, int(k), threshold))

@@ -16,9 +16,11 @@ from pathlib import Path
 import gradio as gr
 
 from .backend import DEMO_ROOT, Backend, NotReadyError, ReadOnlyError
-from .i18n import EN, reason_text, tr
+from .i18n import EN, concept_name, ellipsis, reason_text, tr
 
 LEVEL_DOTS = {3: "●●●", 2: "●●○", 1: "●○○", 0: "○○○"}   # relevance levels (ui.backend.Backend.level)
+CAPTION_WHY = 2          # concepts a result tile's caption names (the detail panel shows all of a result's ``why``)
+CAPTION_NAME_WIDTH = 22  # display columns of one concept name in a caption (longer names end in "…")
 
 
 def bind(fn, backend: Backend):
@@ -44,6 +46,8 @@ def status_text(backend: Backend, lang: str) -> str:
     if st == "ready":
         s = backend.status()
         return tr(lang, "st_ready", n=s.get("images") or 0, model=s.get("model_id") or "?")
+    if st == "indexing" and backend.reembedding and backend.searchable:
+        return tr(lang, "st_reembedding", done=backend.done, total=backend.total or "…")
     if st == "indexing":
         key = "st_indexing" if backend.root is not None and backend.root == DEMO_ROOT.resolve() else "st_indexing_n"
         return tr(lang, key, done=backend.done, total=backend.total or "…")
@@ -117,10 +121,32 @@ def uploaded_path(payload) -> str | None:
     return str(path)
 
 
-def result_caption(backend: Backend, r: dict, names: dict[str, int], lang: str, levels: bool = True) -> str:
+def why_items(r: dict, lang: str, top: int = 3, min_percent: int = 1) -> list[tuple[str, int]]:
+    """Why a search result matches, for people: [(concept name in ``lang``, percent of the result's score)] for
+    its ``why`` concepts (index.Searcher: the top 3 by their exact share of the score), largest first; concepts
+    under ``min_percent`` are left out (a share can also be negative: a concept that pulls the score down)."""
+    score = float(r.get("score") or 0.0)
+    if score <= 0:
+        return []
+    pct: dict[str, float] = {}                # concepts with the same name here ("missile" twice) are one chip
+    for w in r.get("why") or []:
+        name = concept_name(w, lang)
+        pct[name] = pct.get(name, 0.0) + 100.0 * float(w.get("share") or 0.0) / score
+    out = [(n, int(round(p))) for n, p in pct.items()]
+    return [x for x in sorted(out, key=lambda x: -x[1]) if x[1] >= min_percent][:top]
+
+
+def why_text(r: dict, lang: str, top: int = CAPTION_WHY, width: int = CAPTION_NAME_WIDTH) -> str:
+    """The why of a result as one caption line: "雏菊 41% · 蜜蜂 12%" ("" when the result has none)."""
+    return " · ".join(f"{ellipsis(n, width)} {p}%" for n, p in why_items(r, lang, top=top, min_percent=3))
+
+
+def result_caption(backend: Backend, r: dict, names: dict[str, int], lang: str, levels: bool = True,
+                   why: bool = False) -> str:
     """A result tile's caption: relevance dots (text searches only: the calibration is of text-to-photo scores),
     file name, its folder when another result has the same name (never in demo mode), the date it was taken (or
-    last changed), and ×n for stacked exact copies."""
+    last changed), and ×n for stacked exact copies; with ``why``, a second line naming the concepts that make
+    most of its score ("雏菊 41% · 蜜蜂 12%", in the page's language)."""
     p = Path(str(r["path"]))
     dots = LEVEL_DOTS.get(backend.level(r["score"]), "") if levels else ""      # none without a calibration
     parts = [f"{dots} {p.name}".strip()]
@@ -133,15 +159,17 @@ def result_caption(backend: Backend, r: dict, names: dict[str, int], lang: str, 
         parts.append(when)
     if r.get("copies", 1) > 1:
         parts.append(f"×{r['copies']}")
-    return " · ".join(parts)
+    line = " · ".join(parts)
+    reasons = why_text(r, lang) if why else ""
+    return f"{line}\n{reasons}" if reasons else line
 
 
-def captions(backend: Backend, results: list[dict], lang: str, levels: bool = True) -> list[str]:
+def captions(backend: Backend, results: list[dict], lang: str, levels: bool = True, why: bool = False) -> list[str]:
     names: dict[str, int] = {}
     for r in results:
         n = Path(str(r["path"])).name
         names[n] = names.get(n, 0) + 1
-    return [result_caption(backend, r, names, lang, levels) for r in results]
+    return [result_caption(backend, r, names, lang, levels, why) for r in results]
 
 
 def label_caption(row: dict, lang: str, sure: float) -> str:

@@ -5,6 +5,7 @@ formatted server-side with ``tr(lang, key, **kw)`` in the language ``lang_of(req
 """
 from __future__ import annotations
 
+import functools
 import json
 import re
 import unicodedata
@@ -92,3 +93,36 @@ def reason_text(lang: str, reason: str) -> str:
     if lang == "en":
         return re.sub(r"\s*\(DCCLIP_[A-Z_]+\)", "", r)
     return tr(lang, key)
+
+
+@functools.lru_cache(maxsize=1)
+def _s2twp():
+    import opencc                    # the tokenizer's dependency already (traditional -> simplified there)
+    return opencc.OpenCC("s2twp")
+
+
+@functools.lru_cache(maxsize=4096)
+def short_name(name: str) -> str:
+    """A concept's name as a chip shows it: the first of "a；b" alternatives, without a "（…）" / "(…)" gloss
+    ("网球；打网球的球" -> "网球", "香水（瓶）" -> "香水", "（小儿用的）围嘴" -> "围嘴")."""
+    s = re.split(r"[；;]", str(name))[0].strip()
+    bare = re.sub(r"\s*[（(][^）)]*[）)]\s*", "", s).strip()
+    return bare or s
+
+
+def concept_name(concept: dict, lang: str) -> str:
+    """A concept's short name in the page's language: {"en", "zh"} (a search result's ``why`` entry) ->
+    the English name, the Chinese one, or that in traditional characters (OpenCC s2twp) for zh-TW/HK pages."""
+    zh = concept.get("zh")
+    zh = zh[0] if isinstance(zh, list) and zh else zh
+    en = concept.get("en")
+    en = en[0] if isinstance(en, list) and en else en
+    if not is_zh(lang) or not zh:
+        return short_name(str(en or zh or concept.get("concept") or concept.get("id") or "?"))
+    name = short_name(str(zh))
+    if lang == "zh_hant":
+        try:
+            name = _s2twp().convert(name)
+        except Exception:
+            pass
+    return name

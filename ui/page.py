@@ -34,6 +34,21 @@ CSS = """
 #fs-table th, #fs-table td { min-width: 6em; word-break: normal !important; overflow-wrap: anywhere; }
 #pr-upload { min-height: 150px; }
 button, .tab-nav button { text-transform: none !important; font-variant: normal !important; }
+#gallery .caption-label { white-space: pre; line-height: 1.35; }   /* name · date, then why: "雏菊 41% · 蜜蜂 12%" */
+#gallery .preview .caption { white-space: pre; line-height: 1.4; }
+#gallery .preview .media-button { height: calc(100% - 60px - 3.4em) !important; }   /* room for both lines */
+#detail-row { gap: 16px; align-items: flex-start; }
+#why { flex: 2 1 320px !important; min-width: min(320px, 100%) !important; }
+#detail-info { flex: 3 1 300px !important; }
+.why-head { font-weight: 600; margin: 2px 0 6px; }
+.why-chips { display: flex; flex-wrap: wrap; gap: 6px; margin-bottom: 10px; }
+.why-chip { background: #fff3e0; color: #8a3a00; border: 1px solid #f3c07f; border-radius: 999px; padding: 2px 10px;
+  font-size: 0.95em; white-space: nowrap; }
+.why-chip b { font-weight: 600; margin-left: 2px; }
+.why-fig { margin: 0; }
+.why-fig img { display: block; width: auto; height: auto; max-width: 100%; max-height: 380px; border-radius: 8px; }
+.why-fig figcaption { color: var(--body-text-color-subdued); font-size: 0.9em; margin-top: 6px; }
+.why-note { color: var(--body-text-color-subdued); font-size: 0.9em; }
 @media (max-width: 600px) {   /* a phone: two thumbnails a row, the grid as tall as its results */
   #gallery .grid-container, #review .grid-container, #fs-results .grid-container {
     grid-template-columns: repeat(2, minmax(0, 1fr)) !important; }

@@ -2,6 +2,7 @@
 full-size view). Handlers are module-level functions of the service (bound with ``ui.common.bind``)."""
 from __future__ import annotations
 
+import html
 import os
 import time
 from pathlib import Path
@@ -11,10 +12,9 @@ import gradio as gr
 
 from ..backend import Backend
 from ..common import (bind, captions, failed, folder_dropdowns, gallery_payload, not_ready, status_text,
-                      thumb_gallery,
-                      uploaded_path, user_error)
+                      thumb_gallery, uploaded_path, user_error, why_items)
 from ..files import origin_of, photo_url
-from ..i18n import T, lang_of, tr
+from ..i18n import T, is_zh, lang_of, tr
 
 EXAMPLE_KEYS = [f"ex_{i}" for i in range(1, 9)]   # example queries, per language (assets/data/ui_strings.json)
 # What the search shows, by relevance level (Backend.level: 3 strong, 2 good, 1 weak, 0 none)
@@ -57,13 +57,27 @@ def _level_or_top(backend: Backend, score: float) -> int:
     return 3 if lv is None else lv            # an uncalibrated model hides nothing
 
 
+def _kept(res: list[dict]) -> list[dict]:
+    """What the page remembers of the results shown (server-side state), for the detail panel: path, index id,
+    score and why."""
+    return [{"path": r["path"], "id": r.get("id"), "score": r.get("score"), "why": r.get("why") or []}
+            for r in res]
+
+
+def _partial(backend: Backend, lang: str, msg: str) -> str:
+    """A results message, with a note while the start-up (re-)indexing still runs (results may grow)."""
+    if backend.state != "indexing":
+        return msg
+    return f"{msg} · {tr(lang, 'msg_partial', done=backend.done, total=backend.total or '…')}"
+
+
 async def do_search(backend: Backend, query, k, show=DEFAULT_SHOW, folder=None, date_from=None, date_to=None,
                     request: gr.Request = None):
     """Text search (runs on the event loop: the work happens in the batcher's thread). The photo in
     "search by image" is cleared: the results shown are this query's."""
     lang = lang_of(request)
     q = (query or "").strip()
-    if backend.state != "ready":
+    if not backend.searchable:
         return [], not_ready(backend, lang), [], gr.skip()
     if not q:
         return [], tr(lang, "msg_empty"), [], gr.skip()
@@ -77,13 +91,14 @@ async def do_search(backend: Backend, query, k, show=DEFAULT_SHOW, folder=None, 
         return [], failed(lang, "msg_failed", e), [], None
     ms = int((time.perf_counter() - t0) * 1000)
     if show != "all" and not backend.query_has_match(q, res):
-        return [], tr(lang, "msg_no_match", q=q), [], None
+        return [], _partial(backend, lang, tr(lang, "msg_no_match", q=q)), [], None
     res = backend.stack_copies(_shown(backend, res, show))
     if not res:
-        return [], tr(lang, "msg_none", q=q), [], None
+        return [], _partial(backend, lang, tr(lang, "msg_none", q=q)), [], None
     urls = await backend.thumb_urls([r["path"] for r in res], origin_of(request))
-    items = list(zip(urls, captions(backend, res, lang)))
-    return gallery_payload(items), tr(lang, "msg_results", n=len(res), q=q, ms=ms), [r["path"] for r in res], None
+    items = list(zip(urls, captions(backend, res, lang, why=True)))
+    msg = _partial(backend, lang, tr(lang, "msg_results", n=len(res), q=q, ms=ms))
+    return gallery_payload(items), msg, _kept(res), None
 
 
 def do_image_search(backend: Backend, upload, k, show=DEFAULT_SHOW, folder=None, date_from=None, date_to=None,
@@ -95,7 +110,7 @@ def do_image_search(backend: Backend, upload, k, show=DEFAULT_SHOW, folder=None,
     image = uploaded_path(upload)
     if image is None:
         return [], tr(lang, "msg_image_failed", err=tr(lang, "msg_unknown_error")), []
-    if backend.state != "ready":
+    if not backend.searchable:
         return [], not_ready(backend, lang), []
     try:
         if os.path.getsize(image) > MAX_UPLOAD_BYTES:
@@ -115,18 +130,46 @@ def do_image_search(backend: Backend, upload, k, show=DEFAULT_SHOW, folder=None,
     if not res:
         return [], tr(lang, "msg_none_img"), []
     o = origin_of(request)
-    items = [(backend.thumb_url(r["path"], o), c) for r, c in zip(res, captions(backend, res, lang, levels=False))]
-    return gallery_payload(items), tr(lang, "msg_results_img", n=len(res), ms=ms), [r["path"] for r in res]
+    items = [(backend.thumb_url(r["path"], o), c)
+             for r, c in zip(res, captions(backend, res, lang, levels=False, why=True))]
+    return gallery_payload(items), _partial(backend, lang, tr(lang, "msg_results_img", n=len(res), ms=ms)), _kept(res)
 
 
-def photo_detail(backend: Backend, path: str, lang: str, origin: str, k: int = 8):
-    """(Markdown about the photo, [(thumbnail, caption)] of its nearest neighbours)."""
+def why_html(backend: Backend, result: dict, lang: str) -> str:
+    """The detail panel's "why it matches" block for one result: its concepts as chips with their share of the
+    score ("雏菊 41%"), and the photo with a heatmap of where those concepts are (computed now, for this photo
+    only, shown as an in-memory data: URI). "" when the result has no why (another model's photo, a stub)."""
+    from ..why import data_uri
+    chips = why_items(result, lang, top=3)
+    if not chips:
+        return ""
+    e = html.escape
+    parts = [f'<div class="why-head">{e(tr(lang, "why_label"))}</div>', '<div class="why-chips">']
+    parts += [f'<span class="why-chip">{e(n)} <b>{p}%</b></span>' for n, p in chips]
+    parts.append("</div>")
+    if result.get("id") is not None:
+        try:
+            img, caption = backend.why_heatmap(int(result["id"]), lang, concepts=result.get("why"))
+            sep = "、" if is_zh(lang) else ", "
+            alt = tr(lang, "why_heat_alt", names=sep.join(n for n, _ in chips))
+            parts.append(f'<figure class="why-fig"><img src="{data_uri(img)}" alt="{e(alt)}" '
+                         f'width="{img.width}" height="{img.height}"><figcaption>{e(caption)}</figcaption></figure>')
+        except Exception as ex:                  # the chips stay; say why there is no picture
+            parts.append(f'<p class="why-note">{e(user_error(lang, ex))}</p>')
+    return '<div class="why-panel">' + "".join(parts) + "</div>"
+
+
+def photo_detail(backend: Backend, result, lang: str, origin: str, k: int = 8):
+    """(Markdown about the photo, the why block (HTML), [(thumbnail, caption)] of its nearest neighbours) for a
+    result ({"path", "id", "score", "why"}, or a bare path)."""
+    result = result if isinstance(result, dict) else {"path": result}
+    path = result["path"]
     name = Path(str(path)).name
     try:
         near = backend.searcher.similar(path, k=k)
         dups = backend.duplicates_of(path)
     except Exception as e:
-        return f"**{name}** · {tr(lang, 'msg_failed', err=user_error(lang, e))}", []
+        return f"**{name}** · {tr(lang, 'msg_failed', err=user_error(lang, e))}", "", []
     row = backend.photo_row(path)
     lines = [f"**{backend.shown_path(path)}**"]
     facts = []
@@ -140,22 +183,25 @@ def photo_detail(backend: Backend, path: str, lang: str, origin: str, k: int = 8
         lines.append(" · ".join(facts))
     names = ", ".join(backend.shown_path(d["path"]) for d in dups)
     lines.append(tr(lang, "dups_some", names=names) if dups else tr(lang, "dups_none"))
-    return "\n\n".join(lines), [(backend.thumb_url(r["path"], origin), c)
+    if result.get("id") is None and row.get("id") is not None:
+        result = {**result, "id": row["id"]}
+    return "\n\n".join(lines), why_html(backend, result, lang), [(backend.thumb_url(r["path"], origin), c)
                                 for r, c in zip(near, captions(backend, near, lang, levels=False))]
 
 
-def on_select(backend: Backend, paths, evt: gr.SelectData, request: gr.Request):
+def on_select(backend: Backend, results, evt: gr.SelectData, request: gr.Request):
     lang = lang_of(request)
     try:
-        path = paths[int(evt.index)]
+        result = results[int(evt.index)]
     except (TypeError, ValueError, IndexError):
-        return gr.skip(), gr.skip()
-    return photo_detail(backend, path, lang, origin_of(request))
+        return gr.skip(), gr.skip(), gr.skip()
+    info, why, near = photo_detail(backend, result, lang, origin_of(request))
+    return info, gr.HTML(value=why, visible=bool(why)), near
 
 
 def api_detail(backend: Backend, name: str) -> dict:
     """A photo's nearest neighbours and duplicates, by its file name (or path outside demo mode)."""
-    if backend.state != "ready":
+    if not backend.searchable:
         return {}
     path = backend.find_path(name)
     if path is None:
@@ -168,16 +214,25 @@ def api_detail(backend: Backend, name: str) -> dict:
 
 
 async def api_search(backend: Backend, query: str, k: int = 20, show: str = DEFAULT_SHOW) -> list:
-    """Text search as JSON: [{"name": file name, "score": float, "level": 0-3}, ...] best first. ``show`` as in
-    the page: "good", "any" (default; [] for a query nothing in the photos matches) or "all" (the top k, ranked)."""
+    """Text search as JSON: [{"name": file name, "score": float, "level": 0-3, "why": [{"concept", "en", "zh",
+    "percent"}]}, ...] best first (``why``: the concepts making most of the score, with their percent of it).
+    ``show`` as in the page: "good", "any" (default; [] for a query nothing in the photos matches) or "all" (the
+    top k, ranked)."""
     q = (query or "").strip()
-    if backend.state != "ready" or not q:
+    if not backend.searchable or not q:
         return []
     res = await backend.search_text(q, k=k)
     if show != "all" and not backend.query_has_match(q, res):
         return []
     return [{"name": Path(str(r["path"])).name, "score": round(float(r["score"]), 4),
-             "level": backend.level(r["score"])} for r in _shown(backend, res, show)]
+             "level": backend.level(r["score"]), "why": _why_json(r)} for r in _shown(backend, res, show)]
+
+
+def _why_json(r: dict) -> list[dict]:
+    score = float(r.get("score") or 0.0)
+    return [{"concept": w.get("concept"), "en": w.get("en"), "zh": w.get("zh"),
+             "percent": round(100.0 * float(w.get("share") or 0.0) / score, 1) if score > 0 else None}
+            for w in r.get("why") or []]
 
 
 def poll(backend: Backend, request: gr.Request):
@@ -227,21 +282,23 @@ def build(backend: Backend) -> SimpleNamespace:
         message = gr.Markdown("", elem_id="message")
         gallery = thumb_gallery(label=T("gallery_label"), columns=5, height=620, object_fit="cover",
                                 allow_preview=True, show_label=False, elem_id="gallery", fit_columns=False)
-        result_paths = gr.State([])
+        results = gr.State([])            # what the detail panel needs of each result shown (search._kept)
         with gr.Accordion(T("detail_label"), open=True, elem_id="detail"):
-            detail = gr.Markdown(T("detail_hint"), elem_id="detail-info")
+            with gr.Row(equal_height=False, elem_id="detail-row"):
+                why = gr.HTML("", elem_id="why", min_height=0, padding=False, visible=False)
+                detail = gr.Markdown(T("detail_hint"), elem_id="detail-info")
             neighbours = thumb_gallery(label=T("neighbours_label"), columns=8, height=200, object_fit="cover",
                                        allow_preview=False, elem_id="neighbours")
     return SimpleNamespace(tab=tab, query=query, btn=btn, ex_btns=ex_btns, k=k, show=show, folder=folder,
                            date_from=date_from, date_to=date_to, image=image, message=message, gallery=gallery,
-                           result_paths=result_paths, detail=detail, neighbours=neighbours)
+                           results=results, detail=detail, why=why, neighbours=neighbours)
 
 
 def wire(backend: Backend, ui: SimpleNamespace) -> None:
     """The Search tab's events and the page's JSON API (/search_json, /detail, /status)."""
     s = ui.search
     inputs = [s.query, s.k, s.show, s.folder, s.date_from, s.date_to]
-    outs = [s.gallery, s.message, s.result_paths, s.image]
+    outs = [s.gallery, s.message, s.results, s.image]
     search = bind(do_search, backend)
     # searches are short (an 8 ms index query + thumbnails as URLs): no queue limit; their handlers return the
     # gallery already in its wire format (gallery_payload), so Gradio's postprocessing is skipped
@@ -255,7 +312,8 @@ def wire(backend: Backend, ui: SimpleNamespace) -> None:
     # itself (preprocess=False: Gradio would open it with PIL first, see uploaded_path)
     s.image.change(bind(do_image_search, backend), [s.image] + inputs[1:], outs[:3], api_name="search_image",
                    preprocess=False, postprocess=False)
-    s.gallery.select(bind(on_select, backend), [s.result_paths], [s.detail, s.neighbours], api_visibility="private")
+    s.gallery.select(bind(on_select, backend), [s.results], [s.detail, s.why, s.neighbours],
+                     api_visibility="private")
     gr.api(bind(api_detail, backend), api_name="detail")
     gr.api(bind(api_search, backend), api_name="search_json", concurrency_limit=None)
     timer = gr.Timer(1.0)

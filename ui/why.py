@@ -1,0 +1,56 @@
+"""Why a photo matches, drawn: a concept heatmap over the photo (numpy + PIL only), and the photo as an in-memory
+``data:`` URI for the page (no file is written and no path is named).
+
+    img = overlay(photo, cam)      # cam: (h, w) in [0, 1] over the photo's central square (what the model saw)
+    uri = data_uri(img)            # "data:image/jpeg;base64,…"
+"""
+from __future__ import annotations
+
+import base64
+import io
+
+import numpy as np
+from PIL import Image, ImageFilter
+
+# warm colours by heat: dark red -> orange -> yellow (value, RGB)
+WARM = [(0.0, (150, 20, 20)), (0.45, (230, 70, 10)), (0.75, (255, 150, 0)), (1.0, (255, 235, 80))]
+MAX_ALPHA = 0.5        # the hottest place: half warm colour, half photo
+DIM = 0.55             # the cold places (and the strips outside the square the model saw) at 45 % brightness
+FLOOR = 0.2            # heat below this is cold (most of a 7x7 map is low but not zero)
+
+
+def _warm(v: np.ndarray) -> np.ndarray:
+    """(H, W) heat in [0, 1] -> (H, W, 3) float RGB along WARM."""
+    xs = [x for x, _ in WARM]
+    return np.stack([np.interp(v, xs, [c[i] for _, c in WARM]) for i in range(3)], -1)
+
+
+def overlay(photo: Image.Image, cam: np.ndarray) -> Image.Image:
+    """``photo`` (RGB) with ``cam`` ((h, w) in [0, 1], the class-activation map of its central square, as the
+    model crops it) upsampled smoothly and laid over it as a spotlight: hot places lit in semi-transparent warm
+    colours, the rest of the photo dimmed (so the heat reads on warm-coloured photos too)."""
+    im = photo.convert("RGB")
+    W, H = im.size
+    side = min(W, H)
+    x0, y0 = (W - side) // 2, (H - side) // 2
+    cam = np.clip(np.nan_to_num(np.asarray(cam, np.float32)), 0.0, 1.0)
+    small = Image.fromarray((cam * 255).astype(np.uint8), "L")
+    heat = small.resize((side, side), Image.Resampling.BICUBIC)
+    heat = heat.filter(ImageFilter.GaussianBlur(radius=max(1.0, side / (2.5 * max(cam.shape)))))
+    v = np.asarray(heat, np.float32) / 255.0
+    v = v / (v.max() or 1.0)
+    t = np.clip((v - FLOOR) / (1.0 - FLOOR), 0.0, 1.0)
+    t = t * t * (3 - 2 * t)                                          # smoothstep: soft edges
+    base = np.asarray(im, np.float32)
+    out = base * (1 - DIM)
+    lit = base[y0:y0 + side, x0:x0 + side] * (1 - DIM * (1 - t))[..., None]
+    a = (MAX_ALPHA * t)[..., None]
+    out[y0:y0 + side, x0:x0 + side] = lit * (1 - a) + _warm(v) * a
+    return Image.fromarray(np.clip(out, 0, 255).astype(np.uint8), "RGB")
+
+
+def data_uri(img: Image.Image, quality: int = 85) -> str:
+    """A JPEG ``data:`` URI of an image (for the page's HTML: nothing written to disk, no URL to a file)."""
+    buf = io.BytesIO()
+    img.convert("RGB").save(buf, "JPEG", quality=quality)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
