@@ -405,6 +405,9 @@ class PromptClassifier:
         if self.prompt.visual == "feature":
             v = m["visual"]
             emb = ImageHead.of(self.model)(apply_feature_tokens(feat, t["feature_tokens"], int(v["hw"])))
+        bank = getattr(self.model, "concept_bank", None)
+        if bank is not None and self.prompt.method == "zeroshot":   # label-space rows meet decorrelated photos
+            emb = bank.decorrelate(emb)
         z = self.scale * emb @ t["class_embeds"].astype(np.float32).T                 # (n, C)
         if "cache_keys" in t:                                                         # Tip-Adapter(-F)
             tip = m["tip"]

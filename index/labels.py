@@ -159,10 +159,14 @@ class _Labeller:
         return _needs_pixels(self.clf.prompt)
 
     def score(self, emb: np.ndarray, feat: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
-        """(prob (b, L), cos (b, L) or None) of image embeddings (b, d) / backbone features (b, F)."""
+        """(prob (b, L), cos (b, L) or None) of image embeddings (b, d) / backbone features (b, F). Typed labels
+        of a text-space model compare decorrelated photos with their label-space rows (``ConceptBank``)."""
         prob = softmax(self.clf.logits(emb, feat))                                # (b, L)
-        cos = emb @ self.clf.prompt.tensors["class_embeds"].T if self.cosine else None
-        return prob, cos
+        if not self.cosine:
+            return prob, None
+        bank = getattr(self.clf.model, "concept_bank", None)
+        emb = bank.decorrelate(emb) if bank is not None else emb
+        return prob, emb @ self.clf.prompt.tensors["class_embeds"].T
 
 
 def _scored(db: PhotoDB, job: _Labeller, top: int = 1, skip: set[int] | frozenset = frozenset(),

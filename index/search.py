@@ -105,12 +105,17 @@ class Searcher:
 
     def _explained(self, results: list[dict], q: np.ndarray) -> list[dict]:
         """Each result gains ``why``: the top 3 concepts by share of its score, [{"concept", "en", "zh",
-        "share"}] (dcclip_core.concepts; [] for a model without a concept bank or a photo embedded before)."""
-        explain = getattr(self.model, "explain", None)
-        stored = self.db.concepts_of([r["id"] for r in results]) if explain is not None and results else {}
+        "share"}] (dcclip_core.concepts; [] for a model without a concept bank or a photo embedded before), and
+        ``level_score``: the score relevance levels read — for a text-space model the decorrelated cosine
+        (``ConceptBank.decorrelate``: comparable across queries), else the score itself."""
+        bank = getattr(self.model, "concept_bank", None)
+        stored = self.db.concepts_of([r["id"] for r in results]) if bank is not None and results else {}
+        qd = bank.decorrelate(q) if bank is not None else None
         for r in results:
             c = stored.get(r["id"])
-            r["why"] = explain(c[0], c[1], q) if c is not None else []
+            r["why"] = bank.explain(c[0], c[1], q) if c is not None else []
+            r["level_score"] = float(bank.decorrelate(c[1] @ bank.text[c[0]]) @ qd) if c is not None \
+                else r["score"]
         return results
 
     def search(self, query: str, k: int = 20, threshold: float | None = None, offset: int = 0, *,

@@ -278,10 +278,15 @@ def calibrate(model, seed: int = 0, per_family: int = 200, log=print) -> dict:
     synth = model.encode_image(synthetic_images(96, model.config.image.image_size, seed))   # (96, d)
     Q_cls = np.concatenate([E[k] for k in cq])                                          # (n, d)
     c_cls = np.concatenate([c for _, c in cq.values()])                                 # (n,)
-    null_synth = (Q_cls @ synth.T).ravel()
-    measured: dict = {"null_synthetic": _q(null_synth, NULL_QUANTILES)}
+    bank = getattr(model, "concept_bank", None)
+    # text-space models: levels read decorrelated cosines (ConceptBank.decorrelate; index.search level_score)
+    dec = bank.decorrelate if bank is not None else (lambda x: x)
+    Qk, Vk = dec(Q_cls), (dec(V) if V is not None else None)
+    null_synth = (Qk @ dec(synth).T).ravel()
+    measured: dict = {"null_synthetic": _q(null_synth, NULL_QUANTILES),
+                      "score_space": "decorrelated" if bank is not None else "cosine"}
     if V is not None:
-        S = Q_cls @ V.T                                                                 # (n, K)
+        S = Qk @ Vk.T                                                                   # (n, K)
         rows = np.arange(len(c_cls))
         pos = S[rows, c_cls]
         other = np.ones_like(S, bool)
@@ -408,6 +413,8 @@ def evaluate(model, rel: Relevance, seed: int = 1) -> dict:
     """How the decision does on photos it never saw: the demo folder (captions.json + nonsense) and the
     package photos with real_photo_queries.json. Nothing here feeds back into the calibration."""
     out: dict = {"note": "evaluation only: computed after calibration, never used to choose anything"}
+    bank = getattr(model, "concept_bank", None)
+    dec = bank.decorrelate if bank is not None else (lambda x: x)
     non = nonsense_queries(seed + 1000, 40)                # a fresh seed: not the calibration strings
     wall = "".join(random.Random(seed).choice(_LETTERS + " ") for _ in range(2000))
     non_texts = [t for f in NONSENSE_FIT_FAMILIES for t in non[f]] + [
@@ -435,19 +442,20 @@ def evaluate(model, rel: Relevance, seed: int = 1) -> dict:
             texts = [t for k in keys for t in queries[k][lang]]
             tgt = np.array([i for i, k in enumerate(keys) for _ in queries[k][lang]])
             Q = model.encode_text(texts)
-            S = Q @ I.T
+            S = Q @ I.T                                              # ranking: raw cosines
+            L = dec(Q) @ dec(I).T                                    # levels: what index.search's level_score is
             ok = rel.query_has_match(Q)
-            top = S.max(1)
+            top = L[np.arange(len(tgt)), S.argmax(1)]
             has = ok & (rel.levels(top) >= 1)
             right = S.argmax(1) == tgt
             res[lang] = {"queries": len(texts), "gate_refused": round(float(1 - ok.mean()), 4),
                          "no_good_match": round(float(1 - has.mean()), 4),
                          "top1_correct": round(float(right.mean()), 4),
                          "top1_correct_and_matched": round(float((right & has).mean()), 4),
-                         "level_of_correct_photo": _counts(rel.levels(S[np.arange(len(tgt)), tgt]))}
-        S = Nq @ I.T
+                         "level_of_correct_photo": _counts(rel.levels(L[np.arange(len(tgt)), tgt]))}
+        S, L = Nq @ I.T, dec(Nq) @ dec(I).T
         ok = rel.query_has_match(Nq)
-        has = ok & (rel.levels(S.max(1)) >= 1)
+        has = ok & (rel.levels(L[np.arange(len(Nq)), S.argmax(1)]) >= 1)
         res["nonsense"] = {"queries": len(non_texts), "gate_refused": round(float(1 - ok.mean()), 4),
                            "no_good_match": round(float(1 - has.mean()), 4)}
         out[name] = res

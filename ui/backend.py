@@ -704,7 +704,8 @@ class Backend:
             return True
         try:
             qv = self.any_model().encode_text([str(query)])[0]          # (d,): 1-2 ms, the search already paid once
-            return bool(rel.query_has_match(qv)) and (rel.level(float(results[0]["score"])) or 0) >= 1
+            top = results[0].get("level_score", results[0]["score"])
+            return bool(rel.query_has_match(qv)) and (rel.level(float(top)) or 0) >= 1
         except Exception:
             return True
 
