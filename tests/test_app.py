@@ -177,8 +177,10 @@ def test_text_search_cat_first(server, query):
 
 @needs_model
 def test_search_json_and_k(server):
-    res = server.client.predict("a cat", 3, api_name="/search_json")
+    res = server.client.predict("a cat", 3, "all", api_name="/search_json")
     assert len(res) == 3 and res[0]["name"] == "cat_chelsea.jpg"
+    res = server.client.predict("a cat", 3, api_name="/search_json")          # "any": the one cat photo matches
+    assert [r["name"] for r in res] == ["cat_chelsea.jpg"] and res[0]["level"] == 3
     gallery, _, _ = server.client.predict("猫", 5, "all", api_name="/search")
     assert len(gallery) == 5
 
