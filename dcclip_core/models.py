@@ -238,6 +238,18 @@ def build_backbone(cfg: ImageConfig) -> nn.Module:
                      f"vit-micro/tiny/small, vit-L<depth>-H<heads>-P<patch>)")
 
 
+def concept_mix(p: torch.Tensor, text: torch.Tensor, group: torch.Tensor, top_k: int, group_weight: float,
+                group_min: float) -> torch.Tensor:
+    """Torch twin of ``dcclip_core.concepts.ConceptBank.weights`` + ``embed`` for class and group concepts:
+    class probabilities p [n, K], concept rows text [K+G, D], group [G, K] -> unit embeddings [n, D]."""
+    top, idx = p.topk(min(top_k, p.shape[1]), dim=-1)                         # [n, k]
+    w = torch.zeros_like(p).scatter(1, idx, top)                              # [n, K]
+    if group_weight > 0 and len(group):
+        g = p @ group.T                                                       # [n, G]
+        w = torch.cat([w, group_weight * torch.where(g >= group_min, g, torch.zeros_like(g))], 1)
+    return F.normalize(w @ text[: w.shape[1]], dim=-1)                        # [n, D]
+
+
 class ImageTower(nn.Module):
     """Backbone + frozen classifier + prototype projection into the joint space."""
 
@@ -278,12 +290,7 @@ class ImageTower(nn.Module):
         """Class distribution [n, K] -> joint embedding ([n, D+1] prototype space, [n, D] text space)."""
         if self.joint.space == "text":
             gw, gmin, k = self.mix
-            top, idx = p.topk(min(k, p.shape[1]), dim=-1)                     # [n, k]
-            w = torch.zeros_like(p).scatter(1, idx, top)                      # [n, K]
-            if gw > 0 and len(self.concept_group):
-                g = p @ self.concept_group.T                                  # [n, G]
-                w = torch.cat([w, gw * torch.where(g >= gmin, g, torch.zeros_like(g))], 1)
-            return F.normalize(w @ self.concept_text[: w.shape[1]], dim=-1)   # [n, D]
+            return concept_mix(p, self.concept_text, self.concept_group, k, gw, gmin)
         u = F.normalize(p @ self.protos, dim=-1)                             # [n, D]
         s = (p @ self.seen)[:, None] * self.joint.seen_eps                   # [n, 1]
         return F.normalize(torch.cat([u, s], dim=-1), dim=-1)

@@ -88,6 +88,16 @@ def run(args: argparse.Namespace) -> dict:
     return run_text_space(args, cfg) if cfg.joint.space == "text" else run_proto(args)
 
 
+def start_build(args) -> tuple[float, Path, Path, dict]:
+    """Threads, the work and output directories, the report: (start time, work, out, report)."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    work, out = Path(args.work), Path(args.out)
+    work.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    return time.time(), work, out, {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "arch": args.arch}
+
+
 def stage1_student(args, cfg: ModelConfig, work: Path, report: dict):
     """Steps 1-4: (DualEncoder with a distilled text student, path of its tokenizer.json)."""
     from dcclip_core.models import DualEncoder, load_torch_model
@@ -145,13 +155,7 @@ def run_text_space(args: argparse.Namespace, cfg: ModelConfig) -> dict:
     from dcclip_core.models import backbone_package_weights
     from training import concept_bank, corpus
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    t_start = time.time()
-    work, out = Path(args.work), Path(args.out)
-    work.mkdir(parents=True, exist_ok=True)
-    out.mkdir(parents=True, exist_ok=True)
-    report: dict = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "arch": args.arch}
+    t_start, work, out, report = start_build(args)
     model, tok_path = stage1_student(args, cfg, work, report)
 
     log("5/7 image tower (EfficientNet-Lite0 + its ImageNet classifier)")
@@ -204,8 +208,16 @@ def run_text_space(args: argparse.Namespace, cfg: ModelConfig) -> dict:
                                             colours=MIX["colour_weight"] > 0 or args.all_concepts,
                                             attributes=MIX["attribute_weight"] > 0 or args.all_concepts)
     arrays["group"] = G
-    runtime = dcclip_core.Model(out)
-    arrays["text"] = concept_bank.embed_concepts(concepts, runtime.encode_text)
+    if args.skip_export:                  # no ONNX yet: the torch twin of the text tower embeds the bank
+        from dcclip_core.tokenizer import Tokenizer
+        from training.students import encode_pooled
+        tok = Tokenizer.from_file(out / "tokenizer.json", max_len=cfg.text.max_len, normalize=cfg.text.normalize)
+
+        def encode(texts):
+            return torch.nn.functional.normalize(encode_pooled(model.text, tok, list(texts)), dim=-1).numpy()
+    else:
+        encode = dcclip_core.Model(out).encode_text
+    arrays["text"] = concept_bank.embed_concepts(concepts, encode)
     concept_bank.save_bank(out, concepts, arrays, Mix(**MIX),
                            {"sources": {"imagenet-1k": "efficientnet-lite0 classifier, names EN/ZH",
                                         "wordnet": "assets/data/concept_groups.json",
@@ -225,67 +237,26 @@ def run_proto(args: argparse.Namespace) -> dict:
     """The v1 prototype-space model (steps in the module docstring)."""
     from safetensors.torch import save_file
 
-    from dcclip_core.models import DualEncoder, backbone_package_weights
+    from dcclip_core.models import backbone_package_weights
     from dcclip_core.tokenizer import Tokenizer
     from training import corpus
     from training.align import AlignConfig, build_targets, choose_gamma, train_alignment
-    from training.data import FeatureCache, cache_key
-    from training.distill import DistillSettings, distill_text, init_text_student_from_teacher
     from training.students import encode_pooled
     from training.teachers.e5 import load_e5_teacher
-    from training.vocab import build_pruned_tokenizer
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    t_start = time.time()
-    work, out = Path(args.work), Path(args.out)
-    work.mkdir(parents=True, exist_ok=True)
-    out.mkdir(parents=True, exist_ok=True)
-    report: dict = {"started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    t_start, work, out, report = start_build(args)
 
-    # 1. data ------------------------------------------------------------------------------------------
-    log("1/7 corpus")
+    # 1-4. data, teacher, vocabulary, stage 1 (shared with the text-space build) -------------------------
     table = corpus.load_imagenet_table()
-    texts = corpus.distillation_texts(seed=0, limit=args.texts)
     items = corpus.alignment_items("seen")
     corpus.check_no_leak(items, table)
     seen_classes = np.array([c["index"] for c in table if not c["held_out"]])
-    report["data"] = {"distill_texts": len(texts), "align_items": len(items), "seen_classes": len(seen_classes)}
-    log(f"   {len(texts)} distillation texts, {len(items)} alignment items, {len(seen_classes)} seen classes")
-
-    # 2-3. teacher + vocabulary -------------------------------------------------------------------------
-    log("2/7 e5 teacher")
-    teacher = load_e5_teacher()
+    report["data"] = {"align_items": len(items), "seen_classes": len(seen_classes)}
     cfg: ModelConfig = architecture(args.arch)
-    tok_path = work / "tokenizer.json"
-    kept_path = work / "kept_ids.npy"
-    if not (tok_path.is_file() and kept_path.is_file()):
-        log("3/7 pruned vocabulary")
-        kept = build_pruned_tokenizer(teacher, list(texts) + [it["text"] for it in items], args.vocab, tok_path)
-        np.save(kept_path, kept)
-    kept = np.load(kept_path)
-    cfg.text.vocab_size = int(len(kept))
+    model, tok_path = stage1_student(args, cfg, work, report)
+    teacher = load_e5_teacher()
     tokenizer = Tokenizer.from_file(tok_path, max_len=cfg.text.max_len, normalize=cfg.text.normalize)
-    report["vocab_size"] = int(len(kept))
-
-    # 4. stage 1 ---------------------------------------------------------------------------------------
-    log("4/7 stage 1: teacher features + distillation")
-    model = DualEncoder(cfg)
-    init_text_student_from_teacher(model.text, teacher.weights(), kept, cfg.text.teacher_layers)
-    hidden_layers = [t + 1 for t in cfg.text.teacher_layers]          # hidden[0] = embedding output
-
-    def teacher_features(idx):
-        final, hidden = teacher.encode([texts[i] for i in idx], return_hidden=True)
-        return {"final": final, **{f"layer{k}": hidden[:, k] for k in hidden_layers}}
-    cache = FeatureCache.build(work / "teacher_cache", len(texts), teacher_features,
-                               cache_key("e5", hidden_layers, cache_key(texts)), chunk=2048)
-    rng = np.random.default_rng(0)
-    val_idx = np.sort(rng.choice(len(texts), size=min(2000, len(texts) // 10), replace=False))
-    s1 = DistillSettings(**STAGE1, epochs=args.epochs,
-                         layers=[[i + 1, k] for i, k in enumerate(hidden_layers)])    # student layer i+1 <- k
-    stage1 = distill_text(model.text, tokenizer, texts, cache, s1, out_dir=work / "stage1", val_idx=val_idx)
-    report["stage1"] = stage1
-    log(f"   stage 1 done: {stage1}")
+    report["vocab_size"] = int(cfg.text.vocab_size)
 
     # 5. image tower -----------------------------------------------------------------------------------
     log("5/7 image tower + prototypes")

@@ -51,13 +51,9 @@ class TorchImageHead(nn.Module):
     def forward(self, feat: torch.Tensor) -> torch.Tensor:
         p = ((feat @ self.W.T + self.b) / self.T).softmax(-1)                 # [n, K]
         if self.text_space:
+            from dcclip_core.models import concept_mix
             k, gw, gmin = self.mix
-            top, idx = p.topk(min(k, p.shape[1]), dim=-1)                     # [n, k]
-            w = torch.zeros_like(p).scatter(1, idx, top)                      # [n, K]
-            if gw > 0 and len(self.G):
-                g = p @ self.G.T                                              # [n, G]
-                w = torch.cat([w, gw * torch.where(g >= gmin, g, torch.zeros_like(g))], 1)
-            return F.normalize(w @ self.C[: w.shape[1]], dim=-1)              # [n, D]
+            return concept_mix(p, self.C, self.G, k, gw, gmin)                # [n, D]
         u = F.normalize(p @ self.P, dim=-1)                                   # [n, D]
         s = (p @ self.seen)[:, None] * self.eps                               # [n, 1]
         return F.normalize(torch.cat([u, s], -1), dim=-1)
