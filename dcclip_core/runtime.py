@@ -199,6 +199,13 @@ class Model:
         out = (emb,) + ((feats,) if return_features else ()) + ((weights,) if return_concepts else ())
         return out if len(out) > 1 else emb
 
+    def photo_colours(self, pixels: np.ndarray) -> np.ndarray | None:
+        """Preprocessed (n, 3, S, S) -> (n, c) colour shares for the query-aware colour term, or None (no bank or
+        no colour boost)."""
+        bank = self.concept_bank
+        c = self.config.image
+        return bank.photo_colours(pixels, c.mean, c.std) if bank is not None else None
+
     def explain(self, ids, weights, query: np.ndarray, top: int = 3) -> list[dict]:
         """Why a photo matches a query: its stored concept (ids, weights) and the query's unit vector (d,) ->
         the ``top`` concepts by share of the score (``ConceptBank.explain``); [] for prototype-space models."""

@@ -128,19 +128,24 @@ def blob_to_vec(b: bytes) -> np.ndarray:
     return np.frombuffer(b, dtype="<f4")
 
 
-def concepts_to_blob(ids: np.ndarray, weights: np.ndarray) -> bytes:
-    """m concept ids (uint32) then their m weights (float32), little-endian."""
+def concepts_to_blob(ids: np.ndarray, weights: np.ndarray, colours: np.ndarray | None = None) -> bytes:
+    """m (uint32), m concept ids (uint32), their m weights (float32), then the photo's colour shares (float32,
+    text-space models with a colour boost; none otherwise), little-endian."""
     ids = np.ascontiguousarray(ids, dtype="<u4")
     w = np.ascontiguousarray(weights, dtype="<f4")
     if ids.shape != w.shape or ids.ndim != 1:
         raise ValueError(f"concept ids {ids.shape} and weights {w.shape} must be two (m,) arrays")
-    return ids.tobytes() + w.tobytes()
+    tail = b"" if colours is None else np.ascontiguousarray(colours, dtype="<f4").tobytes()
+    return np.uint32(len(ids)).astype("<u4").tobytes() + ids.tobytes() + w.tobytes() + tail
 
 
-def blob_to_concepts(b: bytes) -> tuple[np.ndarray, np.ndarray]:
-    m = len(b) // 8
-    return (np.frombuffer(b[:4 * m], dtype="<u4").astype(np.int64),
-            np.frombuffer(b[4 * m:8 * m], dtype="<f4").astype(np.float32))
+def blob_to_concepts(b: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """-> (concept ids int64 (m,), weights float32 (m,), colour shares float32 (c,) or None)."""
+    m = int(np.frombuffer(b[:4], dtype="<u4")[0])
+    ids = np.frombuffer(b[4:4 + 4 * m], dtype="<u4").astype(np.int64)
+    w = np.frombuffer(b[4 + 4 * m:4 + 8 * m], dtype="<f4").astype(np.float32)
+    rest = b[4 + 8 * m:]
+    return ids, w, (np.frombuffer(rest, dtype="<f4").astype(np.float32) if rest else None)
 
 
 def _iso(value) -> str:
@@ -502,8 +507,8 @@ class PhotoDB:
 
     # ---- vectors --------------------------------------------------------------------------------------
     def put_vector(self, image_id: int, vec: np.ndarray, gen: int,
-                   concepts: tuple[np.ndarray, np.ndarray] | None = None) -> None:
-        """Store a photo's vector (and, for text-space models, its concept (ids, weights))."""
+                   concepts: tuple | None = None) -> None:
+        """Store a photo's vector (and, for text-space models, its concept (ids, weights[, colour shares]))."""
         with self.transaction():
             self.conn.execute("INSERT INTO vectors(image_id, vec, gen, concepts) VALUES (?, ?, ?, ?) "
                               "ON CONFLICT(image_id) DO UPDATE SET vec=excluded.vec, gen=excluded.gen, "
@@ -511,10 +516,11 @@ class PhotoDB:
                               (int(image_id), vec_to_blob(vec), int(gen),
                                None if concepts is None else concepts_to_blob(*concepts)))
 
-    def concepts_of(self, image_ids) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-        """image id -> (concept ids int64 (m,), weights float32 (m,)) for the photos that have them."""
+    def concepts_of(self, image_ids) -> dict[int, tuple]:
+        """image id -> (concept ids int64 (m,), weights float32 (m,), colour shares (c,) or None) for the photos
+        that have them."""
         ids = [int(i) for i in image_ids]
-        out: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        out: dict[int, tuple] = {}
         for i in range(0, len(ids), 500):
             chunk = ids[i:i + 500]
             rows = self.execute(f"SELECT image_id, concepts FROM vectors WHERE concepts IS NOT NULL AND image_id IN "

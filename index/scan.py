@@ -170,7 +170,9 @@ def _encode(model: PixelEncoder, px: np.ndarray) -> list[tuple[np.ndarray, tuple
         return [(e, None, None) for e in embs]
     from dcclip_core.concepts import sparse
     embs, weights = model.encode_pixels(px, return_concepts=True)                          # (n, d), (n, C)
-    return [(np.asarray(e, np.float32), sparse(w), None) for e, w in zip(embs, weights)]
+    colours = model.photo_colours(px)                                                      # (n, c) or None
+    return [(np.asarray(e, np.float32), (*sparse(w), None if colours is None else colours[i]), None)
+            for i, (e, w) in enumerate(zip(embs, weights))]
 
 
 # ---- helpers ----------------------------------------------------------------------------------------------

@@ -24,6 +24,8 @@ from . import duplicates as D
 from . import vectors
 
 
+RERANK = 200       # candidates (best by cosine) a query-aware colour term may re-order (text-space models)
+
 class Searcher:
     def __init__(self, db_path, model: Encoder | None = None, save_faiss: bool = True):
         self.db_path = Path(db_path).expanduser().absolute()
@@ -96,26 +98,52 @@ class Searcher:
             if folder:
                 folder = str(Path(folder).expanduser().resolve())
             allowed = self.db.ids_matching(self._hash, folder=folder, date_from=date_from, date_to=date_to)
-        scores, ids = vi.search(np.asarray(q, np.float32).reshape(1, -1), want, ids=allowed)
+        bank = getattr(self.model, "concept_bank", None)
+        boost = bank is not None and bank.has_colour_boost
+        scores, ids = vi.search(np.asarray(q, np.float32).reshape(1, -1), max(want, RERANK) if boost else want,
+                                ids=allowed)
         hits = [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0 and int(i) not in exclude]
+        stored = self.db.concepts_of([i for i, _ in hits]) if bank is not None and hits else {}
+        hits, terms = self._colour_rescored(hits, q, stored)
         if threshold is not None:
             hits = [h for h in hits if h[1] >= float(threshold)]
         hits = hits[offset:offset + k]
-        return self._explained(_as_results(hits, self.db.rows_by_ids([i for i, _ in hits])), q)
+        return self._explained(_as_results(hits, self.db.rows_by_ids([i for i, _ in hits])), q, stored, terms)
 
-    def _explained(self, results: list[dict], q: np.ndarray) -> list[dict]:
-        """Each result gains ``why``: the top 3 concepts by share of its score, [{"concept", "en", "zh",
-        "share"}] (dcclip_core.concepts; [] for a model without a concept bank or a photo embedded before), and
-        ``level_score``: the score relevance levels read — for a text-space model the decorrelated cosine
-        (``ConceptBank.decorrelate``: comparable across queries), else the score itself."""
+    def _colour_rescored(self, hits: list[tuple[int, float]], q: np.ndarray, stored: dict):
+        """A text-space model with a colour boost adds each candidate's query-aware colour term to its cosine
+        (``ConceptBank.colour_terms``; the candidates are the ``RERANK`` best by cosine) and re-sorts. Returns
+        (hits, {id: (c,) colour terms})."""
         bank = getattr(self.model, "concept_bank", None)
-        stored = self.db.concepts_of([r["id"] for r in results]) if bank is not None and results else {}
+        have = [i for i, _ in hits if i in stored and stored[i][2] is not None]
+        if bank is None or not bank.has_colour_boost or not have:
+            return hits, {}
+        T = bank.colour_terms(q, np.stack([stored[i][2] for i in have]))[0]                 # (p, c)
+        terms = {i: T[j] for j, i in enumerate(have)}
+        hits = [(i, s + float(terms[i].sum()) if i in terms else s) for i, s in hits]
+        return sorted(hits, key=lambda h: -h[1]), terms
+
+    def _explained(self, results: list[dict], q: np.ndarray, stored: dict | None = None,
+                   terms: dict | None = None) -> list[dict]:
+        """Each result gains ``why``: the top 3 concepts by share of its score, [{"concept", "en", "zh",
+        "share"}] (dcclip_core.concepts; the colours a query names count too, with their colour term; [] for a
+        model without a concept bank or a photo embedded before), and ``level_score``: the score relevance
+        levels read — for a text-space model the decorrelated cosine (``ConceptBank.decorrelate``: comparable
+        across queries), else the score itself."""
+        bank = getattr(self.model, "concept_bank", None)
+        if stored is None:
+            stored = self.db.concepts_of([r["id"] for r in results]) if bank is not None and results else {}
+        terms = terms or {}
         qd = bank.decorrelate(q) if bank is not None else None
         for r in results:
             c = stored.get(r["id"])
-            r["why"] = bank.explain(c[0], c[1], q) if c is not None else []
-            r["level_score"] = float(bank.decorrelate(c[1] @ bank.text[c[0]]) @ qd) if c is not None \
-                else r["score"]
+            if c is None:
+                r["why"], r["level_score"] = [], r["score"]
+                continue
+            colours = bank.colour_why(terms[r["id"]])[:1] if r["id"] in terms else []
+            why = bank.explain(c[0], c[1], q, top=3 - len(colours)) + colours     # a named colour always shows
+            r["why"] = why
+            r["level_score"] = float(bank.decorrelate(c[1] @ bank.text[c[0]]) @ qd)
         return results
 
     def search(self, query: str, k: int = 20, threshold: float | None = None, offset: int = 0, *,
@@ -141,11 +169,19 @@ class Searcher:
         if k == 0:
             return [[] for _ in queries]
         with self._lock:
-            scores, ids = self._ensure().search(Q, k)                                # (n, k') each
+            bank = getattr(self.model, "concept_bank", None)
+            wide = max(k, RERANK) if bank is not None and bank.has_colour_boost else k   # colour re-ranking
+            scores, ids = self._ensure().search(Q, wide)                             # (n, k') each
         hits = [[(int(i), float(sc)) for i, sc in zip(ids[b], scores[b])
                  if i >= 0 and (threshold is None or float(sc) >= float(threshold))] for b in range(len(queries))]
-        rows = self.db.rows_by_ids(sorted({i for h in hits for i, _ in h}))
-        return [self._explained(_as_results(h, rows), Q[b]) for b, h in enumerate(hits)]
+        bank = getattr(self.model, "concept_bank", None)
+        stored = self.db.concepts_of(sorted({i for h in hits for i, _ in h})) if bank is not None else {}
+        out = []
+        for b, h in enumerate(hits):
+            h, terms = self._colour_rescored(h, Q[b], stored)
+            out.append((h[:k], terms))
+        rows = self.db.rows_by_ids(sorted({i for h, _ in out for i, _ in h}))
+        return [self._explained(_as_results(h, rows), Q[b], stored, terms) for b, (h, terms) in enumerate(out)]
 
     def search_image(self, image, k: int = 20, threshold: float | None = None, offset: int = 0, *,
                      folder=None, date_from=None, date_to=None) -> list[dict]:

@@ -149,3 +149,39 @@ def test_cli_search_json_explains_every_result(tmp_path):
             why = res["why"]
             assert 1 <= len(why) <= 3 and all(set(x) == {"concept", "en", "zh", "share"} for x in why)
             assert sum(x["share"] for x in why) <= res["score"] + 1e-4
+
+
+def test_colour_term_only_for_queries_that_name_a_colour(model):
+    bank = model.concept_bank
+    assert bank.has_colour_boost
+    red = np.zeros((1, len(bank._colour_names)), np.float32)
+    red[0, bank._colour_names.index("red")] = 1.0
+    blue = np.zeros_like(red)
+    blue[0, bank._colour_names.index("blue")] = 1.0
+    shares = np.concatenate([red, blue])                                         # (2 photos, c)
+    q = model.encode_text(["红色的花", "a red car", "blue sky", "一只猫", "a cup of coffee"])
+    T = bank.colour_terms(q, shares).sum(-1)                                     # (5, 2)
+    assert T[0, 0] > 0 and T[0, 1] == 0 and T[1, 0] > 0 and T[1, 1] == 0
+    assert T[2, 1] > 0 and T[2, 0] == 0
+    assert (T[3:] == 0).all()                                                    # no colour named, nothing added
+
+
+def test_search_adds_the_colour_term_and_explains_it(tmp_path):
+    """Generated red and blue pictures of the same shape: "red" ranks the red one first and says so."""
+    from index.indexer import build_index
+    from index.search import Searcher
+    from PIL import ImageDraw
+    root = tmp_path / "photos"
+    root.mkdir()
+    for name, colour in (("red.png", (200, 30, 30)), ("blue.png", (30, 60, 200))):
+        im = Image.new("RGB", (224, 224), colour)
+        ImageDraw.Draw(im).ellipse((60, 60, 160, 160), fill=(240, 240, 240))
+        im.save(root / name)
+    db = tmp_path / "d.db"
+    build_index(root, db)
+    with Searcher(db) as s:
+        for q, first in (("红色", "red.png"), ("something blue", "blue.png")):
+            res = s.search(q, k=2)
+            assert Path(res[0]["path"]).name == first, (q, [(Path(r["path"]).name, r["score"]) for r in res])
+            assert any(w["concept"].startswith("colour:") for w in res[0]["why"]), res[0]["why"]
+            assert all(0 < w["share"] <= res[0]["score"] for w in res[0]["why"])

@@ -85,7 +85,8 @@ def proto_scores(q: np.ndarray, P: np.ndarray, held: np.ndarray) -> dict:
             "held_top1_among_held": float(among)}
 
 
-def real_photo_recall(img_emb: np.ndarray, keys: list[str], queries: list[dict], encode, lang: str) -> dict:
+def real_photo_recall(img_emb: np.ndarray, keys: list[str], queries: list[dict], encode, lang: str,
+                      colours: np.ndarray | None = None, bank=None) -> dict:
     qs, target = [], []
     for q in queries:
         if q["photo"] in keys:
@@ -94,7 +95,10 @@ def real_photo_recall(img_emb: np.ndarray, keys: list[str], queries: list[dict],
                 target.append(keys.index(q["photo"]))
     if not qs:
         return {"n": 0}
-    S = encode(qs) @ img_emb.T
+    Q = encode(qs)
+    S = Q @ img_emb.T
+    if colours is not None and bank is not None and bank.has_colour_boost:                 # as index.search ranks
+        S = S + bank.colour_terms(Q, colours).sum(-1)
     rank = np.argsort(-S, axis=1)
     t = np.array(target)
     pos = np.array([np.where(rank[i] == t[i])[0][0] for i in range(len(t))])
@@ -234,18 +238,23 @@ def heldout_section(model, prev, base, pkg: dict | None, old: dict, notes: list[
                           "hash": model.hash}
     res["systems"] = {k: systems[k] for k in ("baseline", "previous", "current") if k in systems}
 
+    bank = getattr(model, "concept_bank", None)
+    cur_colours = model.photo_colours(cur_px) if hasattr(model, "photo_colours") and present else None
     for key, (V, enc) in vectors.items():
         if present:
-            res["retrieval"][key] = H.retrieval_metrics(V, present, enc, conv)
-            res["splits"][key] = H.split_metrics(V, present, enc, conv)
+            col = dict(colours=cur_colours, bank=bank) if key == "current" else {}   # as index.search ranks
+            res["retrieval"][key] = H.retrieval_metrics(V, present, enc, conv, **col)
+            res["splits"][key] = H.split_metrics(V, present, enc, conv, **col)
             res["zeroshot"][key] = H.zeroshot_categories(V, present, enc, conv=conv,
                                                          bank=getattr(model, "concept_bank", None) if key == "current"
                                                          else None)
     if pkg:
         res["package_photos"]["n_photos"] = len(pkg["keys"])
         for key, (V, enc) in pkg_vectors.items():
+            col = dict(colours=model.photo_colours(pkg["px"]) if hasattr(model, "photo_colours") else None,
+                       bank=bank) if key == "current" else {}
             res["package_photos"][key] = {lang: {k: v for k, v in real_photo_recall(V, pkg["keys"], pkg["queries"],
-                                                                                      enc, lang).items()
+                                                                                      enc, lang, **col).items()
                                                  if k != "misses@5"} for lang in ("en", "zh", "zh_hant")}
     elif prev is None and old.get("heldout_previous", {}).get("package_photos"):
         res["package_photos"].pop("previous", None)             # nothing to set it beside

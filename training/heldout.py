@@ -68,8 +68,11 @@ def evaluate_heldout(model, items: list[dict] | None = None, split: str | None =
                  "languages": {}, "categories": {}}
     if not present:
         return out
-    img = np.asarray(model.encode_image([it["path"] for it in present]), np.float32)
-    out.update(retrieval_metrics(img, present, model.encode_text))
+    px = np.stack([model.preprocess(it["path"]) for it in present])                    # (n, 3, S, S)
+    img = np.asarray(model.encode_pixels(px), np.float32)
+    colours = model.photo_colours(px) if hasattr(model, "photo_colours") else None      # (n, c) or None
+    out.update(retrieval_metrics(img, present, model.encode_text, colours=colours,
+                                 bank=getattr(model, "concept_bank", None)))
     return out
 
 
@@ -78,8 +81,11 @@ def _converter():
     return opencc.OpenCC("s2twp")
 
 
-def retrieval_metrics(img: np.ndarray, items: list[dict], encode_text, conv=None, langs=LANGS) -> dict:
+def retrieval_metrics(img: np.ndarray, items: list[dict], encode_text, conv=None, langs=LANGS,
+                      colours: np.ndarray | None = None, bank=None) -> dict:
     """Text -> photo retrieval with precomputed photo vectors: img (n, d), row j = items[j] (all installed).
+    With ``colours`` (n, c) and a ``bank`` whose mix has a colour boost, each score gains the query-aware colour
+    term, as index.search ranks (``ConceptBank.colour_terms``).
 
     Each query of each item is ranked among all n photos (rank = photos scoring strictly higher than its own).
     Returns {"languages": {lang: scores}, "categories": {cat: {lang: scores}}}; scores = n, recall@1/5/10, mrr.
@@ -103,6 +109,8 @@ def retrieval_metrics(img: np.ndarray, items: list[dict], encode_text, conv=None
             continue
         txt = np.asarray(encode_text(texts), np.float32)
         S = txt @ img.T
+        if colours is not None and bank is not None and bank.has_colour_boost:
+            S = S + bank.colour_terms(txt, colours).sum(-1)                              # (q, n)
         t = np.array(target)
         # rank of the target photo = number of photos scoring strictly higher
         pos = (S > S[np.arange(len(t)), t][:, None]).sum(1)
@@ -159,13 +167,15 @@ def installed(items: list[dict]) -> tuple[list[dict], list[str]]:
     return present, [it["id"] for it in items if not os.path.isfile(it["path"])]
 
 
-def split_metrics(img: np.ndarray, items: list[dict], encode_text, conv=None, langs=LANGS) -> dict:
+def split_metrics(img: np.ndarray, items: list[dict], encode_text, conv=None, langs=LANGS,
+                  colours: np.ndarray | None = None, bank=None) -> dict:
     """{split: {lang: scores}}: retrieval within each split's photos alone (as ``evaluate_heldout(split=...)``)."""
     out = {}
     for sp in SPLITS:
         idx = [j for j, it in enumerate(items) if _split_of(it) == sp]
         if idx:
-            m = retrieval_metrics(np.asarray(img)[idx], [items[j] for j in idx], encode_text, conv, langs)
+            m = retrieval_metrics(np.asarray(img)[idx], [items[j] for j in idx], encode_text, conv, langs,
+                                  colours=None if colours is None else np.asarray(colours)[idx], bank=bank)
             out[sp] = dict(m["languages"], n_photos=len(idx))
     return out
 

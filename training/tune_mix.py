@@ -21,11 +21,15 @@ GRID = [
     {"head_weight": 0.1}, {"head_weight": 0.3}, {"head_weight": 1.0},
     {"colour_weight": 0.02}, {"colour_weight": 0.05}, {"colour_weight": 0.15},
     {"attribute_weight": 0.05}, {"attribute_weight": 0.2},
+    {"colour_boost": 0.0}, {"colour_boost": 0.03}, {"colour_boost": 0.3},
+    {"colour_affinity": 0.2}, {"colour_affinity": 0.5},
 ]
 
 
-def recall_at(model, V: np.ndarray, items: list[dict], idx: np.ndarray, k: int = 5) -> dict:
-    """Recall@k per language of the queries of items[idx] ranked among all photos' vectors V."""
+def recall_at(model, V: np.ndarray, items: list[dict], idx: np.ndarray, k: int = 5,
+              colours: np.ndarray | None = None) -> dict:
+    """Recall@k per language of the queries of items[idx] ranked among all photos' vectors V (+ the query-aware
+    colour term when the bank has a colour boost and ``colours`` (n, c) are given)."""
     out = {}
     for lang in ("en", "zh"):
         texts, target = [], []
@@ -35,6 +39,9 @@ def recall_at(model, V: np.ndarray, items: list[dict], idx: np.ndarray, k: int =
                 target.append(j)
         q = model.encode_text(texts)
         S = q @ V.T
+        bank = model.concept_bank
+        if colours is not None and bank.has_colour_boost:
+            S = S + bank.colour_terms(q, colours).sum(-1)
         t = np.asarray(target)
         pos = (S > S[np.arange(len(t)), t][:, None]).sum(1)
         out[lang] = round(float((pos < k).mean()), 3)
@@ -58,8 +65,9 @@ def run_grid(model, grid=GRID) -> list[dict]:
         for change in grid:
             bank.mix = dataclasses.replace(base, **change)
             V = bank.embed(bank.weights(feats, px, c.mean, c.std))
-            rows.append({"change": change or "shipped mix", "dev": recall_at(model, V, items, dev),
-                         "test": recall_at(model, V, items, test)})
+            col = bank.photo_colours(px, c.mean, c.std)
+            rows.append({"change": change or "shipped mix", "dev": recall_at(model, V, items, dev, colours=col),
+                         "test": recall_at(model, V, items, test, colours=col)})
     finally:
         bank.mix = base
     return rows

@@ -521,7 +521,7 @@ class Backend:
             return cols[:top], weights[:top]
         from index import PhotoDB
         with PhotoDB(self.db_path, create=False) as db:
-            ids, w = db.concepts_of([int(photo_id)]).get(int(photo_id), ((), ()))
+            ids, w, _ = db.concepts_of([int(photo_id)]).get(int(photo_id), ((), (), None))
         return [int(i) for i in ids[:top]], [float(x) for x in w[:top]]
 
     def why_heatmap(self, photo_id: int, lang: str = "en", concepts=None, max_side: int = 640, top: int = 3):
