@@ -58,6 +58,7 @@ class ImageEncoder:
     size: int
     mean: list
     std: list
+    head: object = None         # ours, text space: the concept bank's numpy head after the graph (part of the cost)
 
 
 @dataclass
@@ -123,8 +124,12 @@ def find_ours(name: str, build_dir: Path | None, log) -> Ours:
         order = {"fp32": 0, "int8": 1}
         return {k: v for k, v in sorted(out.items(), key=lambda kv: order.get(kv[0], 2)) if v.is_file()}
 
+    head = None
+    if (d / "concepts.json").is_file():
+        from dcclip_core.concepts import ConceptBank
+        head = ConceptBank.load(d)
     for prec, p in variants("image_onnx").items():
-        ours.images.append(ImageEncoder("ours", prec, p, "pixels", size, mean, std))
+        ours.images.append(ImageEncoder("ours", prec, p, "pixels", size, mean, std, head))
     try:
         from dcclip_core.runtime import Model
     except Exception as e:                                   # tokenizer/preprocess not importable yet
@@ -166,7 +171,13 @@ def bench_images(encoders: list[ImageEncoder], photos: list[Path], threads: int,
                 decode_ips[key] = len(photos) / median(timed(run, repeats, warmup=0))
             batches = pixels_cache[key]
             sess = make_session(enc.path, threads)
-            feed = lambda px: sess.run(None, {enc.input: px})
+            if enc.head is None:
+                feed = lambda px: sess.run(None, {enc.input: px})
+            else:                   # what Model.encode_pixels + photo_colours do for the index
+                def feed(px, bank=enc.head, sess=sess, enc=enc):
+                    f, logits = sess.run(["features", "logits"], {enc.input: px})
+                    return (bank.embed(bank.weights(f, px, enc.mean, enc.std, logits=logits)),
+                            bank.photo_colours(px, enc.mean, enc.std))
             t_enc = median(timed(lambda: [feed(b) for b in batches], repeats))
             t_e2e = median(timed(lambda: [feed(b) for b in _decode_batches(photos, enc, pool, load_image,
                                                                            to_pixels)], repeats, warmup=0))

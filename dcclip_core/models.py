@@ -301,10 +301,11 @@ class ImageTower(nn.Module):
         return self.embed_probs(self.probs(feats)), feats
 
     def features_and_map(self, pixels: torch.Tensor):
-        """pixels [n,3,S,S] -> (pooled features [n, F], feature map [n, F, h, w]) (what a text-space model's image
-        ONNX returns; the concept mix runs in numpy, ``dcclip_core.concepts``)."""
+        """pixels [n,3,S,S] -> (pooled features [n, F], feature map [n, F, h, w], classifier logits [n, K]) (what a
+        text-space model's image ONNX returns; the concept mix runs in numpy, ``dcclip_core.concepts``)."""
         fmap = self.backbone.feature_maps(pixels)                           # [n, F, h, w]
-        return fmap.mean((2, 3)), fmap
+        feats = fmap.mean((2, 3))                                           # [n, F]
+        return feats, fmap, self.classifier(feats)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -189,9 +189,13 @@ class Model:
         sess = self._session("image_onnx")
         weights = None
         if self.config.joint.space == "text":
-            (feats,) = sess.run(["features"], {"pixels": pixels})                 # (n, F)
+            names = [o.name for o in sess.get_outputs()]
+            if "logits" in names:                                                  # the classifier in the graph
+                feats, logits = sess.run(["features", "logits"], {"pixels": pixels})   # (n, F), (n, K)
+            else:
+                (feats,), logits = sess.run(["features"], {"pixels": pixels}), None
             c = self.config.image
-            weights = self.concept_bank.weights(feats, pixels, c.mean, c.std)      # (n, C)
+            weights = self.concept_bank.weights(feats, pixels, c.mean, c.std, logits=logits)   # (n, C)
             emb = self.concept_bank.embed(weights)                                 # (n, d)
         else:
             emb, feats = sess.run(["embedding", "features"], {"pixels": pixels})

@@ -46,8 +46,8 @@ class _ImageWrap(torch.nn.Module):
 
 
 class _FeatureWrap(torch.nn.Module):
-    """Text-space models: pixels -> (pooled features [n, F], feature map [n, F, h, w]); the concept mix runs in
-    numpy (dcclip_core.concepts), so the bank stays data."""
+    """Text-space models: pixels -> (pooled features [n, F], feature map [n, F, h, w], ImageNet logits [n, K]); the
+    concept mix after the logits runs in numpy (dcclip_core.concepts), so the bank stays data."""
 
     def __init__(self, image):
         super().__init__()
@@ -125,14 +125,15 @@ def export_model(model_dir: str | Path, work: str | Path, threads: int = 2) -> d
     text_space = cfg.joint.space == "text"
     with torch.no_grad():
         if text_space:                  # the "embedding" checked here is the pooled features the mix starts from
-            ref_e, ref_f = (t.numpy() for t in model.image.features_and_map(torch.from_numpy(px)))
+            ref_e, ref_f, ref_l = (t.numpy() for t in model.image.features_and_map(torch.from_numpy(px)))
         else:
             ref_e, ref_f = (t.numpy() for t in model.image(torch.from_numpy(px)))
     i32, i8 = work / "image.fp32.onnx", work / "image.int8.onnx"
     if text_space:
         ex.export_onnx(_FeatureWrap(model.image), (torch.from_numpy(px[:2]),), i32, input_names=["pixels"],
-                       output_names=["features", "feature_map"],
-                       dynamic_axes={"pixels": {0: "batch"}, "features": {0: "batch"}, "feature_map": {0: "batch"}})
+                       output_names=["features", "feature_map", "logits"],
+                       dynamic_axes={"pixels": {0: "batch"}, "features": {0: "batch"}, "feature_map": {0: "batch"},
+                                     "logits": {0: "batch"}})
     else:
         ex.export_onnx(_ImageWrap(model.image), (torch.from_numpy(px[:2]),), i32, input_names=["pixels"],
                        output_names=["embedding", "features"],
@@ -140,13 +141,15 @@ def export_model(model_dir: str | Path, work: str | Path, threads: int = 2) -> d
     calib_paths = ex.calibration_images(n=32, size=S)
     calib = [{"pixels": to_pixels(load_image(p, target_size=S), S, mean, std)[None]} for p in calib_paths]
     # percentile calibration: on the real photos it kept min cosine 0.90 where MinMax gave 0.84
-    ex.quantize_static_int8(i32, i8, calib, method="percentile")
+    ex.quantize_static_int8(i32, i8, calib, method="percentile", keep_fp32_outputs=("logits",) if text_space else ())
     feeds_i = {"pixels": px}
     out_e, out_f = ("features", "feature_map") if text_space else ("embedding", "features")
     report["image_parity_fp32"] = ex.check_parity(ref_e, i32, feeds_i, out_e, min_cos=0.99)
     report["image_parity_fp32_features"] = ex.check_parity(ref_f, i32, feeds_i, out_f, min_cos=0.99)
     report["image_parity_int8"] = ex.parity(ref_e, i8, feeds_i, out_e)
     report["image_parity_int8_features"] = ex.parity(ref_f, i8, feeds_i, out_f)
+    if text_space:
+        report["image_parity_int8_logits"] = ex.parity(ref_l, i8, feeds_i, "logits")
     report["calibration_images"] = [str(p) for p in calib_paths]
     image_pick, report["image_timing"] = ex.pick_faster(i32, i8, {"pixels": px[:16]}, threads=threads)
     # int8 ships only where it is faster AND close to fp32 (mean cosine >= MIN_INT8_COS on the parity inputs)
