@@ -140,8 +140,10 @@ class Searcher:
             if c is None:
                 r["why"], r["level_score"] = [], r["score"]
                 continue
+            why = bank.explain(c[0], c[1], q, top=3)
             colours = bank.colour_why(terms[r["id"]])[:1] if r["id"] in terms else []
-            why = bank.explain(c[0], c[1], q, top=3 - len(colours)) + colours     # a named colour always shows
+            if colours and (len(why) < 3 or colours[0]["share"] > why[-1]["share"]):
+                why = why[:2] + colours                     # a named colour shows when it weighs as much
             r["why"] = why
             r["level_score"] = float(bank.decorrelate(c[1] @ bank.text[c[0]]) @ qd)
         return results
