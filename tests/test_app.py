@@ -538,15 +538,15 @@ def test_index_tab_add_folder_and_rescan(server, tmp_path):
 def test_model_tab_metrics(stub_app):
     md = A.metrics_md("default", "en")
     m = json.loads((ROOT / "assets" / "models" / "default" / "metrics.json").read_text(encoding="utf-8"))
-    r1 = 100 * m["real_photos"]["student/en"]["recall@1"]
-    assert f"{r1:.1f}%" in md and "English" in md and "中文" in md and "ImageNet" in md
+    r1 = 100 * m["heldout"]["retrieval"]["current"]["languages"]["en"]["recall@5"]     # held-out recall@5
+    assert f"{r1:.1f}%" in md and "English" in md and "中文" in md and "Held-out photos" in md
     assert "default" in A.installed_models()
     app, url = stub_app
     c = gradio_client.Client(url, verbose=False, download_files=False)
     md, about = c.predict("default", api_name="/model_card")
     assert f"{r1:.1f}%" in md and "dcclip-stub" in about
     zh = gradio_client.Client(url, verbose=False, download_files=False, headers={"Accept-Language": "zh-CN"})
-    assert "真实照片" in zh.predict("default", api_name="/model_card")[0]
+    assert "留出照片" in zh.predict("default", api_name="/model_card")[0]
 
 
 @needs_model
@@ -766,7 +766,7 @@ def test_browser_tabs(server):
             page.screenshot(path=str(SHOTS / "index_zh.png"), full_page=True)
 
             page.get_by_role("tab", name="模型").click()
-            page.locator("#metrics").get_by_text("真实照片 recall@1").first.wait_for(state="visible", timeout=30_000)
+            page.locator("#metrics").get_by_text("留出照片 recall@5").first.wait_for(state="visible", timeout=30_000)
             about = page.locator("#model-about")
             about.get_by_text("模型文件：").first.wait_for(state="visible", timeout=30_000)
             page.screenshot(path=str(SHOTS / "model_zh.png"), full_page=True)

@@ -18,6 +18,8 @@ def metrics_md(name: str, lang: str) -> str:
     m = model_metrics(name)
     if not m:
         return tr(lang, "m_none")
+    if (m.get("heldout") or {}).get("retrieval", {}).get("current"):
+        return heldout_md(m, name, lang)
     real = m.get("real_photos") or {}
     inet = m.get("imagenet") or {}
     head = [tr(lang, "m_lang"), tr(lang, "m_r1"), tr(lang, "m_r5"), tr(lang, "m_in1")]
@@ -34,6 +36,25 @@ def metrics_md(name: str, lang: str) -> str:
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     if real.get("n_photos"):
         lines += ["", tr(lang, "m_note", n=real["n_photos"])]
+    return "\n".join(lines)
+
+
+def heldout_md(m: dict, name: str, lang: str) -> str:
+    """The metrics of a model measured on the held-out realistic photos (eval-default's "heldout" section):
+    recall@5 there and on the package photos, and zero-shot labelling into the 11 categories, per language."""
+    h = m["heldout"]
+    ret = h["retrieval"]["current"]["languages"]
+    pkg = (h.get("package_photos") or {}).get("current") or {}
+    zs = (h.get("zeroshot") or {}).get("current") or {}
+    pct = lambda v: "–" if v is None else f"{100 * float(v):.1f}%"  # noqa: E731
+    head = [tr(lang, "m_lang"), tr(lang, "m_held5"), tr(lang, "m_pkg5"), tr(lang, "m_zs")]
+    rows = [[label, pct((ret.get(code) or {}).get("recall@5")), pct((pkg.get(code) or {}).get("recall@5")),
+             pct((zs.get(code) or {}).get("top1"))] for code, label in LANG_NAMES.items() if code in ret]
+    lines = [f"**{tr(lang, 'model_metrics')}** · `{m.get('model', name)}`", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    lines += ["", tr(lang, "m_note_heldout", n=h.get("n_photos", "?"),
+                     p=(h.get("package_photos") or {}).get("n_photos", "?"))]
     return "\n".join(lines)
 
 
