@@ -92,6 +92,21 @@ class ConceptBank:
         bank._index()
         return bank
 
+    @classmethod
+    def of_classes(cls, text: np.ndarray, classifier_w: np.ndarray, classifier_b: np.ndarray,
+                   mix: Mix | None = None) -> "ConceptBank":
+        """A bank of class concepts only: (K, D) class text rows for a (K, F) classifier (e.g. another text
+        tower's embeddings of the class names, ``training.baselines_mix``)."""
+        K, F = np.shape(classifier_w)
+        bank = cls(concepts=[{"id": f"class:{i}", "detector": {"kind": "class", "index": i}} for i in range(K)],
+                   text=l2_normalize(np.asarray(text, np.float32)),
+                   classifier_w=np.asarray(classifier_w, np.float32),
+                   classifier_b=np.asarray(classifier_b, np.float32), group=np.zeros((0, K), np.float32),
+                   head_w=np.zeros((0, F), np.float32), head_b=np.zeros(0, np.float32),
+                   head_threshold=np.zeros(0, np.float32), mix=mix or Mix())
+        bank._index()
+        return bank
+
     def _index(self) -> None:
         """Column ranges of each detector kind (concepts.json keeps them in this order: class, group, head,
         colour, attribute) and the colour / attribute names of their columns."""
@@ -108,6 +123,8 @@ class ConceptBank:
         for k, n in (("class", len(self.classifier_b)), ("group", len(self.group)), ("head", len(self.head_b))):
             if len(self._cols[k]) != n:
                 raise ValueError(f"concept bank: {len(self._cols[k])} {k} concepts but {n} {k} detectors")
+        self._column = {str(c["id"]): i for i, c in enumerate(self.concepts)}
+        self._common = l2_normalize(self.text.mean(0)).astype(np.float32)     # (D,), see common_direction
 
     @property
     def dim(self) -> int:
@@ -115,6 +132,10 @@ class ConceptBank:
 
     def __len__(self) -> int:
         return len(self.concepts)
+
+    def column(self, concept_id: str) -> int | None:
+        """The bank column of a concept id ("imagenet:n02123045", "colour:red"), None when it has none."""
+        return self._column.get(str(concept_id))
 
     # ---- photo -> weights -> vector --------------------------------------------------------------------
     def class_probs(self, features: np.ndarray, logits: np.ndarray | None = None) -> np.ndarray:
@@ -143,7 +164,7 @@ class ConceptBank:
             s = 1.0 / (1.0 + np.exp(-z))
             w[:, self._cols["head"]] = m.head_weight * np.where(s >= self.head_threshold, s, 0.0)
         if pixels is not None and (m.colour_weight > 0 or m.attribute_weight > 0):
-            shares, attrs = colour_shares(pooled_rgb(pixels, mean, std), pool=1)
+            shares, attrs = colour_shares(sampled_rgb(pixels, mean, std))
             if len(self._colour_names) and m.colour_weight > 0:
                 c = np.stack([shares[name] for name in self._colour_names], 1)           # (n, colours)
                 w[:, self._cols["colour"]] = m.colour_weight * np.where(c >= m.colour_min, c, 0.0)
@@ -167,8 +188,8 @@ class ConceptBank:
     @property
     def common_direction(self) -> np.ndarray:
         """(D,) unit mean of the concept rows: the direction every photo vector shares (e5-style text spaces are
-        anisotropic: unrelated photos sit at cosine 0.96-0.98)."""
-        return l2_normalize(self.text.mean(0))
+        anisotropic: unrelated photos sit at cosine 0.96-0.98). Computed once, when the bank is indexed."""
+        return self._common
 
     def decorrelate(self, x: np.ndarray) -> np.ndarray:
         """Vectors (n, D) or (D,) with the common direction removed, L2-normalised, row by row. Cosines between
@@ -197,7 +218,7 @@ class ConceptBank:
         """(n, 3, S, S) normalised pixels -> (n, c) share of each colour concept's pixels (None without a boost)."""
         if not self.has_colour_boost:
             return None
-        shares, _ = colour_shares(pooled_rgb(pixels, mean, std), pool=1)
+        shares, _ = colour_shares(sampled_rgb(pixels, mean, std))
         return np.stack([shares[n] for n in self._colour_names], 1).astype(np.float32)
 
     def colour_terms(self, queries: np.ndarray, colours: np.ndarray) -> np.ndarray:
@@ -258,6 +279,17 @@ class ConceptBank:
         return out.reshape(len(concept_ids), h, w_)
 
 
+def ranking_scores(queries: np.ndarray, photos: np.ndarray, bank: ConceptBank | None = None,
+                   colours: np.ndarray | None = None) -> np.ndarray:
+    """Unit queries (q, D) x photo vectors (p, D) -> (q, p) the scores ``index.search`` ranks by: the cosine, plus
+    the query-aware colour term when ``bank`` has a colour boost and the photos' ``colours`` (p, c) are given.
+    Evaluations call this so that they measure the ranking users get."""
+    S = np.asarray(queries, np.float32) @ np.asarray(photos, np.float32).T
+    if bank is not None and colours is not None and bank.has_colour_boost:
+        S = S + bank.colour_terms(queries, colours).sum(-1)
+    return S
+
+
 def sparse(weights_row: np.ndarray, limit: int = 64) -> tuple[np.ndarray, np.ndarray]:
     """One photo's (C,) weights -> (ids int32 (m,), weights float32 (m,)), the non-zero ones, largest first,
     at most ``limit`` (the rest are below the top-k class weights and change no share that is shown)."""
@@ -266,7 +298,7 @@ def sparse(weights_row: np.ndarray, limit: int = 64) -> tuple[np.ndarray, np.nda
     return order.astype(np.int32), weights_row[order].astype(np.float32)
 
 
-def pooled_rgb(pixels: np.ndarray, mean, std, step: int = 4) -> np.ndarray:
+def sampled_rgb(pixels: np.ndarray, mean, std, step: int = 4) -> np.ndarray:
     """Normalised pixels (n, 3, S, S) -> RGB in [0, 1] of every ``step``-th pixel in both directions (n, 3, S/step,
     S/step): colour shares only need a sample of the photo's pixels, and a strided view costs ~0.01 ms a photo
     where averaging every pixel costs ~0.25 ms (the whole colour head then stays near a tenth of the image
@@ -276,15 +308,12 @@ def pooled_rgb(pixels: np.ndarray, mean, std, step: int = 4) -> np.ndarray:
                    0.0, 1.0)
 
 
-def colour_shares(rgb: np.ndarray, pool: int = 4) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """(n, 3, S, S) RGB in [0, 1] -> ({colour: (n,) share of pixels}, {attribute: (n,) strength in [0, 1]}).
-
-    Pixels are averaged over ``pool`` x ``pool`` blocks first, then named by hue / saturation / value:
-    dark -> black, unsaturated -> white / grey, else by hue (dark reds and oranges are brown, light reds pink).
-    """
-    n, _, S, _ = rgb.shape
-    s2 = S // pool * pool
-    x = rgb[:, :, :s2, :s2].reshape(n, 3, s2 // pool, pool, s2 // pool, pool).mean((3, 5))     # (n, 3, s, s)
+def colour_shares(rgb: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """(n, 3, s, s) RGB in [0, 1] (a sample of a photo's pixels: ``sampled_rgb``) -> ({colour: (n,) share of
+    pixels}, {attribute: (n,) strength in [0, 1]}). Pixels are named by hue / saturation / value: dark -> black,
+    unsaturated -> white / grey, else by hue (dark reds and oranges are brown, light reds pink)."""
+    n = len(rgb)
+    x = np.asarray(rgb, np.float32)                                                        # (n, 3, s, s)
     r, g, b = x[:, 0], x[:, 1], x[:, 2]
     v = x.max(1)
     c = v - x.min(1)

@@ -189,11 +189,7 @@ class Model:
         sess = self._session("image_onnx")
         weights = None
         if self.config.joint.space == "text":
-            names = [o.name for o in sess.get_outputs()]
-            if "logits" in names:                                                  # the classifier in the graph
-                feats, logits = sess.run(["features", "logits"], {"pixels": pixels})   # (n, F), (n, K)
-            else:
-                (feats,), logits = sess.run(["features"], {"pixels": pixels}), None
+            feats, logits = sess.run(["features", "logits"], {"pixels": pixels})   # (n, F), (n, K)
             c = self.config.image
             weights = self.concept_bank.weights(feats, pixels, c.mean, c.std, logits=logits)   # (n, C)
             emb = self.concept_bank.embed(weights)                                 # (n, d)
@@ -209,12 +205,6 @@ class Model:
         bank = self.concept_bank
         c = self.config.image
         return bank.photo_colours(pixels, c.mean, c.std) if bank is not None else None
-
-    def explain(self, ids, weights, query: np.ndarray, top: int = 3) -> list[dict]:
-        """Why a photo matches a query: its stored concept (ids, weights) and the query's unit vector (d,) ->
-        the ``top`` concepts by share of the score (``ConceptBank.explain``); [] for prototype-space models."""
-        bank = self.concept_bank
-        return bank.explain(ids, weights, query, top) if bank is not None else []
 
     def heatmap(self, image: ImageInput, concept_ids) -> np.ndarray:
         """Where in a photo its concepts are: (len(ids), h, w) class activation maps in [0, 1] from the backbone's

@@ -123,17 +123,14 @@ class Searcher:
         hits = [(i, s + float(terms[i].sum()) if i in terms else s) for i, s in hits]
         return sorted(hits, key=lambda h: -h[1]), terms
 
-    def _explained(self, results: list[dict], q: np.ndarray, stored: dict | None = None,
-                   terms: dict | None = None) -> list[dict]:
+    def _explained(self, results: list[dict], q: np.ndarray, stored: dict, terms: dict) -> list[dict]:
         """Each result gains ``why``: the top 3 concepts by share of its score, [{"concept", "en", "zh",
         "share"}] (dcclip_core.concepts; the colours a query names count too, with their colour term; [] for a
-        model without a concept bank or a photo embedded before), and ``level_score``: the score relevance
+        model without a concept bank or a photo embedded before; ``stored``: the photos' concepts_of, ``terms``:
+        their colour terms from ``_colour_rescored``), and ``level_score``: the score relevance
         levels read — for a text-space model the decorrelated cosine (``ConceptBank.decorrelate``: comparable
         across queries), else the score itself."""
         bank = getattr(self.model, "concept_bank", None)
-        if stored is None:
-            stored = self.db.concepts_of([r["id"] for r in results]) if bank is not None and results else {}
-        terms = terms or {}
         qd = bank.decorrelate(q) if bank is not None else None
         for r in results:
             c = stored.get(r["id"])

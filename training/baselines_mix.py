@@ -23,7 +23,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from dcclip_core.numeric import l2_normalize, softmax
+from dcclip_core.numeric import l2_normalize
 
 TEMPERATURE = 2.0
 TOP_K = 20
@@ -42,17 +42,11 @@ def class_texts(table: Sequence[dict]) -> tuple[list[str], list[str]]:
 def mix_embed(features: np.ndarray, classifier_w: np.ndarray, classifier_b: np.ndarray, class_text: np.ndarray,
               temperature: float = TEMPERATURE, top_k: int = TOP_K) -> np.ndarray:
     """(n, F) pooled features -> (n, D) unit vectors: softmax(logits / T) kept on the top-k classes, times the
-    (K, D) class text embeddings, L2-normalised (the class part of ``ConceptBank.weights`` + ``embed``)."""
-    f = np.asarray(features, np.float32)
-    if not len(f):
-        return np.zeros((0, class_text.shape[1]), np.float32)
-    p = softmax((f @ np.asarray(classifier_w, np.float32).T + classifier_b) / temperature, axis=-1)    # (n, K)
-    k = min(top_k, p.shape[1])
-    top = np.argpartition(-p, k - 1, axis=1)[:, :k]
-    w = np.zeros_like(p)
-    rows = np.arange(len(p))[:, None]
-    w[rows, top] = p[rows, top]
-    return l2_normalize((w @ class_text).astype(np.float32))
+    (K, D) class text embeddings, L2-normalised — the shipped concept bank's class mix
+    (``ConceptBank.of_classes``), with these class texts."""
+    from dcclip_core.concepts import ConceptBank, Mix
+    bank = ConceptBank.of_classes(class_text, classifier_w, classifier_b, Mix(temperature=temperature, top_k=top_k))
+    return bank.embed(bank.weights(features))
 
 
 def _digest(*parts: str) -> str:
@@ -64,14 +58,15 @@ def _digest(*parts: str) -> str:
 
 
 class TextCache:
-    """text -> vector, persisted as ``<dir>/<name>.npz`` (texts + vectors); ``encode`` embeds only the new texts."""
+    """text -> vector, persisted as ``<dir>/<name>.npz`` (texts + vectors; ``path`` None: in memory only);
+    ``encode`` embeds only the new texts."""
 
-    def __init__(self, encode: Callable[[list[str]], np.ndarray], path: Path, dim: int = 384):
-        self._encode, self.path, self.dim = encode, Path(path), dim
+    def __init__(self, encode: Callable[[list[str]], np.ndarray], path: Path | None, dim: int = 384):
+        self._encode, self.path, self.dim = encode, (Path(path) if path is not None else None), dim
         self._memo: dict[str, np.ndarray] = {}
         self._lock = threading.Lock()
         self.computed = 0
-        if self.path.is_file():
+        if self.path is not None and self.path.is_file():
             try:
                 with np.load(self.path, allow_pickle=False) as z:
                     self._memo = dict(zip(json.loads(str(z["texts"])), z["vecs"].astype(np.float32)))
@@ -86,7 +81,8 @@ class TextCache:
                 vecs = np.asarray(self._encode(todo), np.float32)
                 self._memo.update(zip(todo, vecs))
                 self.computed += len(todo)
-                self._save()
+                if self.path is not None:
+                    self._save()
         if not texts:
             return np.zeros((0, self.dim), np.float32)
         return np.stack([self._memo[t] for t in texts])
@@ -115,17 +111,8 @@ class MixBaseline:
 
     def __init__(self, encode_raw: Callable[[list[str]], np.ndarray], cache_dir: Path | None, ident: str = "e5"):
         self.ident = ident
-        if cache_dir is None:
-            memo: dict[str, np.ndarray] = {}
-
-            def enc(texts):
-                todo = [t for t in dict.fromkeys(texts) if t not in memo]
-                if todo:
-                    memo.update(zip(todo, np.asarray(encode_raw(todo), np.float32)))
-                return np.stack([memo[t] for t in texts]) if texts else np.zeros((0, 384), np.float32)
-            self.encode_text = enc
-        else:
-            self.encode_text = TextCache(encode_raw, Path(cache_dir) / f"queries-{ident}.npz")
+        self.encode_text = TextCache(encode_raw, None if cache_dir is None else
+                                     Path(cache_dir) / f"queries-{ident}.npz")
         self._raw = encode_raw
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self._class_text: np.ndarray | None = None

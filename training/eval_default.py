@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dcclip_core.concepts import ranking_scores
 from dcclip_core.config import MODELS_DIR, ModelConfig
 
 PREVIOUS_DEFAULT = "/work/prev_model"      # the model before the current one, kept outside the repo
@@ -96,9 +97,7 @@ def real_photo_recall(img_emb: np.ndarray, keys: list[str], queries: list[dict],
     if not qs:
         return {"n": 0}
     Q = encode(qs)
-    S = Q @ img_emb.T
-    if colours is not None and bank is not None and bank.has_colour_boost:                 # as index.search ranks
-        S = S + bank.colour_terms(Q, colours).sum(-1)
+    S = ranking_scores(Q, img_emb, bank, colours)                                          # as index.search ranks
     rank = np.argsort(-S, axis=1)
     t = np.array(target)
     pos = np.array([np.where(rank[i] == t[i])[0][0] for i in range(len(t))])

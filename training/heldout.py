@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from dcclip_core.concepts import ranking_scores
+
 HELDOUT_JSON = Path(__file__).resolve().parents[1] / "assets" / "data" / "heldout_photos.json"
 LANGS = ("en", "zh", "zh_hant")
 SPLITS = ("dev", "test")
@@ -77,8 +79,8 @@ def evaluate_heldout(model, items: list[dict] | None = None, split: str | None =
 
 
 def _converter():
-    import opencc
-    return opencc.OpenCC("s2twp")
+    from dcclip_core.tokenizer import script_converter        # one cached OpenCC converter per configuration
+    return script_converter("s2twp")
 
 
 def retrieval_metrics(img: np.ndarray, items: list[dict], encode_text, conv=None, langs=LANGS,
@@ -108,9 +110,7 @@ def retrieval_metrics(img: np.ndarray, items: list[dict], encode_text, conv=None
         if not texts:
             continue
         txt = np.asarray(encode_text(texts), np.float32)
-        S = txt @ img.T
-        if colours is not None and bank is not None and bank.has_colour_boost:
-            S = S + bank.colour_terms(txt, colours).sum(-1)                              # (q, n)
+        S = ranking_scores(txt, img, bank, colours)                                     # (q, n)
         t = np.array(target)
         # rank of the target photo = number of photos scoring strictly higher
         pos = (S > S[np.arange(len(t)), t][:, None]).sum(1)

@@ -15,6 +15,8 @@ import json
 
 import numpy as np
 
+from dcclip_core.concepts import ranking_scores
+
 GRID = [
     {}, {"temperature": 1.0}, {"temperature": 3.0}, {"top_k": 10}, {"top_k": 50},
     {"group_weight": 0.05}, {"group_weight": 0.15}, {"group_weight": 0.5},
@@ -38,10 +40,7 @@ def recall_at(model, V: np.ndarray, items: list[dict], idx: np.ndarray, k: int =
                 texts.append(q)
                 target.append(j)
         q = model.encode_text(texts)
-        S = q @ V.T
-        bank = model.concept_bank
-        if colours is not None and bank.has_colour_boost:
-            S = S + bank.colour_terms(q, colours).sum(-1)
+        S = ranking_scores(q, V, model.concept_bank, colours)
         t = np.asarray(target)
         pos = (S > S[np.arange(len(t)), t][:, None]).sum(1)
         out[lang] = round(float((pos < k).mean()), 3)

@@ -498,23 +498,16 @@ class Backend:
         except Exception:
             return None
 
-    def _concept_columns(self, bank) -> dict[str, int]:
-        """Concept id ("imagenet:n02123045") -> its column in the bank, built once per bank."""
-        if getattr(self, "_cols_bank", None) is not bank:
-            self._cols, self._cols_bank = {str(c["id"]): i for i, c in enumerate(bank.concepts)}, bank
-        return self._cols
-
     def _heat_concepts(self, bank, photo_id: int, concepts, top: int) -> tuple[list[int], list[float]]:
         """(bank columns, weights) of the concepts a heatmap shows: those given (a result's ``why`` entries,
         concept ids or columns; positive shares only), else the photo's own strongest stored concepts."""
         cols, weights = [], []
         if concepts:
-            index = self._concept_columns(bank)
             for c in concepts:
                 w = 1.0
                 if isinstance(c, dict):
                     c, w = c.get("concept"), float(c.get("share", 1.0) or 0.0)
-                col = int(c) if isinstance(c, (int, np.integer)) else index.get(str(c))
+                col = int(c) if isinstance(c, (int, np.integer)) else bank.column(c)
                 if col is not None and 0 <= col < len(bank.concepts) and w > 0 and col not in cols:
                     cols.append(col)
                     weights.append(w)

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import gradio as gr
 
+from dcclip_core.tokenizer import script_converter
+
 HERE = Path(__file__).resolve().parent.parent
 UI_STRINGS = HERE / "assets" / "data" / "ui_strings.json"
 # {"en" | "zh" | "zh_hant": {key: text}}; zh_hant is zh through OpenCC s2twp (a test keeps them in step)
@@ -95,12 +97,6 @@ def reason_text(lang: str, reason: str) -> str:
     return tr(lang, key)
 
 
-@functools.lru_cache(maxsize=1)
-def _s2twp():
-    import opencc                    # the tokenizer's dependency already (traditional -> simplified there)
-    return opencc.OpenCC("s2twp")
-
-
 @functools.lru_cache(maxsize=4096)
 def short_name(name: str) -> str:
     """A concept's name as a chip shows it: the first of "a；b" alternatives, without a "（…）" / "(…)" gloss
@@ -122,7 +118,7 @@ def concept_name(concept: dict, lang: str) -> str:
     name = short_name(str(zh))
     if lang == "zh_hant":
         try:
-            name = _s2twp().convert(name)
+            name = script_converter("s2twp").convert(name)     # the tokenizer's cached OpenCC converters
         except Exception:
             pass
     return name
