@@ -25,7 +25,6 @@ a real small JPEG — hard links of the package photos — so the app makes and 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import socket
@@ -38,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import results_path, REPO_DIR, cache_dir, markdown_table, source_photos, write_json
+from .common import REPO_DIR, cache_dir, markdown_table, publish, source_photos
 
 TARGET_P95_MS = 100.0          # at 100k photos, 8 concurrent clients (issue 7)
 TARGET_N = 100_000
@@ -388,8 +387,4 @@ def run(args: argparse.Namespace) -> int:
     res["targets"] = {"p95_ms": TARGET_P95_MS, "at_photos": TARGET_N, "clients": TARGET_CLIENTS,
                       "cold_start_s": TARGET_COLD_S}
     res["seconds"] = round(time.perf_counter() - t_start, 1)
-    out = results_path("app", args)
-    if str(out) != "-":
-        _log(f"wrote {write_json(out, res)} ({res['seconds']} s)")
-    print(json.dumps(res, indent=2, ensure_ascii=False) if args.json else report(res))
-    return 0
+    return publish("app", args, res, report, _log)

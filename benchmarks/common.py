@@ -1,6 +1,7 @@
 """Shared benchmark plumbing: cache dir, machine info, timing, ONNX sessions, real test photos, tables, JSON."""
 from __future__ import annotations
 
+import json
 import statistics
 import time
 from pathlib import Path
@@ -192,3 +193,13 @@ def results_path(suite: str, args) -> str | Path:
     return args.out or (cache_dir() / f"{suite}-quick.json" if args.quick else RESULTS_DIR / f"{suite}.json")
 
 
+
+
+def publish(suite: str, args, res: dict, report: Callable[[dict], str], log: Callable[[str], None]) -> int:
+    """The end of a suite: write ``res`` where ``results_path`` says (not for ``--out -``), then print the JSON
+    (``--json``) or the markdown report. Returns the exit code 0."""
+    out = results_path(suite, args)
+    if str(out) != "-":
+        log(f"wrote {write_json(out, res)} ({res['seconds']} s)")
+    print(json.dumps(res, indent=2, ensure_ascii=False) if args.json else report(res))
+    return 0

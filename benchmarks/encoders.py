@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import (REPO_DIR, results_path, bench_photos, file_mb, image_decoder, make_session, markdown_table,
-                     median, timed, write_json)
+from .common import (REPO_DIR, bench_photos, file_mb, image_decoder, make_session, markdown_table, median,
+                     publish, timed)
 
 BATCH = 16
 TARGET = 5.0
@@ -359,9 +359,4 @@ def run(args: argparse.Namespace) -> int:
         "seconds": None,
     }
     res["seconds"] = round(time.perf_counter() - t_start, 1)
-    out = results_path("encoders", args)
-    if str(out) != "-":
-        path = write_json(out, res)
-        log(f"wrote {path} ({res['seconds']} s)")
-    print(json.dumps(res, indent=2, ensure_ascii=False) if args.json else report(res))
-    return 0
+    return publish("encoders", args, res, report, log)

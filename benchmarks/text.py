@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import REPO_DIR, markdown_table, median, results_path, write_json
+from .common import REPO_DIR, markdown_table, median, publish
 from .encoders import queries
 
 LABELS = ["cat", "dog", "beach", "birthday cake", "bicycle", "猫", "狗", "海滩", "生日蛋糕", "自行车"]
@@ -221,8 +221,4 @@ def run(args: argparse.Namespace) -> int:
     }
     res["settings"]["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
     res["seconds"] = round(time.perf_counter() - t_start, 1)
-    out = results_path("text", args)
-    if str(out) != "-":
-        log(f"wrote {write_json(out, res)} ({res['seconds']} s)")
-    print(json.dumps(res, indent=2, ensure_ascii=False) if args.json else report(res))
-    return 0
+    return publish("text", args, res, report, log)
