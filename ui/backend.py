@@ -670,9 +670,11 @@ class Backend:
             self._rel, self._rel_key = load_relevance(m), key
         return self._rel
 
-    def level(self, score: float) -> int | None:
+    def level(self, result: dict | float) -> int | None:
         """How well a result matches, for people: 3 strong, 2 good, 1 weak, 0 no good match (None: the model has
-        no calibration, show no level)."""
+        no calibration, show no level). A search result is judged by its ``level_score`` (index.Searcher: for a
+        text-space model the decorrelated cosine), a bare number as it is."""
+        score = result.get("level_score", result["score"]) if isinstance(result, dict) else result
         lv = self.relevance().level(float(score))
         return None if lv is None else int(lv)
 
@@ -697,8 +699,7 @@ class Backend:
             return True
         try:
             qv = self.any_model().encode_text([str(query)])[0]          # (d,): 1-2 ms, the search already paid once
-            top = results[0].get("level_score", results[0]["score"])
-            return bool(rel.query_has_match(qv)) and (rel.level(float(top)) or 0) >= 1
+            return bool(rel.query_has_match(qv)) and (self.level(results[0]) or 0) >= 1
         except Exception:
             return True
 

@@ -148,7 +148,7 @@ def result_caption(backend: Backend, r: dict, names: dict[str, int], lang: str, 
     last changed), and ×n for stacked exact copies; with ``why``, a second line naming the concepts that make
     most of its score ("雏菊 41% · 蜜蜂 12%", in the page's language)."""
     p = Path(str(r["path"]))
-    dots = LEVEL_DOTS.get(backend.level(r.get("level_score", r["score"])), "") if levels else ""      # none without a calibration
+    dots = LEVEL_DOTS.get(backend.level(r), "") if levels else ""      # none without a calibration
     parts = [f"{dots} {p.name}".strip()]
     if names.get(p.name, 0) > 1 and not backend.demo:
         parts.append(f"{p.parent.name or p.parent}/")

@@ -49,11 +49,11 @@ def _shown(backend: Backend, res: list[dict], show: str | None) -> list[dict]:
     floor = SHOW_MIN_LEVEL.get(show or DEFAULT_SHOW, 1)
     if floor is None:
         return res
-    return [r for r in res if _level_or_top(backend, r.get("level_score", r["score"])) >= floor]
+    return [r for r in res if _level_or_top(backend, r) >= floor]
 
 
-def _level_or_top(backend: Backend, score: float) -> int:
-    lv = backend.level(score)
+def _level_or_top(backend: Backend, result: dict) -> int:
+    lv = backend.level(result)
     return 3 if lv is None else lv            # an uncalibrated model hides nothing
 
 
@@ -225,7 +225,7 @@ async def api_search(backend: Backend, query: str, k: int = 20, show: str = DEFA
     if show != "all" and not backend.query_has_match(q, res):
         return []
     return [{"name": Path(str(r["path"])).name, "score": round(float(r["score"]), 4),
-             "level": backend.level(r.get("level_score", r["score"])), "why": _why_json(r)} for r in _shown(backend, res, show)]
+             "level": backend.level(r), "why": _why_json(r)} for r in _shown(backend, res, show)]
 
 
 def _why_json(r: dict) -> list[dict]:
