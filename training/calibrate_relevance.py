@@ -169,6 +169,13 @@ def class_image_vectors(model) -> np.ndarray | None:
     return (e / np.linalg.norm(e, axis=1, keepdims=True)).astype(np.float32)
 
 
+def level_space(model):
+    """The map from vectors to what relevance levels compare: a text-space model's decorrelated vectors
+    (ConceptBank.decorrelate, as index.search's ``level_score``), else the vectors themselves."""
+    bank = getattr(model, "concept_bank", None)
+    return bank.decorrelate if bank is not None else (lambda x: x)
+
+
 def synthetic_images(n: int = 96, size: int = 224, seed: int = 0) -> list:
     """Generated pictures of nothing in particular (PIL RGB): noise, blurred noise, gradients, flat colours,
     stripes, checkers, random shapes, random lines."""
@@ -279,8 +286,7 @@ def calibrate(model, seed: int = 0, per_family: int = 200, log=print) -> dict:
     Q_cls = np.concatenate([E[k] for k in cq])                                          # (n, d)
     c_cls = np.concatenate([c for _, c in cq.values()])                                 # (n,)
     bank = getattr(model, "concept_bank", None)
-    # text-space models: levels read decorrelated cosines (ConceptBank.decorrelate; index.search level_score)
-    dec = bank.decorrelate if bank is not None else (lambda x: x)
+    dec = level_space(model)
     Qk, Vk = dec(Q_cls), (dec(V) if V is not None else None)
     null_synth = (Qk @ dec(synth).T).ravel()
     measured: dict = {"null_synthetic": _q(null_synth, NULL_QUANTILES),
@@ -413,8 +419,7 @@ def evaluate(model, rel: Relevance, seed: int = 1) -> dict:
     """How the decision does on photos it never saw: the demo folder (captions.json + nonsense) and the
     package photos with real_photo_queries.json. Nothing here feeds back into the calibration."""
     out: dict = {"note": "evaluation only: computed after calibration, never used to choose anything"}
-    bank = getattr(model, "concept_bank", None)
-    dec = bank.decorrelate if bank is not None else (lambda x: x)
+    dec = level_space(model)
     non = nonsense_queries(seed + 1000, 40)                # a fresh seed: not the calibration strings
     wall = "".join(random.Random(seed).choice(_LETTERS + " ") for _ in range(2000))
     non_texts = [t for f in NONSENSE_FIT_FAMILIES for t in non[f]] + [
