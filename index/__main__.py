@@ -65,6 +65,13 @@ def cmd_build(a) -> int:
     try:
         stats = build_index(a.dir, a.db, model=model, progress=progress, batch_size=a.batch_size, workers=a.workers,
                             index_kind=a.index_kind, ray=a.ray)
+        if not a.no_text:                          # the image index is complete and searchable from here on
+            if bar is not None:
+                bar.close()
+                bar = tqdm(total=0, unit="img", file=sys.stderr, dynamic_ncols=True, desc="reading text",
+                           mininterval=0.5)
+            from .textpass import read_texts
+            stats["text"] = read_texts(a.db, model=model, progress=progress, workers=a.workers, ray=a.ray)
     finally:
         if bar is not None:
             bar.close()
@@ -76,7 +83,11 @@ def cmd_build(a) -> int:
               f"{stats['updated']} refreshed, {stats['moved']} moved, {stats['removed']} removed, "
               f"{stats['errors']} errors in {stats['seconds']:.1f}s ({rate:.1f} images/s); "
               f"{stats['images']} images in {stats['db']}")
-        if stats["errors"]:
+        t = stats.get("text")
+        if t:
+            print(f"text: {t['read']} photos read in {t['seconds']:.1f}s, {t['with_text']} with text "
+                  f"({t['lines']} lines), {t['errors']} could not be read, {t['capped']} capped")
+        if stats["errors"] or (t and (t["errors"] or t["capped"])):
             print(f"bad files are listed by: python -m index stats --db {a.db}")
     return EXIT_OK
 
@@ -103,7 +114,7 @@ def cmd_search(a) -> int:
         try:
             kw = dict(k=a.k, threshold=a.threshold, offset=a.offset, folder=a.folder, date_from=a.date_from,
                       date_to=a.date_to)
-            res = s.search_image(q, **kw) if kind == "image" else s.search(q, **kw)
+            res = s.search_image(q, **kw) if kind == "image" else s.search(q, text=a.text, **kw)
         except ImageLoadError as e:
             print(f"error: cannot read query image {q}: {e.reason}", file=sys.stderr)
             return EXIT_INPUT
@@ -116,7 +127,8 @@ def cmd_search(a) -> int:
             if not res:
                 print("  (no results)")
             for i, r in enumerate(res, 1 + a.offset):
-                why = ", ".join(f"{w['en']} / {w['zh']} {w['share']:.2f}" for w in r.get("why", []))
+                why = ", ".join(f"“{w['text']}”" if "text" in w else f"{w['en']} / {w['zh']} {w['share']:.2f}"
+                                for w in r.get("why", []))
                 print(f"{i:4d}  {r['score']:.4f}  {r['path']}" + (f"   [{why}]" if why else ""))
     return EXIT_OK
 
@@ -153,6 +165,11 @@ def cmd_stats(a) -> int:
         print(f"  {e['path']}: {e['reason']}  [{e['time']}]")
     if st["errors"] > len(st["error_list"]):
         print(f"  ... {st['errors'] - len(st['error_list'])} more (--all-errors)")
+    t = st["text"]
+    print(f"text       {t['with_text']} photos with text ({t['lines']} lines), {sum(t['photos'].values())} read, "
+          f"{t['pending']} to read" + (f", {len(t['errors'])} could not be read or were capped" if t["errors"] else ""))
+    for e in t["errors"]:
+        print(f"  {e['path']}: {e['state']}: {e['reason']}  [{e['time']}]")
     return EXIT_OK
 
 
@@ -277,6 +294,8 @@ def parser() -> argparse.ArgumentParser:
                    help="decode + embed with Ray Data: a local Ray with --workers CPUs, or the cluster at ADDRESS "
                         "(e.g. auto, ray://host:10001; workers must see the same paths); needs "
                         "requirements-cluster.txt")
+    b.add_argument("--no-text", action="store_true",
+                   help="skip the text pass (reading the text in photos, after the image index; resumable)")
     b.add_argument("--index-kind", choices=["auto", "flat", "hnsw", "ivf-flat", "ivf-sq8", "ivf-pq"], default=None,
                    help="vector index: auto = exact up to 200k photos, IVF-Flat above (HNSW on request) (default: keep the DB's "
                         "setting, initially auto); ivf-sq8/ivf-pq use 4-8x less memory for millions")
@@ -294,6 +313,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--folder", default=None, help="only photos below this folder")
     s.add_argument("--from", dest="date_from", default=None, metavar="DATE", help="taken on/after (YYYY-MM-DD)")
     s.add_argument("--to", dest="date_to", default=None, metavar="DATE", help="taken on/before (YYYY-MM-DD)")
+    s.add_argument("--text", nargs="?", const=True, default=None, metavar="STRING",
+                   help="only photos with text in them (or whose text contains STRING; text queries)")
     s.set_defaults(fn=cmd_search)
 
     st = sub.add_parser("stats", help="counts, model and the list of bad files")

@@ -8,6 +8,15 @@ Tables
                          "zero-shot:<model hash>" or "prompt:<name>"; a labelling run may replace them all
   corrections(image_id, label_set, label, time)   a person's label for a photo in a set (PK image_id, label_set):
                          a fact no labelling run deletes; reads of a set show it instead of the machine rows
+  text_lines(id, image_id -> images.id, line, text, norm, x0, y0, x1, y1, conf, script, vec, model_hash)
+                         the text read in a photo (index/textpass.py): one row a line, box as fractions of the
+                         upright photo, ``norm`` the matched form (dcclip_core.ocr.normalise), ``vec`` the
+                         model's text-tower vector of the line (float16) and the model that made it
+  text_lines_fts         FTS5 over text_lines.norm, trigram tokenizer (Chinese substrings of 3+ characters;
+                         shorter queries scan ``norm``), kept in step by triggers (sqlite-utils ``enable_fts``)
+  text_reads(image_id PK -> images.id, sha256, reader, state, lines, seconds, note, time)
+                         one row per photo the text pass has read: state "none" / "text" / "capped" / "error"
+                         (note says why); a photo whose sha256 or reader changed is read again
   meta(key PK, value)    schema_version, model_id, model_hash, dim, generation, faiss_*, index_kind (see
                          vectors.py), label_set:NAME (JSON definition of a label set, see labels.py)
 
@@ -42,7 +51,7 @@ import sqlite_utils
 
 from .errors import DatabaseNotFoundError, SchemaError
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 _SCHEMA_V1 = [
     """CREATE TABLE IF NOT EXISTS images (
@@ -104,6 +113,31 @@ _MIGRATIONS: dict[int, list[str]] = {
     # text-space models: a photo's non-zero concept weights beside its vector (what "why" explains results
     # with; dcclip_core.concepts). NULL for models without a concept bank and for vectors from before v4.
     4: ["ALTER TABLE vectors ADD COLUMN concepts BLOB"],
+    # text in photos: the lines a photo's text pass read, their full-text index, and the pass's record
+    5: ["""CREATE TABLE IF NOT EXISTS text_lines (
+            id INTEGER PRIMARY KEY,
+            image_id INTEGER NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+            line INTEGER NOT NULL,
+            text TEXT NOT NULL,
+            norm TEXT NOT NULL,
+            x0 REAL, y0 REAL, x1 REAL, y1 REAL,
+            conf REAL,
+            script TEXT,
+            vec BLOB,
+            model_hash TEXT)""",
+        "CREATE INDEX IF NOT EXISTS idx_text_lines_image ON text_lines(image_id)",
+        """CREATE TABLE IF NOT EXISTS text_reads (
+            image_id INTEGER PRIMARY KEY REFERENCES images(id) ON DELETE CASCADE,
+            sha256 TEXT,
+            reader TEXT,
+            state TEXT NOT NULL,
+            lines INTEGER,
+            seconds REAL,
+            note TEXT,
+            time TEXT)""",
+        "CREATE INDEX IF NOT EXISTS idx_text_reads_state ON text_reads(state)",
+        lambda db: db["text_lines"].enable_fts(["norm"], fts_version="FTS5", create_triggers=True,
+                                               tokenize="trigram")],
 }
 
 LABEL_COLUMNS = ("image_id", "label_set", "label", "score", "source", "cosine", "rank", "time")
@@ -277,7 +311,7 @@ class PhotoDB:
                                   f"{SCHEMA_VERSION} (upgrade it)")
             while version < SCHEMA_VERSION:
                 for stmt in _MIGRATIONS[version + 1]:
-                    self.conn.execute(stmt)
+                    stmt(self.db) if callable(stmt) else self.conn.execute(stmt)
                 version += 1
             self._set_meta("schema_version", str(version))
             if self.conn.execute("SELECT 1 FROM meta WHERE key='generation'").fetchone() is None:
@@ -402,6 +436,8 @@ class PhotoDB:
             self.conn.execute(f"DELETE FROM vectors WHERE image_id IN ({marks})", chunk)
             self.conn.execute(f"DELETE FROM labels WHERE image_id IN ({marks})", chunk)
             self.conn.execute(f"DELETE FROM corrections WHERE image_id IN ({marks})", chunk)
+            self.conn.execute(f"DELETE FROM text_lines WHERE image_id IN ({marks})", chunk)
+            self.conn.execute(f"DELETE FROM text_reads WHERE image_id IN ({marks})", chunk)
             self.conn.execute(f"DELETE FROM images WHERE id IN ({marks})", chunk)
 
     def delete_images(self, ids: Iterable[int]) -> int:
@@ -583,6 +619,130 @@ class PhotoDB:
                 if rows:
                     vecs = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4").reshape(len(rows), dim)
                     yield ids, vecs.astype(np.float32)
+
+    # ---- text in photos (index/textpass.py, index/textsearch.py) -------------------------------------------
+    def text_todo(self, reader: str, limit: int | None = None) -> list[dict]:
+        """[{"id", "path", "sha256", "width", "height"}] of photos with a vector whose text was never read, or
+        read from other bytes or by another reader (``reader``: dcclip_core.ocr.reader_version), oldest id
+        first. Errors about the file (not the reader) are not retried until the file changes."""
+        sql = ("SELECT i.id, i.path, i.sha256, i.width, i.height FROM images i JOIN vectors v ON v.image_id = i.id "
+               "LEFT JOIN text_reads t ON t.image_id = i.id WHERE t.image_id IS NULL OR t.sha256 IS NOT i.sha256 "
+               "OR (t.reader IS NOT ? AND t.state != 'error') ORDER BY i.id")
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        return self.query(sql, (reader,))
+
+    def text_pending(self, reader: str) -> int:
+        """How many photos ``text_todo`` would return."""
+        return int(self.execute(
+            "SELECT COUNT(*) FROM images i JOIN vectors v ON v.image_id = i.id LEFT JOIN text_reads t "
+            "ON t.image_id = i.id WHERE t.image_id IS NULL OR t.sha256 IS NOT i.sha256 "
+            "OR (t.reader IS NOT ? AND t.state != 'error')", (reader,)).fetchone()[0])
+
+    def put_text(self, image_id: int, sha256: str | None, reader: str, state: str, lines: Sequence[dict],
+                 seconds: float = 0.0, note: str = "") -> None:
+        """Replace a photo's text: ``lines`` [{"text", "norm", "box": (x0, y0, x1, y1), "conf", "script"[, "vec",
+        "model_hash"]}] in reading order, and its record in text_reads (one transaction)."""
+        with self.transaction():
+            self.conn.execute("DELETE FROM text_lines WHERE image_id=?", (int(image_id),))
+            self.conn.executemany(                    # a line without "vec" may still name the model: no words
+                "INSERT INTO text_lines(image_id, line, text, norm, x0, y0, x1, y1, conf, script, vec, model_hash) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(int(image_id), n, ln["text"], ln["norm"], *map(float, ln["box"]), float(ln["conf"]), ln["script"],
+                  None if ln.get("vec") is None else np.asarray(ln["vec"], "<f2").tobytes(), ln.get("model_hash"))
+                 for n, ln in enumerate(lines)])
+            self.conn.execute(
+                "INSERT INTO text_reads(image_id, sha256, reader, state, lines, seconds, note, time) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(image_id) DO UPDATE SET sha256=excluded.sha256, "
+                "reader=excluded.reader, state=excluded.state, lines=excluded.lines, seconds=excluded.seconds, "
+                "note=excluded.note, time=excluded.time",
+                (int(image_id), sha256, reader, state, len(lines), round(float(seconds), 4), note or None, now_iso()))
+            self._set_meta("text_generation", str(int(self.get_meta("text_generation", 0)) + 1))
+
+    def text_generation(self) -> int:
+        """Bumped by every text write (put_text, put_line_vectors): readers notice new text cheaply."""
+        return int(self.get_meta("text_generation", 0))
+
+    def lines_without_vectors(self, model_hash: str, limit: int = 512) -> list[tuple[int, str]]:
+        """[(line id, text)] of lines not yet embedded by ``model_hash``."""
+        return self._all("SELECT id, text FROM text_lines WHERE model_hash IS NOT ? ORDER BY id LIMIT ?",
+                         (model_hash, int(limit)))
+
+    def put_line_vectors(self, rows: Sequence[tuple[int, np.ndarray]], model_hash: str) -> None:
+        """Store text-tower vectors (float16) of lines by id (None: the line has no vector for ``model_hash``)."""
+        with self.transaction():
+            self.conn.executemany("UPDATE text_lines SET vec=?, model_hash=? WHERE id=?",
+                                  [(None if v is None else np.asarray(v, "<f2").tobytes(), model_hash, int(i))
+                                   for i, v in rows])
+            self._set_meta("text_generation", str(int(self.get_meta("text_generation", 0)) + 1))
+
+    def line_vectors(self, model_hash: str, dim: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(line ids int64 (n,), image ids int64 (n,), vectors float32 (n, dim)) of every line embedded by
+        ``model_hash`` (what the semantic text match scores a query against)."""
+        rows = self._all("SELECT id, image_id, vec FROM text_lines WHERE model_hash=? AND vec IS NOT NULL "
+                         "ORDER BY id", (model_hash,))
+        rows = [r for r in rows if len(r[2]) == 2 * dim]
+        vecs = np.frombuffer(b"".join(r[2] for r in rows), dtype="<f2").reshape(len(rows), dim).astype(np.float32)
+        return (np.fromiter((r[0] for r in rows), np.int64, len(rows)),
+                np.fromiter((r[1] for r in rows), np.int64, len(rows)), vecs)
+
+    def lines_matching(self, norm: str, image_ids: Sequence[int] | None = None, limit: int = 5000) -> list[dict]:
+        """Lines whose normalised text contains ``norm`` (already ``dcclip_core.ocr.normalise``d): the FTS5
+        trigram index for 3+ characters, a scan of ``norm`` for shorter strings. [{"id", "image_id", "line",
+        "text", "norm", "x0", "y0", "x1", "y1", "conf"}], optionally only of ``image_ids``."""
+        norm = str(norm)
+        if not norm:
+            return []
+        cols = "l.id, l.image_id, l.line, l.text, l.norm, l.x0, l.y0, l.x1, l.y1, l.conf"
+        if len(norm) >= 3:
+            sql = (f"SELECT {cols} FROM text_lines_fts f JOIN text_lines l ON l.id = f.rowid "
+                   "WHERE text_lines_fts MATCH ?")
+            params: list = ['"' + norm.replace('"', '""') + '"']
+        else:
+            sql, params = f"SELECT {cols} FROM text_lines l WHERE instr(l.norm, ?) > 0", [norm]
+        if image_ids is not None:
+            ids = sorted({int(i) for i in image_ids})
+            if not ids:
+                return []
+            sql += f" AND l.image_id IN ({','.join(map(str, ids))})"
+        return self.query(sql + f" LIMIT {int(limit)}", params)
+
+    def lines_of(self, image_ids: Sequence[int]) -> dict[int, list[dict]]:
+        """image id -> its lines in reading order [{"id", "line", "text", "x0", "y0", "x1", "y1", "conf",
+        "script"}]."""
+        out: dict[int, list[dict]] = {}
+        ids = [int(i) for i in image_ids]
+        for s in range(0, len(ids), 500):
+            chunk = ids[s:s + 500]
+            for r in self.query("SELECT id, image_id, line, text, x0, y0, x1, y1, conf, script FROM text_lines "
+                                f"WHERE image_id IN ({','.join('?' * len(chunk))}) ORDER BY image_id, line", chunk):
+                out.setdefault(int(r.pop("image_id")), []).append(r)
+        return out
+
+    def ids_with_text(self) -> np.ndarray:
+        """Sorted ids (int64) of the photos whose text pass found text."""
+        rows = self._all("SELECT image_id FROM text_reads WHERE state IN ('text', 'capped') ORDER BY image_id")
+        return np.fromiter((r[0] for r in rows), np.int64, len(rows))
+
+    def text_read_of(self, image_id: int) -> dict | None:
+        """A photo's text_reads record {"state", "note", "lines", "reader", "time"} (None: not read yet)."""
+        rows = self.query("SELECT state, note, lines, reader, time FROM text_reads WHERE image_id=?", (int(image_id),))
+        return rows[0] if rows else None
+
+    def count_text_lines(self) -> int:
+        return int(self.execute("SELECT COUNT(*) FROM text_lines").fetchone()[0])
+
+    def text_read_counts(self) -> dict[str, int]:
+        """{state: photos} over the text pass's records ("none", "text", "capped", "error")."""
+        return {s: int(n) for s, n in self._all("SELECT state, COUNT(*) FROM text_reads GROUP BY state")}
+
+    def text_errors(self, limit: int | None = 1000) -> list[dict]:
+        """[{"path", "reason", "time"}] of photos the text pass could not read (or capped), newest first."""
+        sql = ("SELECT i.path, t.state, t.note AS reason, t.time FROM text_reads t JOIN images i ON i.id = t.image_id "
+               "WHERE t.state IN ('error', 'capped') ORDER BY t.time DESC, i.path")
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        return self.query(sql)
 
     # ---- errors ---------------------------------------------------------------------------------------
     def record_error(self, path: str, reason: str, size=None, mtime=None, ctime=None) -> None:

@@ -1,4 +1,5 @@
-"""Embedding with Ray Data (``build --ray [ADDRESS]``): the decode + encode stage of the indexer on Ray workers.
+"""Embedding with Ray Data (``build --ray [ADDRESS]``): the decode + encode stage of the indexer on Ray workers,
+and the text pass's reading (``readings``).
 
 Only the per-file work moves: workers read each file, hash it, decode, preprocess and embed in batches, and
 stream back what the local path's worker threads produce (``index.scan.prepare``, then ``index.scan.embed``). The
@@ -10,6 +11,7 @@ Needs ``ray[data]`` (``pip install -r requirements-cluster.txt``); nothing here 
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from typing import Iterator
@@ -138,3 +140,40 @@ def prepared(jobs: list[Job], model: PixelEncoder, target: int, orphan_shas, add
                 p.emb = np.frombuffer(bytes(emb), dtype="<f4").astype(np.float32)
                 p.concepts = blob_to_concepts(bytes(con)) if len(con) else None
             yield p
+
+
+class _Reader:
+    """Ray Data actor: a batch of photos -> their text readings (one TextReader per actor, index.textpass)."""
+
+    def __init__(self, threads: int = 1):
+        from dcclip_core.ocr import TextReader
+        self.reader = TextReader(threads=threads)
+
+    def __call__(self, batch: dict) -> dict:
+        from .textpass import read_one
+        out = [read_one(self.reader, str(p)) for p in batch["path"]]
+        return {"id": batch["id"],
+                "reading": np.asarray([json.dumps(dataclasses.asdict(r), ensure_ascii=False) for r in out],
+                                      dtype=object)}
+
+
+def readings(rows: list[dict], address: str | None = None, workers: int = 2, batch_size: int = 8):
+    """The text pass's reading step on ``workers`` Ray actors: yields (row, dcclip_core.ocr.Reading) in the
+    order of ``rows`` ([{"id", "path", ...}] from PhotoDB.text_todo); the caller writes them."""
+    if not rows:
+        return
+    from dcclip_core.ocr import Line, Reading
+    init(address, num_cpus=max(1, workers))
+    import ray.data
+    ctx = ray.data.DataContext.get_current()
+    ctx.execution_options.preserve_order = True
+    by_id = {int(r["id"]): r for r in rows}
+    ds = ray.data.from_items([{"id": int(r["id"]), "path": r["path"]} for r in rows],
+                             override_num_blocks=max(1, min(len(rows) // max(1, batch_size), 64)))
+    ds = ds.map_batches(_Reader, fn_constructor_kwargs={"threads": 1}, batch_size=batch_size,
+                        compute=ray.data.ActorPoolStrategy(size=max(1, workers)), num_cpus=1, batch_format="numpy")
+    for batch in ds.iter_batches(batch_size=batch_size, batch_format="numpy", prefetch_batches=2):
+        for image_id, blob in zip(batch["id"], batch["reading"]):
+            d = json.loads(blob)
+            d["lines"] = [Line(ln["text"], tuple(ln["box"]), ln["conf"], ln["script"]) for ln in d["lines"]]
+            yield by_id[int(image_id)], Reading(**d)

@@ -20,14 +20,16 @@ from dcclip_core.encoder import Encoder
 from .db import PhotoDB
 from .errors import NotIndexedError
 from .indexer import default_model, model_identity
+from dcclip_core.ocr import normalise
+
 from . import duplicates as D
-from . import vectors
+from . import textsearch, vectors
 
 
 RERANK = 200       # candidates (best by cosine) a query-aware colour term may re-order (text-space models)
 
 class Searcher:
-    def __init__(self, db_path, model: Encoder | None = None, save_faiss: bool = True):
+    def __init__(self, db_path, model: Encoder | None = None, save_faiss: bool = True, text_fusion: str = "score"):
         self.db_path = Path(db_path).expanduser().absolute()
         self.db = PhotoDB(self.db_path, create=False)
         self._model = model
@@ -37,6 +39,10 @@ class Searcher:
         self._hash: str | None = None
         self.save_faiss = save_faiss
         self.loaded_from_file = False
+        if text_fusion not in textsearch.FUSIONS:
+            raise ValueError(f"text_fusion must be one of {textsearch.FUSIONS}, not {text_fusion!r}")
+        self.text_fusion = text_fusion          # how what photos say joins a text query's ranking (textsearch)
+        self._lines = textsearch.LineVectors()
 
     # ---- model / index --------------------------------------------------------------------------------
     @property
@@ -87,28 +93,69 @@ class Searcher:
             yield vi, self._hash
 
     # ---- queries --------------------------------------------------------------------------------------
-    def _results(self, vi: vectors.VectorIndex, q: np.ndarray, k: int, threshold, offset: int,
-                 exclude: set[int] = frozenset(), folder=None, date_from=None, date_to=None) -> list[dict]:
-        k, offset = max(0, int(k)), max(0, int(offset))
-        if k == 0:
-            return []
-        want = k + offset + len(exclude)
+    def _allowed(self, folder=None, date_from=None, date_to=None, text=None) -> np.ndarray | None:
+        """Ids the filters allow (None: no filter). ``text``: True / "" = photos with text in them, a string =
+        photos whose text contains it (normalised: case, full-width, traditional / simplified)."""
         allowed = None
         if folder or date_from or date_to:
             if folder:
                 folder = str(Path(folder).expanduser().resolve())
             allowed = self.db.ids_matching(self._hash, folder=folder, date_from=date_from, date_to=date_to)
-        bank = getattr(self.model, "concept_bank", None)
-        boost = bank is not None and bank.has_colour_boost
-        scores, ids = vi.search(np.asarray(q, np.float32).reshape(1, -1), max(want, RERANK) if boost else want,
-                                ids=allowed)
+        if text is not None and text is not False:
+            if isinstance(text, str) and text.strip():
+                ids = np.unique(np.fromiter((r["image_id"] for r in self.db.lines_matching(normalise(text), limit=10**7)),
+                                            np.int64))
+            else:
+                ids = self.db.ids_with_text()
+            allowed = ids if allowed is None else np.intersect1d(allowed, ids)
+        return allowed
+
+    def _results(self, vi: vectors.VectorIndex, q: np.ndarray, k: int, threshold, offset: int,
+                 exclude: set[int] = frozenset(), allowed: np.ndarray | None = None,
+                 query: str | None = None) -> list[dict]:
+        k, offset = max(0, int(k)), max(0, int(offset))
+        if k == 0:
+            return []
+        want = k + offset + len(exclude)
+        wide = max(want, RERANK) if self._reranks(query) else want
+        scores, ids = vi.search(np.asarray(q, np.float32).reshape(1, -1), wide, ids=allowed)
         hits = [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0 and int(i) not in exclude]
-        stored = self.db.concepts_of([i for i, _ in hits]) if bank is not None and hits else {}
-        hits, terms = self._colour_rescored(hits, q, stored)
+        hits, stored, terms, said = self._ranked(hits, q, query, allowed, exclude)
         if threshold is not None:
             hits = [h for h in hits if h[1] >= float(threshold)]
         hits = hits[offset:offset + k]
-        return self._explained(_as_results(hits, self.db.rows_by_ids([i for i, _ in hits])), q, stored, terms)
+        rows = self.db.rows_by_ids([i for i, _ in hits])
+        return self._explained(_as_results(hits, rows), q, stored, terms, said)
+
+    def _reranks(self, query: str | None) -> bool:
+        """Whether a query's ``RERANK`` best candidates may be re-ordered (colour term, text in photos)."""
+        bank = getattr(self.model, "concept_bank", None)
+        return (bank is not None and bank.has_colour_boost) or (query is not None and self.text_fusion != "none")
+
+    def _ranked(self, hits: list[tuple[int, float]], q: np.ndarray, query: str | None,
+                allowed: np.ndarray | None = None, exclude=frozenset()):
+        """The candidates [(id, cosine)] re-ranked by the colour term and, for a text query, by what the photos
+        say (index.textsearch). Returns (hits, stored concepts, colour terms, {id: text evidence})."""
+        bank = getattr(self.model, "concept_bank", None)
+        said: dict[int, dict] = {}
+        if query is not None and self.text_fusion != "none":
+            lit = textsearch.literal(self.db, query, allowed)
+            mean = self._lines.refresh(self.db, self.model).meaning(q, self.model, allowed)
+            for i in set(lit) | set(mean):
+                if i in exclude:
+                    continue
+                said[i] = {"literal": lit.get(i), "meaning": mean.get(i)}
+            have = {i for i, _ in hits}
+            extra = [i for i in said if i not in have]
+            if extra:                                    # text matches beyond the visual candidates: their cosine
+                found, V = self.db.vectors_by_ids(extra, len(q))
+                hits = hits + [(int(i), float(v @ q)) for i, v in zip(found, V)]
+        stored = self.db.concepts_of([i for i, _ in hits]) if bank is not None and hits else {}
+        hits, terms = self._colour_rescored(hits, q, stored)
+        if said:
+            hits = textsearch.fuse(hits, {i: s["literal"] for i, s in said.items() if s["literal"]},
+                                   {i: s["meaning"] for i, s in said.items() if s["meaning"]}, self.text_fusion)
+        return hits, stored, terms, said
 
     def _colour_rescored(self, hits: list[tuple[int, float]], q: np.ndarray, stored: dict):
         """A text-space model with a colour boost adds each candidate's query-aware colour term to its cosine
@@ -123,38 +170,71 @@ class Searcher:
         hits = [(i, s + float(terms[i].sum()) if i in terms else s) for i, s in hits]
         return sorted(hits, key=lambda h: -h[1]), terms
 
-    def _explained(self, results: list[dict], q: np.ndarray, stored: dict, terms: dict) -> list[dict]:
+    def _explained(self, results: list[dict], q: np.ndarray, stored: dict, terms: dict,
+                   said: dict | None = None) -> list[dict]:
         """Each result gains ``why``: the top 3 concepts by share of its score, [{"concept", "en", "zh",
         "share"}] (dcclip_core.concepts; the colours a query names count too, with their colour term; [] for a
         model without a concept bank or a photo embedded before; ``stored``: the photos' concepts_of, ``terms``:
         their colour terms from ``_colour_rescored``), and ``level_score``: the score relevance
         levels read — for a text-space model the decorrelated cosine (``ConceptBank.decorrelate``: comparable
-        across queries), else the score itself."""
+        across queries), else the score itself. A photo whose text matched (``said``, from ``_ranked``) gets the
+        line first in ``why`` ({"text", "box" in pixels of the upright photo, "match": "exact" / "words" /
+        "part" / "meaning"}), ``text_match`` (that kind), and a level no lower than the match's."""
         bank = getattr(self.model, "concept_bank", None)
         qd = bank.decorrelate(q) if bank is not None else None
         for r in results:
             c = stored.get(r["id"])
             if c is None:
                 r["why"], r["level_score"] = [], r["score"]
-                continue
-            why = bank.explain(c[0], c[1], q, top=3)
-            colours = bank.colour_why(terms[r["id"]])[:1] if r["id"] in terms else []
-            if colours and (len(why) < 3 or colours[0]["share"] > why[-1]["share"]):
-                why = why[:2] + colours                     # a named colour shows when it weighs as much
-            r["why"] = why
-            r["level_score"] = float(bank.decorrelate(c[1] @ bank.text[c[0]]) @ qd)
+            else:
+                why = bank.explain(c[0], c[1], q, top=3)
+                colours = bank.colour_why(terms[r["id"]])[:1] if r["id"] in terms else []
+                if colours and (len(why) < 3 or colours[0]["share"] > why[-1]["share"]):
+                    why = why[:2] + colours                     # a named colour shows when it weighs as much
+                r["why"] = why
+                r["level_score"] = float(bank.decorrelate(c[1] @ bank.text[c[0]]) @ qd)
+        if said:
+            self._text_why([r for r in results if r["id"] in said], said)
         return results
 
+    def _text_why(self, results: list[dict], said: dict) -> None:
+        """The matched line of each result whose text matched, first in its ``why`` (see ``_explained``)."""
+        line_ids = {s["meaning"][1] for r in results for s in [said[r["id"]]] if s["meaning"] and not s["literal"]}
+        rows = {ln["id"]: ln for lines in self.db.lines_of([r["id"] for r in results if said[r["id"]]["meaning"]
+                                                            and not said[r["id"]]["literal"]]).values()
+                for ln in lines if ln["id"] in line_ids}
+        for r in results:
+            s = said[r["id"]]
+            if s["literal"]:
+                strength, line = s["literal"]
+                kind = "exact" if strength >= textsearch.EXACT else "words" if strength >= textsearch.WORDS else "part"
+                level = 1.0 if kind != "part" else r["level_score"]        # a literal match reads as strong
+            else:
+                line, kind = rows.get(s["meaning"][1]), "meaning"
+                level = s["meaning"][0]
+                if line is None:
+                    continue
+            box = [line["x0"], line["y0"], line["x1"], line["y1"]]
+            w, h = r.get("width") or 0, r.get("height") or 0
+            if w and h:
+                box = [round(box[0] * w), round(box[1] * h), round(box[2] * w), round(box[3] * h)]
+            r["why"] = [{"text": line["text"], "box": box, "match": kind}] + r["why"][:2]
+            r["text_match"] = kind
+            r["level_score"] = max(float(r["level_score"]), float(level))
+
     def search(self, query: str, k: int = 20, threshold: float | None = None, offset: int = 0, *,
-               folder=None, date_from=None, date_to=None) -> list[dict]:
-        """Text query (Chinese, English or mixed) -> best-first result dicts with cosine ``score``.
+               folder=None, date_from=None, date_to=None, text=None) -> list[dict]:
+        """Text query (Chinese, English or mixed) -> best-first result dicts with ``score`` (the cosine, plus
+        what the photo's text adds when it matches: index.textsearch).
 
         Optional filters: ``folder`` (photos below it), ``date_from`` / ``date_to`` (ISO text or date objects,
-        inclusive; EXIF date, else file mtime)."""
+        inclusive; EXIF date, else file mtime), ``text`` (True: photos with text in them; a string: photos
+        whose text contains it)."""
         q = np.asarray(self.model.encode_text([str(query)]), np.float32)[0]
         with self._lock:
-            return self._results(self._ensure(), q, k, threshold, offset, folder=folder, date_from=date_from,
-                                 date_to=date_to)
+            vi = self._ensure()
+            allowed = self._allowed(folder, date_from, date_to, text)
+            return self._results(vi, q, k, threshold, offset, allowed=allowed, query=str(query))
 
     def search_many(self, queries: list[str], k: int = 20, threshold: float | None = None) -> list[list[dict]]:
         """Several text queries at once: one vector-index pass and one row lookup for all of them. Returns one
@@ -168,19 +248,18 @@ class Searcher:
         if k == 0:
             return [[] for _ in queries]
         with self._lock:
-            bank = getattr(self.model, "concept_bank", None)
-            wide = max(k, RERANK) if bank is not None and bank.has_colour_boost else k   # colour re-ranking
+            wide = max(k, RERANK) if self._reranks("") else k
             scores, ids = self._ensure().search(Q, wide)                             # (n, k') each
-        hits = [[(int(i), float(sc)) for i, sc in zip(ids[b], scores[b])
-                 if i >= 0 and (threshold is None or float(sc) >= float(threshold))] for b in range(len(queries))]
-        bank = getattr(self.model, "concept_bank", None)
-        stored = self.db.concepts_of(sorted({i for h in hits for i, _ in h})) if bank is not None else {}
-        out = []
-        for b, h in enumerate(hits):
-            h, terms = self._colour_rescored(h, Q[b], stored)
-            out.append((h[:k], terms))
-        rows = self.db.rows_by_ids(sorted({i for h, _ in out for i, _ in h}))
-        return [self._explained(_as_results(h, rows), Q[b], stored, terms) for b, (h, terms) in enumerate(out)]
+            out = []
+            for b, query in enumerate(queries):
+                h = [(int(i), float(sc)) for i, sc in zip(ids[b], scores[b]) if i >= 0]
+                h, stored, terms, said = self._ranked(h, Q[b], query)
+                if threshold is not None:
+                    h = [x for x in h if x[1] >= float(threshold)]
+                out.append((h[:k], stored, terms, said))
+        rows = self.db.rows_by_ids(sorted({i for h, *_ in out for i, _ in h}))
+        return [self._explained(_as_results(h, rows), Q[b], stored, terms, said)
+                for b, (h, stored, terms, said) in enumerate(out)]
 
     def search_image(self, image, k: int = 20, threshold: float | None = None, offset: int = 0, *,
                      folder=None, date_from=None, date_to=None) -> list[dict]:
@@ -189,8 +268,8 @@ class Searcher:
             image = str(image)
         q = np.asarray(self.model.encode_image([image]), np.float32)[0]
         with self._lock:
-            return self._results(self._ensure(), q, k, threshold, offset, folder=folder, date_from=date_from,
-                                 date_to=date_to)
+            vi = self._ensure()
+            return self._results(vi, q, k, threshold, offset, allowed=self._allowed(folder, date_from, date_to))
 
     def _id_of(self, path) -> int:
         p = str(path)
@@ -269,7 +348,29 @@ class Searcher:
                           "configured": vectors.configured_kind(self.db), "file": bool(head),
                           "file_kind": head.get("kind"), "file_generation": head.get("generation"),
                           "params": {k: v for k, v in (head.get("params") or {}).items() if k != "tuned"}},
-                "label_sets": label_sets(self.db)}
+                "label_sets": label_sets(self.db), "text": self.text_stats(error_limit)}
+
+    def text_of(self, path) -> dict:
+        """What the text pass read in an indexed photo: {"state": "none" / "text" / "capped" / "error" / None (not
+        read yet), "note", "lines": [{"text", "box" (pixels of the upright photo), "conf", "script"}]} (raises
+        NotIndexedError)."""
+        image_id = self._id_of(path)
+        row = self.db.rows_by_ids([image_id]).get(image_id) or {}
+        rec = self.db.text_read_of(image_id)
+        w, h = row.get("width") or 0, row.get("height") or 0
+        lines = [{"text": ln["text"], "conf": ln["conf"], "script": ln["script"],
+                  "box": [round(ln["x0"] * w), round(ln["y0"] * h), round(ln["x1"] * w), round(ln["y1"] * h)]}
+                 for ln in self.db.lines_of([image_id]).get(image_id, [])]
+        return {"state": rec["state"] if rec else None, "note": rec["note"] if rec else None, "lines": lines}
+
+    def text_stats(self, error_limit: int | None = 1000) -> dict:
+        """The text pass's state: {"photos": {state: n}, "with_text", "lines", "pending", "errors": [{"path",
+        "state", "reason", "time"}]} (pending = photos not read yet by this reader version)."""
+        from dcclip_core.ocr import reader_version
+        counts = self.db.text_read_counts()
+        return {"photos": counts, "with_text": counts.get("text", 0) + counts.get("capped", 0),
+                "lines": self.db.count_text_lines(),
+                "pending": self.db.text_pending(reader_version()), "errors": self.db.text_errors(error_limit)}
 
 
 def _as_results(hits: list[tuple[int, float]], rows: dict[int, dict]) -> list[dict]:

@@ -1,0 +1,134 @@
+"""What a photo says, for search: the query found in a photo's text, and the query's meaning close to a line's.
+
+Two signals per photo, both from the text pass's lines (index/textpass.py):
+
+* ``literal``: the normalised query (``dcclip_core.ocr.normalise``: case, full-width, traditional -> simplified)
+  in the photo's normalised text, through the FTS5 trigram index: the whole query as a word or phrase
+  (``EXACT``), every word of a several-word query somewhere in the photo (``WORDS``), or the query inside a
+  longer word ("cat" in "education": ``PART``). A query of one Chinese character counts as a part only (花 is
+  in 花园路 and in every florist's sign: a sign is not what someone typing 花 wants first);
+* ``meaning``: the text tower's similarity between the query and each line (decorrelated cosines, as the
+  relevance levels use), past ``MEANING_FLOOR`` — the 99th percentile of English -> Chinese similarities
+  between *different* concept names of the model's own bank (text alone, no photo), so "ticket" can find a
+  photo that says 车票.
+
+``fuse`` turns them and the visual score into one ranking; two ways, measured in ``python -m benchmarks ocr``:
+"score" (the default: visual cosine + weighted text evidence) and "rrf" (reciprocal-rank fusion of the three
+rankings). Results name the matched line (its text and box) in their ``why``.
+"""
+from __future__ import annotations
+
+import re
+import threading
+
+import numpy as np
+
+from dcclip_core.ocr import normalise
+
+from .db import PhotoDB
+
+EXACT, WORDS, PART = 1.0, 0.9, 0.3          # literal match strengths
+MEANING_FLOOR = 0.21                        # decorrelated cosine a line's meaning must pass (see module doc)
+W_LITERAL = 0.5                             # "score" fusion: what a literal match adds to the visual cosine
+W_MEANING = 0.25                            # ... and what meaning above the floor adds, per unit of cosine
+RRF_K = 60
+FUSIONS = ("score", "rrf", "none")
+_WORDCH = re.compile(r"[0-9a-z]")
+_CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
+
+
+def _bounded(q: str, text: str) -> bool:
+    """``q`` occurs in ``text`` not glued to other Latin letters or digits on a side where ``q`` itself ends
+    in one ("cat" in "a cat!" yes, in "education" no; Chinese needs no boundaries)."""
+    start = text.find(q)
+    while start >= 0:
+        end = start + len(q)
+        left_ok = not (_WORDCH.match(q[0]) and start > 0 and _WORDCH.match(text[start - 1]))
+        right_ok = not (_WORDCH.match(q[-1]) and end < len(text) and _WORDCH.match(text[end]))
+        if left_ok and right_ok:
+            return True
+        start = text.find(q, start + 1)
+    return False
+
+
+def literal(db: PhotoDB, query: str, allowed: np.ndarray | None = None) -> dict[int, tuple[float, dict]]:
+    """image id -> (strength, the best line row) for photos whose text contains the query (see module doc)."""
+    q = normalise(query)
+    if not q:
+        return {}
+    ids = None if allowed is None else allowed.tolist()
+    single_han = len(q) == 1 and bool(_CJK.match(q))
+    best: dict[int, tuple[float, dict]] = {}
+
+    def offer(image_id: int, s: float, row: dict):
+        if s > best.get(image_id, (0.0, None))[0]:
+            best[image_id] = (s, row)
+
+    for row in db.lines_matching(q, ids):
+        offer(int(row["image_id"]), PART if single_han or not _bounded(q, row["norm"]) else EXACT, row)
+    words = [w for w in q.split(" ") if w]
+    if len(words) > 1:                                   # every word somewhere in the photo's text
+        per_word = [{int(r["image_id"]): r for r in db.lines_matching(w, ids) if _bounded(w, r["norm"])}
+                    for w in words]
+        for image_id in set.intersection(*(set(d) for d in per_word)):
+            offer(image_id, WORDS, per_word[0][image_id])
+    return best
+
+
+class LineVectors:
+    """Every stored line's text-tower vector, decorrelated, in memory; reloaded when the DB's text generation
+    or the model changes (cheap to check per query). Thread-safe."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._key = None
+        self.line_ids = np.zeros(0, np.int64)
+        self.image_ids = np.zeros(0, np.int64)
+        self.vecs = np.zeros((0, 0), np.float32)
+
+    def refresh(self, db: PhotoDB, model) -> "LineVectors":
+        bank = getattr(model, "concept_bank", None)
+        info = model.info
+        key = (db.text_generation(), info.get("hash"))
+        with self._lock:
+            if key != self._key:
+                lid, iid, V = db.line_vectors(str(info.get("hash")), int(info["dims"]))     # (n,), (n,), (n, d)
+                self.line_ids, self.image_ids = lid, iid
+                self.vecs = bank.decorrelate(V) if bank is not None and len(V) else V
+                self._key = key
+        return self
+
+    def meaning(self, q: np.ndarray, model, allowed: np.ndarray | None = None) -> dict[int, tuple[float, int]]:
+        """image id -> (best line's decorrelated cosine with the query, that line's id), for lines past the floor."""
+        if not len(self.vecs):
+            return {}
+        bank = getattr(model, "concept_bank", None)
+        qd = bank.decorrelate(q) if bank is not None else np.asarray(q, np.float32)      # (d,)
+        sims = self.vecs @ qd                                                              # (n,)
+        keep = np.flatnonzero(sims > MEANING_FLOOR)
+        if allowed is not None and len(keep):
+            keep = keep[np.isin(self.image_ids[keep], allowed)]
+        out: dict[int, tuple[float, int]] = {}
+        for j in keep[np.argsort(-sims[keep])]:
+            out.setdefault(int(self.image_ids[j]), (float(sims[j]), int(self.line_ids[j])))
+        return out
+
+
+def fuse(visual: list[tuple[int, float]], lit: dict[int, tuple[float, dict]], mean: dict[int, tuple[float, int]],
+         method: str = "score") -> list[tuple[int, float]]:
+    """One ranking from the visual hits [(id, cosine)] (every candidate has one), the literal matches and the
+    meaning matches: [(id, fused score)] best first."""
+    if method == "none" or (not lit and not mean):
+        return sorted(visual, key=lambda h: -h[1])
+    if method == "score":
+        fused = [(i, s + W_LITERAL * lit.get(i, (0.0,))[0]
+                  + W_MEANING * max(0.0, mean.get(i, (MEANING_FLOOR,))[0] - MEANING_FLOOR)) for i, s in visual]
+        return sorted(fused, key=lambda h: -h[1])
+    if method != "rrf":
+        raise ValueError(f"unknown fusion {method!r}; one of {FUSIONS}")
+    score = {i: 1.0 / (RRF_K + r) for r, (i, _) in enumerate(sorted(visual, key=lambda h: -h[1]), 1)}
+    for ranked in (sorted(lit, key=lambda i: -lit[i][0]), sorted(mean, key=lambda i: -mean[i][0])):
+        for r, i in enumerate(ranked, 1):
+            if i in score:
+                score[i] += 1.0 / (RRF_K + r)
+    return sorted(score.items(), key=lambda h: -h[1])
