@@ -182,7 +182,7 @@ class Searcher:
         levels read — for a text-space model the decorrelated cosine (``ConceptBank.decorrelate``: comparable
         across queries), else the score itself. A photo whose text matched (``said``, from ``_ranked``) gets the
         line first in ``why`` ({"text", "box" in pixels of the upright photo, "match": "exact" / "words" /
-        "translation" / "part" / "meaning"}), ``text_match`` (that kind), and a level no lower than the match's."""
+        "translation" / "some words" / "part" / "meaning"}), ``text_match`` (that kind), and a level no lower than the match's."""
         bank = getattr(self.model, "concept_bank", None)
         qd = bank.decorrelate(q) if bank is not None else None
         for r in results:
@@ -212,7 +212,9 @@ class Searcher:
                 strength, line = s["literal"]
                 kind = {textsearch.EXACT: "exact", textsearch.WORDS: "words",
                         textsearch.TRANSLATED: "translation"}.get(strength, "part")
-                level = 1.0 if kind != "part" else r["level_score"]        # a literal match reads as strong
+                if kind == "part" and strength > textsearch.PART:
+                    kind = "some words"
+                level = 1.0 if kind in ("exact", "words", "translation") else r["level_score"]   # reads as strong
             else:
                 line, kind = rows.get(s["meaning"][1]), "meaning"
                 level = s["meaning"][0]

@@ -52,7 +52,7 @@ def read_one(reader: TextReader, path: str) -> Reading:
 
 def _line_rows(reading: Reading, model) -> list[dict]:
     """The reading's lines as PhotoDB.put_text rows; lines with words (``has_words``) carry their vector."""
-    worded = [i for i, ln in enumerate(reading.lines) if has_words(ln.text)]
+    worded = [i for i, ln in enumerate(reading.lines) if has_words(ln.text)] if model is not None else []
     vecs = dict(zip(worded, _embed(model, [reading.lines[i].text for i in worded]) if worded else []))
     mhash = str(model.info.get("hash") or "") if model is not None else None
     return [{"text": ln.text, "norm": normalise(ln.text), "box": ln.box, "conf": ln.conf, "script": ln.script,

@@ -4,7 +4,8 @@ Two signals per photo, both from the text pass's lines (index/textpass.py):
 
 * ``literal``: the normalised query (``dcclip_core.ocr.normalise``: case, full-width, traditional -> simplified)
   in the photo's normalised text, through the FTS5 trigram index: the whole query as a word or phrase
-  (``EXACT``), every word of a several-word query somewhere in the photo (``WORDS``), or the query inside a
+  (``EXACT``), every word of a several-word query somewhere in the photo (``WORDS``; some of its telling
+  words: ``SOME`` times the share found — "exit 出口" on a sign saying EXIT), or the query inside a
   longer word ("cat" in "education": ``PART``), or a translation of the query from CC-CEDICT
   (dcclip_core.dictionary: "ticket" -> 车票, 毕业典礼 -> "graduation ceremony": ``TRANSLATED``). A query or a
   translation of one Chinese character counts as a part only (花 is in 花园路 and in every florist's sign: a
@@ -26,11 +27,11 @@ import threading
 import numpy as np
 
 from dcclip_core.dictionary import translations
-from dcclip_core.ocr import normalise
+from dcclip_core.ocr import has_words, normalise
 
 from .db import PhotoDB
 
-EXACT, WORDS, TRANSLATED, PART = 1.0, 0.9, 0.8, 0.3      # literal match strengths
+EXACT, WORDS, TRANSLATED, SOME, PART = 1.0, 0.9, 0.8, 0.6, 0.3      # literal match strengths
 MEANING_FLOOR = 0.21                        # decorrelated cosine a line's meaning must pass (see module doc)
 W_LITERAL = 0.5                             # "score" fusion: what a literal match adds to the visual cosine
 W_MEANING = 0.25                            # ... and what meaning above the floor adds, per unit of cosine
@@ -75,11 +76,18 @@ def literal(db: PhotoDB, query: str, allowed: np.ndarray | None = None) -> dict[
         for row in db.lines_matching(t, ids):
             offer(int(row["image_id"]), PART if weak or not _bounded(t, row["norm"]) else TRANSLATED, row)
     words = [w for w in q.split(" ") if w]
-    if len(words) > 1:                                   # every word somewhere in the photo's text
+    if len(words) > 1:                                   # the words of the query somewhere in the photo's text
         per_word = [{int(r["image_id"]): r for r in db.lines_matching(w, ids) if _bounded(w, r["norm"])}
                     for w in words]
-        for image_id in set.intersection(*(set(d) for d in per_word)):
-            offer(image_id, WORDS, per_word[0][image_id])
+        telling = [d for w, d in zip(words, per_word) if has_words(w)]     # "the", "a", "9" alone tell nothing
+        for image_id in set().union(*per_word):
+            found = [d[image_id] for d in per_word if image_id in d]
+            if len(found) == len(words):
+                offer(image_id, WORDS, found[0])
+            elif telling:
+                some = [d[image_id] for d in telling if image_id in d]
+                if some:
+                    offer(image_id, SOME * len(some) / len(telling), some[0])
     return best
 
 
