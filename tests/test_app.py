@@ -19,6 +19,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 MODEL_CONFIG = ROOT / "assets" / "models" / "default" / "config.json"
 DEMO = ROOT / "assets" / "demo"
+N_DEMO = len(list(DEMO.glob("*.jpg")))         # the bundled photos (19: 16 + three with text)
 CAT = DEMO / "cat_chelsea.jpg"
 # screenshots go to a temp folder (running the tests leaves the tree clean); refresh the README's with
 # DCCLIP_SCREENSHOTS=docs/screenshots python -m pytest -q tests/test_app.py -k browser
@@ -40,7 +41,7 @@ from conftest import browser, needs_model  # noqa: E402
 
 
 START_TIMEOUT = 120      # s until the page answers
-READY_TIMEOUT = 600      # s until the demo photos are indexed (model load + warm-up + 16 photos)
+READY_TIMEOUT = 600      # s until the demo photos are indexed (model load + warm-up + the demo photos)
 
 
 def _free_port() -> int:
@@ -170,7 +171,7 @@ def test_text_search_cat_first(server, query):
     assert "/" not in first  # captions show the file name only (one folder: no need to tell names apart)
     levels = [g["caption"].split(" ")[0].count("●") for g in gallery]
     assert levels == sorted(levels, reverse=True) and min(levels) >= 1  # "every match": weak ones too, no "none"
-    # "every photo, ranked" shows them all (k=20 > 16 photos)
+    # "every photo, ranked" shows them all (k=20 > the demo photos)
     gallery, _, _ = server.client.predict(query, 20, "all", api_name="/search")
     assert len(gallery) == len(list(DEMO.glob("*.jpg"))) and "cat_chelsea.jpg" in gallery[0]["caption"]
 
@@ -669,7 +670,7 @@ def test_fewshot_learn_save_apply_delete(server):
     info = c.predict("我的-pets", api_name="/prompt_detail")
     assert "CoOp" in info and "动物" in info and "fits the loaded model" in info
     msg, review, label_msg, *_ = c.predict("我的-pets", 0, api_name="/prompt_apply")
-    assert "Labelled 16 photos" in msg, msg
+    assert f"Labelled {N_DEMO} photos" in msg, msg
     caps = set(_caps(review))
     assert caps and all(x in {"动物", "食物"} or x.startswith("✎") for x in caps), caps   # ✎: an earlier correction
     files, msg = c.predict("我的-pets", api_name="/prompt_export")
@@ -677,7 +678,7 @@ def test_fewshot_learn_save_apply_delete(server):
     assert st.suffix == ".safetensors" and st.stat().st_size > 1000
     assert json.loads(js.read_text(encoding="utf-8"))["method"] == "coop"
     review, msg, *_ = c.predict("", "我的-pets", 50, api_name="/label")   # the Label tab takes a prompt too
-    assert "Labelled 16 photos" in msg
+    assert f"Labelled {N_DEMO} photos" in msg
     msg, tbl, *_ = c.predict("我的-pets", api_name="/prompt_delete")
     assert "Deleted" in msg and all(r[0] != "我的-pets" for r in _rows(tbl))
     msg, *_ = c.predict("colours-coop", api_name="/prompt_delete")
@@ -727,7 +728,7 @@ def test_model_use(server):
 def test_browser_tabs(server):
     """What a user sees in Chinese (and screenshots of it): clicking a result names the photo in the detail panel,
     says whether it has duplicates and shows its neighbours; labelling captions every reviewed photo with one of
-    the typed labels; the Index tab counts the 16 demo photos; the Model tab shows its recall and its file size."""
+    the typed labels; the Index tab counts the demo photos; the Model tab shows its recall and its file size."""
     sync_playwright = _browser()
     SHOTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as p:
@@ -761,7 +762,7 @@ def test_browser_tabs(server):
 
             page.get_by_role("tab", name="索引").click()
             page.locator("#bad-files").wait_for(state="visible", timeout=30_000)
-            page.locator("#index-info").get_by_text(re.compile(r"(^|\D)16 张照片")).first.wait_for(
+            page.locator("#index-info").get_by_text(re.compile(rf"(^|\D){N_DEMO} 张照片")).first.wait_for(
                 state="visible", timeout=30_000)
             page.screenshot(path=str(SHOTS / "index_zh.png"), full_page=True)
 
@@ -825,7 +826,7 @@ def test_browser_fewshot_prompts_label(server, locale, tabs, suffix):
             page.get_by_role("option", name=f"browser-{suffix}").first.click()
             page.locator("#pr-info").get_by_text("coop").first.wait_for(state="visible", timeout=30_000)
             page.locator("#pr-apply").click()
-            page.locator("#pr-msg").get_by_text("16").first.wait_for(state="visible", timeout=60_000)
+            page.locator("#pr-msg").get_by_text(str(N_DEMO)).first.wait_for(state="visible", timeout=60_000)
             page.screenshot(path=str(SHOTS / f"prompts_{suffix}.png"), full_page=True)
             page.get_by_role("tab", name=label).click()
             page.locator("#review .thumbnail-item").first.wait_for(state="visible", timeout=30_000)
