@@ -7,7 +7,8 @@ Two signals per photo, both from the text pass's lines (index/textpass.py):
   (``EXACT``), every word of a several-word query somewhere in the photo (``WORDS``; some of its telling
   words: ``SOME`` times the share found — "exit 出口" on a sign saying EXIT), or the query inside a
   longer word ("cat" in "education": ``PART``), or a translation of the query from CC-CEDICT
-  (dcclip_core.dictionary: "ticket" -> 车票, 毕业典礼 -> "graduation ceremony": ``TRANSLATED``). A query or a
+  (dcclip_core.dictionary: "ticket" -> 车票, 毕业典礼 -> "graduation ceremony", or word by word: 日落海滩 ->
+  "sunset" + "beach": ``TRANSLATED``; some of the words: ``SOME`` times the share). A query or a
   translation of one Chinese character counts as a part only (花 is in 花园路 and in every florist's sign: a
   sign is not what someone typing 花 wants first);
 * ``meaning``: the text tower's similarity between the query and each line (decorrelated cosines, as the
@@ -26,7 +27,7 @@ import threading
 
 import numpy as np
 
-from dcclip_core.dictionary import translations
+from dcclip_core.dictionary import segments, translations
 from dcclip_core.ocr import has_words, normalise
 
 from .db import PhotoDB
@@ -70,11 +71,25 @@ def literal(db: PhotoDB, query: str, allowed: np.ndarray | None = None) -> dict[
 
     for row in db.lines_matching(q, ids):
         offer(int(row["image_id"]), PART if single_han or not _bounded(q, row["norm"]) else EXACT, row)
-    for t in translations(q):
+    for t in translations(q):                            # the whole query in the other language
         t = normalise(t)
         weak = len(t) == 1 and bool(_CJK.match(t))
         for row in db.lines_matching(t, ids):
             offer(int(row["image_id"]), PART if weak or not _bounded(t, row["norm"]) else TRANSLATED, row)
+    pieces = segments(q)
+    if len(pieces) > 1:                                  # ... or word by word ("日落海滩" -> sunset, beach)
+        found: dict[int, dict[int, tuple[float, dict]]] = {}
+        for n, (_, alts) in enumerate(pieces):
+            for t in map(normalise, alts):
+                credit = 0.5 if len(t) == 1 and _CJK.match(t) else 1.0          # a lone character: half
+                for row in db.lines_matching(t, ids):
+                    if _bounded(t, row["norm"]) and credit > found.setdefault(int(row["image_id"]), {}).get(
+                            n, (0.0, None))[0]:
+                        found[int(row["image_id"])][n] = (credit, row)
+        for image_id, got in found.items():
+            share = sum(c for c, _ in got.values()) / len(pieces)
+            row = next(iter(got.values()))[1]
+            offer(image_id, TRANSLATED if share >= 1.0 else SOME * share, row)
     words = [w for w in q.split(" ") if w]
     if len(words) > 1:                                   # the words of the query somewhere in the photo's text
         per_word = [{int(r["image_id"]): r for r in db.lines_matching(w, ids) if _bounded(w, r["norm"])}
