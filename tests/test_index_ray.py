@@ -106,3 +106,28 @@ def test_cli_ray_flag(tmp_path):
     r = subprocess.run([sys.executable, "-m", "index", "build", "--help"], cwd=REPO_DIR, capture_output=True,
                        text=True)
     assert "--ray" in r.stdout
+
+
+@pytest.mark.skipif(not HAVE_MODEL, reason="default model missing")
+def test_ray_text_pass_reads_what_the_local_pass_reads(ray_local, tmp_path):
+    """The text pass on Ray Data workers stores the same lines (text, box, script) as the local pass."""
+    import dcclip_core
+    from index.textpass import read_texts
+    from test_text_index import FONT, render
+    if not FONT.is_file():
+        pytest.skip("needs a CJK font: apt-get install fonts-noto-cjk")
+    model = dcclip_core.load()
+    root = tmp_path / "photos"
+    render(root / "sign.jpg", ["北京大学 毕业典礼", "EXIT"])
+    shutil.copy(REPO_DIR / "assets" / "demo" / "cat_chelsea.jpg", root / "cat.jpg")
+    lines = {}
+    for kind, ray in (("local", None), ("ray", True)):
+        dbp = tmp_path / f"{kind}.db"
+        build_index(root, dbp, model=model)
+        st = read_texts(dbp, model=model, ray=ray, workers=2)
+        assert st["read"] == 2 and st["with_text"] == 1 and st["pending"] == 0
+        db = PhotoDB(dbp)
+        lines[kind] = db.query("SELECT i.path, l.text, l.x0, l.y0, l.x1, l.y1, l.script, l.model_hash FROM text_lines l "
+                               "JOIN images i ON i.id = l.image_id ORDER BY l.id")
+        db.close()
+    assert lines["ray"] == lines["local"] and any("EXIT" in r["text"] for r in lines["ray"])
