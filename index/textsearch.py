@@ -4,17 +4,20 @@ Two signals per photo, both from the text pass's lines (index/textpass.py):
 
 * ``literal``: the normalised query (``dcclip_core.ocr.normalise``: case, full-width, traditional -> simplified)
   in the photo's normalised text, through the FTS5 trigram index: the whole query as a word or phrase
-  (``EXACT``), every word of a several-word query somewhere in the photo (``WORDS``; some of its telling
-  words: ``SOME`` times the share found — "exit 出口" on a sign saying EXIT), or the query inside a
+  (``EXACT``), every word of a several-word query somewhere in the photo (``WORDS``; at least half of its
+  telling words — not "the", "的": ``SOME`` times the share found — "exit 出口" on a sign saying EXIT), or
+  the query inside a
   longer word ("cat" in "education": ``PART``), or a translation of the query from CC-CEDICT
   (dcclip_core.dictionary: "ticket" -> 车票, 毕业典礼 -> "graduation ceremony", or word by word: 日落海滩 ->
   "sunset" + "beach": ``TRANSLATED``; some of the words: ``SOME`` times the share). A query or a
   translation of one Chinese character counts as a part only (花 is in 花园路 and in every florist's sign: a
   sign is not what someone typing 花 wants first);
 * ``meaning``: the text tower's similarity between the query and each line (decorrelated cosines, as the
-  relevance levels use), past ``MEANING_FLOOR`` — the 99th percentile of English -> Chinese similarities
-  between *different* concept names of the model's own bank (text alone, no photo): what the query means
-  close to what a line says in other words or the other language.
+  relevance levels use), past ``MEANING_FLOOR`` — the 99.9th percentile of the similarities between
+  *different* concept names of the model's own bank (its first 600 concepts; English-English, Chinese-Chinese
+  and across: text alone, no photo). A lower floor (0.21, that percentile across languages only) let lines
+  like "Stationery" match every English query and cost the held-out picture queries 0.12 of recall@5
+  (``python -m benchmarks textsearch``); at 0.65 a line counts only when it says nearly what the query says.
 
 ``fuse`` turns them and the visual score into one ranking; two ways, measured in ``python -m benchmarks ocr``:
 "score" (the default: visual cosine + weighted text evidence) and "rrf" (reciprocal-rank fusion of the three
@@ -33,7 +36,13 @@ from dcclip_core.ocr import has_words, normalise
 from .db import PhotoDB
 
 EXACT, WORDS, TRANSLATED, SOME, PART = 1.0, 0.9, 0.8, 0.6, 0.3      # literal match strengths
-MEANING_FLOOR = 0.21                        # decorrelated cosine a line's meaning must pass (see module doc)
+MEANING_FLOOR = 0.65                        # decorrelated cosine a line's meaning must pass (see module doc)
+MIN_SHARE = 0.5                             # SOME: at least half of the query's telling words
+# function words: found in any text, they tell nothing about which photo is meant
+STOPWORDS = frozenset("""a an the and or of to in on at by for from with without into onto over under near
+    is are was were be been it its this that these those my your our their his her me you we they i he she
+    some any all no not very just as than then there here up down out off about above below photo picture
+    image 的 了 在 是 和 与 及 或 有 个 一 这 那 些 上 下 里 中 张 照片 图片""".split())
 W_LITERAL = 0.5                             # "score" fusion: what a literal match adds to the visual cosine
 W_MEANING = 0.25                            # ... and what meaning above the floor adds, per unit of cosine
 RRF_K = 60
@@ -56,6 +65,11 @@ def _bounded(q: str, text: str) -> bool:
     return False
 
 
+def telling_word(word: str) -> bool:
+    """A query word that can tell photos apart by their text: words (``has_words``) that are not function words."""
+    return has_words(word) and word not in STOPWORDS
+
+
 def literal(db: PhotoDB, query: str, allowed: np.ndarray | None = None) -> dict[int, tuple[float, dict]]:
     """image id -> (strength, the best line row) for photos whose text contains the query (see module doc)."""
     q = normalise(query)
@@ -76,7 +90,7 @@ def literal(db: PhotoDB, query: str, allowed: np.ndarray | None = None) -> dict[
         weak = len(t) == 1 and bool(_CJK.match(t))
         for row in db.lines_matching(t, ids):
             offer(int(row["image_id"]), PART if weak or not _bounded(t, row["norm"]) else TRANSLATED, row)
-    pieces = segments(q)
+    pieces = [(w, alts) for w, alts in segments(q) if telling_word(w)]
     if len(pieces) > 1:                                  # ... or word by word ("日落海滩" -> sunset, beach)
         found: dict[int, dict[int, tuple[float, dict]]] = {}
         for n, (_, alts) in enumerate(pieces):
@@ -88,20 +102,20 @@ def literal(db: PhotoDB, query: str, allowed: np.ndarray | None = None) -> dict[
                         found[int(row["image_id"])][n] = (credit, row)
         for image_id, got in found.items():
             share = sum(c for c, _ in got.values()) / len(pieces)
-            row = next(iter(got.values()))[1]
-            offer(image_id, TRANSLATED if share >= 1.0 else SOME * share, row)
+            if share >= MIN_SHARE:
+                offer(image_id, TRANSLATED if share >= 1.0 else SOME * share, next(iter(got.values()))[1])
     words = [w for w in q.split(" ") if w]
     if len(words) > 1:                                   # the words of the query somewhere in the photo's text
         per_word = [{int(r["image_id"]): r for r in db.lines_matching(w, ids) if _bounded(w, r["norm"])}
                     for w in words]
-        telling = [d for w, d in zip(words, per_word) if has_words(w)]     # "the", "a", "9" alone tell nothing
+        telling = [d for w, d in zip(words, per_word) if telling_word(w)]
         for image_id in set().union(*per_word):
-            found = [d[image_id] for d in per_word if image_id in d]
-            if len(found) == len(words):
-                offer(image_id, WORDS, found[0])
+            rows = [d[image_id] for d in per_word if image_id in d]
+            if len(rows) == len(words):
+                offer(image_id, WORDS, rows[0])
             elif telling:
                 some = [d[image_id] for d in telling if image_id in d]
-                if some:
+                if len(some) >= MIN_SHARE * len(telling):
                     offer(image_id, SOME * len(some) / len(telling), some[0])
     return best
 
