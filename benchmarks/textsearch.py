@@ -75,9 +75,9 @@ def _pass_cost(db: Path) -> dict:
     """Mean seconds the text pass spent per photo with and without text (its own record)."""
     from index import PhotoDB
     with PhotoDB(db, create=False) as d:
-        rows = d.query("SELECT state, seconds FROM text_reads")
-    by = {"with_text": [r["seconds"] for r in rows if r["state"] in ("text", "capped")],
-          "no_text": [r["seconds"] for r in rows if r["state"] == "none"]}
+        rows = d.text_read_times()
+    by = {"with_text": [sec for st, sec in rows if st in ("text", "capped")],
+          "no_text": [sec for st, sec in rows if st == "none"]}
     return {k: {"photos": len(v), "mean_ms": round(1000 * float(np.mean(v)), 1) if v else None} for k, v in by.items()}
 
 

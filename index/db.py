@@ -732,6 +732,10 @@ class PhotoDB:
     def count_text_lines(self) -> int:
         return int(self.execute("SELECT COUNT(*) FROM text_lines").fetchone()[0])
 
+    def text_read_times(self) -> list[tuple[str, float]]:
+        """[(state, seconds)] of every photo the text pass read (what its benchmark averages)."""
+        return [(st, float(sec or 0.0)) for st, sec in self._all("SELECT state, seconds FROM text_reads")]
+
     def text_read_counts(self) -> dict[str, int]:
         """{state: photos} over the text pass's records ("none", "text", "capped", "error")."""
         return {s: int(n) for s, n in self._all("SELECT state, COUNT(*) FROM text_reads GROUP BY state")}

@@ -85,6 +85,11 @@ def literal(db: PhotoDB, query: str, allowed: np.ndarray | None = None) -> dict[
 
     for row in db.lines_matching(q, ids):
         offer(int(row["image_id"]), PART if single_han or not _bounded(q, row["norm"]) else EXACT, row)
+    if " " in q:                                         # OCR drops spaces: "NO PARKING" read as "NOPARKING"
+        glued = q.replace(" ", "")
+        for row in db.lines_matching(glued, ids):
+            if _bounded(glued, row["norm"]):
+                offer(int(row["image_id"]), EXACT, row)
     for t in translations(q):                            # the whole query in the other language
         t = normalise(t)
         weak = len(t) == 1 and bool(_CJK.match(t))

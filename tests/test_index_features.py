@@ -360,12 +360,13 @@ def test_photodb_label_and_removal_methods(photos, tmp_path):
 
 
 def test_no_sql_outside_photodb():
-    """labels.py, search.py, the app (app.py, ui/) and the benchmarks reach the database only through PhotoDB."""
+    """labels.py, search.py, the text pass and text search, the app (app.py, ui/) and the benchmarks reach the
+    database only through PhotoDB."""
     import re
     root = Path(__file__).resolve().parent.parent
     sql = re.compile(r"""["'](SELECT|INSERT|DELETE|UPDATE|CREATE|ALTER|PRAGMA|REPLACE)\s|\.conn\b|\.execute\(|"""
                      r"""\.executemany\(|\.query\(|\._set_meta\(|\._delete_ids\(|\b_prefix_range\b""")
-    files = ["index/labels.py", "index/search.py", "app.py"] + sorted(
+    files = ["index/labels.py", "index/search.py", "index/textpass.py", "index/textsearch.py", "app.py"] + sorted(
         str(p.relative_to(root)) for d in ("ui", "benchmarks") for p in (root / d).rglob("*.py"))
     for f in files:
         hits = [f"{f}:{n}: {line.strip()}" for n, line in enumerate((root / f).read_text("utf-8").splitlines(), 1)
