@@ -213,6 +213,9 @@ class PhotoDB:
         self.conn = sqlite3.connect(str(self.path), timeout=timeout, check_same_thread=False,
                                     isolation_level=None)
         self.db = sqlite_utils.Database(self.conn)
+        # sqlite-utils otherwise finds out by creating and dropping a scratch table on the first upsert: a schema
+        # change that made a text pass running on another connection fail ("no such table: text_lines")
+        self.db._supports_on_conflict = sqlite3.sqlite_version_info >= (3, 24, 0)
         try:
             self.conn.execute("PRAGMA busy_timeout = %d" % int(timeout * 1000))
             mode = self.conn.execute("PRAGMA journal_mode").fetchone()[0]
@@ -667,6 +670,10 @@ class PhotoDB:
         """[(line id, text)] of lines not yet embedded by ``model_hash``."""
         return self._all("SELECT id, text FROM text_lines WHERE model_hash IS NOT ? ORDER BY id LIMIT ?",
                          (model_hash, int(limit)))
+
+    def count_lines_without_vectors(self, model_hash: str) -> int:
+        return int(self.execute("SELECT COUNT(*) FROM text_lines WHERE model_hash IS NOT ?",
+                                (model_hash,)).fetchone()[0])
 
     def put_line_vectors(self, rows: Sequence[tuple[int, np.ndarray]], model_hash: str) -> None:
         """Store text-tower vectors (float16) of lines by id (None: the line has no vector for ``model_hash``)."""

@@ -115,7 +115,7 @@ class Searcher:
 
     def _results(self, vi: vectors.VectorIndex, q: np.ndarray, k: int, threshold, offset: int,
                  exclude: set[int] = frozenset(), allowed: np.ndarray | None = None,
-                 query: str | None = None) -> list[dict]:
+                 query: str | None = None, text=None) -> list[dict]:
         k, offset = max(0, int(k)), max(0, int(offset))
         if k == 0:
             return []
@@ -128,7 +128,22 @@ class Searcher:
             hits = [h for h in hits if h[1] >= float(threshold)]
         hits = hits[offset:offset + k]
         rows = self.db.rows_by_ids([i for i, _ in hits])
-        return self._explained(_as_results(hits, rows), q, stored, terms, said)
+        results = self._explained(_as_results(hits, rows), q, stored, terms, said)
+        if isinstance(text, str) and text.strip():
+            self._filter_why(results, text)
+        return results
+
+    def _filter_why(self, results: list[dict], text: str) -> None:
+        """Results of a "text contains" filter name the line that contains it (``"match": "filter"``) when their
+        ``why`` does not start with a text line already."""
+        want = [r["id"] for r in results if not (r["why"] and "text" in r["why"][0])]
+        lines: dict[int, dict] = {}
+        for ln in self.db.lines_matching(normalise(text), want):
+            lines.setdefault(int(ln["image_id"]), ln)
+        for r in results:
+            ln = lines.get(r["id"])
+            if ln is not None:
+                r["why"] = [{"text": ln["text"], "box": _pixel_box(ln, r), "match": "filter"}] + r["why"][:2]
 
     def _reranks(self, query: str | None) -> bool:
         """Whether a query's ``RERANK`` best candidates may be re-ordered (colour term, text in photos)."""
@@ -220,11 +235,7 @@ class Searcher:
                 level = s["meaning"][0]
                 if line is None:
                     continue
-            box = [line["x0"], line["y0"], line["x1"], line["y1"]]
-            w, h = r.get("width") or 0, r.get("height") or 0
-            if w and h:
-                box = [round(box[0] * w), round(box[1] * h), round(box[2] * w), round(box[3] * h)]
-            r["why"] = [{"text": line["text"], "box": box, "match": kind}] + r["why"][:2]
+            r["why"] = [{"text": line["text"], "box": _pixel_box(line, r), "match": kind}] + r["why"][:2]
             r["text_match"] = kind
             r["level_score"] = max(float(r["level_score"]), float(level))
 
@@ -240,7 +251,7 @@ class Searcher:
         with self._lock:
             vi = self._ensure()
             allowed = self._allowed(folder, date_from, date_to, text)
-            return self._results(vi, q, k, threshold, offset, allowed=allowed, query=str(query))
+            return self._results(vi, q, k, threshold, offset, allowed=allowed, query=str(query), text=text)
 
     def search_many(self, queries: list[str], k: int = 20, threshold: float | None = None) -> list[list[dict]]:
         """Several text queries at once: one vector-index pass and one row lookup for all of them. Returns one
@@ -268,14 +279,16 @@ class Searcher:
                 for b, (h, stored, terms, said) in enumerate(out)]
 
     def search_image(self, image, k: int = 20, threshold: float | None = None, offset: int = 0, *,
-                     folder=None, date_from=None, date_to=None) -> list[dict]:
-        """Image query (path, bytes or PIL.Image) -> best-first result dicts (raises ImageLoadError)."""
+                     folder=None, date_from=None, date_to=None, text=None) -> list[dict]:
+        """Image query (path, bytes or PIL.Image) -> best-first result dicts (raises ImageLoadError); the filters
+        as ``search``'s."""
         if isinstance(image, Path):
             image = str(image)
         q = np.asarray(self.model.encode_image([image]), np.float32)[0]
         with self._lock:
             vi = self._ensure()
-            return self._results(vi, q, k, threshold, offset, allowed=self._allowed(folder, date_from, date_to))
+            return self._results(vi, q, k, threshold, offset, allowed=self._allowed(folder, date_from, date_to, text),
+                                 text=text)
 
     def _id_of(self, path) -> int:
         p = str(path)
@@ -364,8 +377,7 @@ class Searcher:
         row = self.db.rows_by_ids([image_id]).get(image_id) or {}
         rec = self.db.text_read_of(image_id)
         w, h = row.get("width") or 0, row.get("height") or 0
-        lines = [{"text": ln["text"], "conf": ln["conf"], "script": ln["script"],
-                  "box": [round(ln["x0"] * w), round(ln["y0"] * h), round(ln["x1"] * w), round(ln["y1"] * h)]}
+        lines = [{"text": ln["text"], "conf": ln["conf"], "script": ln["script"], "box": _pixel_box(ln, row)}
                  for ln in self.db.lines_of([image_id]).get(image_id, [])]
         return {"state": rec["state"] if rec else None, "note": rec["note"] if rec else None, "lines": lines}
 
@@ -377,6 +389,14 @@ class Searcher:
         return {"photos": counts, "with_text": counts.get("text", 0) + counts.get("capped", 0),
                 "lines": self.db.count_text_lines(),
                 "pending": self.db.text_pending(reader_version()), "errors": self.db.text_errors(error_limit)}
+
+
+def _pixel_box(line: dict, result: dict) -> list:
+    """A stored line's box (fractions x0, y0, x1, y1) in pixels of the result's upright photo (fractions when
+    its size is unknown)."""
+    box = [line["x0"], line["y0"], line["x1"], line["y1"]]
+    w, h = result.get("width") or 0, result.get("height") or 0
+    return [round(box[0] * w), round(box[1] * h), round(box[2] * w), round(box[3] * h)] if w and h else box
 
 
 def _as_results(hits: list[tuple[int, float]], rows: dict[int, dict]) -> list[dict]:

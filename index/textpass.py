@@ -67,10 +67,12 @@ def _embed(model, texts: list[str]) -> np.ndarray | None:
                            for i in range(0, len(texts), EMBED_BATCH)])
 
 
-def embed_lines(db: PhotoDB, model, stop: threading.Event | None = None) -> int:
-    """Embed every stored line that ``model`` has not embedded yet (after a model change); returns how many."""
+def embed_lines(db: PhotoDB, model, stop: threading.Event | None = None, progress: Progress | None = None) -> int:
+    """Embed every stored line that ``model`` has not embedded yet (after a model change); returns how many.
+    ``progress(done, total, "")`` counts lines."""
     mhash = str(model.info.get("hash") or "")
-    n = 0
+    total = db.count_lines_without_vectors(mhash)
+    n = done = 0
     while not (stop is not None and stop.is_set()):
         rows = db.lines_without_vectors(mhash, limit=512)
         if not rows:
@@ -79,6 +81,9 @@ def embed_lines(db: PhotoDB, model, stop: threading.Event | None = None) -> int:
         vecs = dict(zip((i for i, _ in worded), _embed(model, [t for _, t in worded]) if worded else []))
         db.put_line_vectors([(i, vecs.get(i)) for i, _ in rows], mhash)      # no vector: no words to mean
         n += len(worded)
+        done += len(rows)
+        if progress is not None:
+            progress(done, total, "")
     return n
 
 
@@ -126,15 +131,18 @@ def read_texts(db_path, reader: TextReader | None = None, model=None, progress: 
     """Read the text of every photo in ``db_path`` that needs it (see module doc); returns counts of this run:
     {"read", "with_text", "capped", "errors", "lines", "embedded", "pending", "seconds", "text_s"}.
     ``model``: the index's model (its text tower embeds the lines; None skips that). ``stop``: an event that
-    ends the run after the photo being written. ``limit``: read at most this many photos."""
+    ends the run after the photo being written. ``limit``: read at most this many photos. ``progress(done,
+    total, path)``: lines embedded for a new model first (path ""), then photos read, from (0, total, "")."""
     t0 = time.perf_counter()
     version = reader.version if reader is not None else reader_version()
     counts = collections.Counter()
     db = PhotoDB(db_path, create=False)
     try:
         if model is not None:
-            counts["embedded"] += embed_lines(db, model, stop)
+            counts["embedded"] += embed_lines(db, model, stop, progress)
         todo = db.text_todo(version, limit=limit)
+        if progress is not None:
+            progress(0, len(todo), "")
         if not todo:
             stream: Iterable = ()
         elif ray:

@@ -130,6 +130,10 @@ def test_text_filter_and_text_of(library, model):
     assert with_text == {"毕业.jpg", "ticket.jpg", "exit.jpg"}
     assert [Path(r["path"]).name for r in s.search("photo", k=20, text="車票")] == ["ticket.jpg"]
     assert s.search("photo", k=20, text="no such words") == []
+    r = s.search("a temple", k=1, text="車票")[0]                  # the line holding the filter string is named
+    assert r["why"][0]["match"] == "filter" and "票" in r["why"][0]["text"]
+    by_photo = s.search_image(root / "cat_chelsea.jpg", k=20, text=True)
+    assert {Path(x["path"]).name for x in by_photo} == {"毕业.jpg", "ticket.jpg", "exit.jpg"}
     t = s.text_of(root / "exit.jpg")
     assert t["state"] == "text" and [ln["text"] for ln in t["lines"]][0] == "EXIT"
     assert s.text_of(root / "cat_chelsea.jpg") == {"state": "none", "note": None, "lines": []}
