@@ -8,7 +8,8 @@ Without --db the bundled demo photos (assets/demo) are indexed into <cache>/libr
 added in the Index tab go there too), where <cache> is $DCCLIP_CACHE or ~/.cache/dcclip. ``--demo`` (the conference
 booth) uses a database and thumbnails of its own under <cache>/booth that hold only the bundled photos, and is
 read-only. The page is served first; then the model loads, warms up and the index is (re)built in a background
-thread while the status line reports progress.
+thread while the status line reports progress; then the text in the photos is read, in a thread of its own
+(search works meanwhile; the booth's photos are read too).
 """
 from __future__ import annotations
 

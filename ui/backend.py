@@ -5,6 +5,10 @@
     backend.search_text("猫")                                # [{"path", "score", ...}] (async: await backend.search_text)
     backend.index_folder("/photos/more")                    # raises ReadOnlyError in demo mode
 
+After the image pass, the text in the photos is read in a background thread of its own (``read_text_later``:
+index.textpass), never holding up searches or the image index: every write to the index stops it first and starts
+it again after (``text_paused``), and it resumes where it stopped.
+
 Demo mode (``--demo``, the conference booth) is enforced here, not in the page: every method that would write a
 file or the database raises ``ReadOnlyError``; labelling runs in memory and returns rows for that visitor only;
 prompts come from the shipped library only; paths are shown as file names. The booth's database lives in a
@@ -12,6 +16,7 @@ folder of its own and holds only the bundled photos (``prepare_booth``).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -216,6 +221,12 @@ class Backend:
         self.started = time.time()
         self.ready_at: float | None = time.time() if searcher is not None else None
         self._batcher: SearchBatcher | None = None
+        self.text_done = 0         # the background text pass (read_text_later): photos read so far of text_total
+        self.text_total = 0
+        self.text_error = ""       # why the last text pass failed ("" when it did not)
+        self._text_thread: threading.Thread | None = None
+        self._text_stop = threading.Event()
+        self._text_lock = threading.Lock()
 
     @property
     def thumb_dir(self) -> Path:
@@ -265,6 +276,7 @@ class Backend:
             self.error = str(e) or type(e).__name__
             self.state = "error"
             return
+        self.read_text_later()     # photos not read yet; lines the loaded model has not embedded (a new model)
         self._prewarm_thumbnails()
 
     def _startup_roots(self, model) -> list[str]:
@@ -353,6 +365,92 @@ class Backend:
         if self.demo:
             raise ReadOnlyError("demo mode is read-only")
 
+    # -- text in photos (the background text pass) -------------------------------------------------
+    @property
+    def text_running(self) -> bool:
+        """The text pass is reading photos (or embedding their lines for the loaded model)."""
+        t = self._text_thread
+        return t is not None and t.is_alive()
+
+    def read_text_later(self) -> None:
+        """Start the text pass in a background thread, unless one runs: index.textpass.read_texts reads the photos
+        whose text was not read yet (one photo at a time: searches and thumbnails keep the other core) and embeds
+        the lines the loaded model has not (after a model change). The booth's own database is read too: that
+        is the app building it, not a visitor writing."""
+        with self._text_lock:
+            if self.text_running or self.any_model() is None or not Path(self.db_path).is_file():
+                return
+            self._text_stop = threading.Event()
+            self.text_done = self.text_total = 0
+            self._text_thread = threading.Thread(target=self._read_texts, args=(self._text_stop, self.any_model()),
+                                                 name="dcclip-text", daemon=True)
+            self._text_thread.start()
+
+    def _read_texts(self, stop: threading.Event, model) -> None:
+        from index.textpass import read_texts
+
+        def progress(done, total, path=None):
+            self.text_done, self.text_total = int(done), int(total)
+        try:
+            read_texts(self.db_path, model=model, progress=progress, stop=stop, workers=1)
+            self.text_error = ""
+        except Exception as e:                  # shown in the Index tab; the photos stay searchable by image
+            self.text_error = str(e) or type(e).__name__
+
+    def stop_text(self, timeout: float = 120.0) -> None:
+        """Stop the text pass after the photo it is reading (the next read_text_later resumes where it stopped)."""
+        with self._text_lock:
+            self._text_stop.set()
+            t = self._text_thread
+        if t is not None:
+            t.join(timeout)
+
+    def wait_text(self, timeout: float | None = None) -> bool:
+        """Wait for the text pass to end; True when none runs."""
+        t = self._text_thread
+        if t is not None:
+            t.join(timeout)
+        return not self.text_running
+
+    @contextlib.contextmanager
+    def text_paused(self):
+        """A write to the index (image pass, removal, model change) with the text pass stopped: the image pass
+        comes first, and no line is written for a photo being removed. The pass starts again after the block and
+        resumes where it stopped."""
+        self.stop_text()
+        try:
+            yield
+        finally:
+            self.read_text_later()
+
+    def text_status(self) -> dict:
+        """The text pass now: {"running", "done", "total" (photos of this run), "error"}."""
+        return {"running": self.text_running, "done": self.text_done, "total": self.text_total,
+                "error": self.text_error}
+
+    def text_of(self, path: str) -> dict:
+        """What the text pass read in a photo (index.Searcher.text_of: {"state", "note", "lines"}); {} when the
+        searcher cannot say (not searchable yet, a photo not in the index)."""
+        try:
+            self.require_searchable()
+            return dict(self.searcher.text_of(path))
+        except Exception:
+            return {}
+
+    def text_stats(self) -> dict:
+        """What the text pass has read (index.Searcher.text_stats: {"photos": {state: n}, "with_text", "lines",
+        "pending", "errors"}); {} when the searcher cannot say."""
+        try:
+            return dict(self.searcher.text_stats())
+        except Exception:
+            return {}
+
+    def text_problems(self, limit: int = 1000) -> list[dict]:
+        """[{"path" (as shown), "state" ("error" / "capped"), "reason"}] of photos whose text could not be read or
+        was cut at the caps, newest first."""
+        return [{"path": self.shown_path(e.get("path", "")), "state": e.get("state"),
+                 "reason": str(e.get("reason") or "")} for e in (self.text_stats().get("errors") or [])[:limit]]
+
     # -- status --------------------------------------------------------------------------------
     def model_info(self) -> dict:
         m = self.any_model()
@@ -373,7 +471,7 @@ class Backend:
     def status(self) -> dict:
         st = {"state": self.state, "done": self.done, "total": self.total, "error": self.error,
               "images": None, "model_id": None, "torch_loaded": "torch" in sys.modules,
-              "searchable": self.searchable, "reembedding": self.reembedding}
+              "searchable": self.searchable, "reembedding": self.reembedding, "text": self.text_status()}
         if self.state == "ready":
             s = self.stats()
             st["images"] = s.get("images")
@@ -425,17 +523,17 @@ class Backend:
         root = str(Path(root).expanduser().resolve())
         if not Path(root).is_dir():
             raise FileNotFoundError(root)
-        with self._write_lock:
+        with self._write_lock, self.text_paused():        # the folder is remembered before the text pass goes on
             res = build_index(root, self.db_path, model=self.any_model(), progress=progress) or {}
-        if self.root is None or root != str(self.root):
-            self._remember_root(root)
+            if self.root is None or root != str(self.root):
+                self._remember_root(root)
         return res
 
     def remove_root(self, root: str) -> dict:
         """Take a folder out of the index (rows, vectors, labels, recorded errors); files stay on disk."""
         self.require_writable()
         from index import PhotoDB, remove_paths
-        with self._write_lock:
+        with self._write_lock, self.text_paused():
             res = remove_paths(self.db_path, [root])
             with PhotoDB(self.db_path) as db:
                 cur = [r for r in json.loads(db.get_meta(ROOTS_META) or "[]") if r != root]
@@ -476,13 +574,17 @@ class Backend:
 
     def photo_path(self, image_id: int) -> str | None:
         """The file of an indexed photo by its id (the full-size route's only way to name a file)."""
+        row = self._image_row(image_id)
+        return str(row["path"]) if row else None
+
+    def _image_row(self, image_id: int) -> dict:
+        """The index row of a photo by its id ({} when it is not indexed)."""
         from index import PhotoDB
         try:
             with PhotoDB(self.db_path, create=False) as db:
-                row = db.image_by_id(int(image_id))
+                return db.image_by_id(int(image_id)) or {}
         except Exception:
-            return None
-        return str(row["path"]) if row else None
+            return {}
 
     def duplicates_of(self, path: str) -> list[dict]:
         """The duplicates of one photo under the index's one definition (same bytes, or the same picture
@@ -506,6 +608,8 @@ class Backend:
             for c in concepts:
                 w = 1.0
                 if isinstance(c, dict):
+                    if "concept" not in c:                              # the text line a result matched
+                        continue
                     c, w = c.get("concept"), float(c.get("share", 1.0) or 0.0)
                 col = int(c) if isinstance(c, (int, np.integer)) else bank.column(c)
                 if col is not None and 0 <= col < len(bank.concepts) and w > 0 and col not in cols:
@@ -524,40 +628,79 @@ class Backend:
         photo's own strongest concepts. Computed on demand for this one photo, which is named by its index id
         only; nothing is written (demo mode too). Raises NotReadyError before the model has loaded,
         FileNotFoundError for an id not in the index, ValueError for a model without concepts."""
-        from dcclip_core.preprocess import load_image
-        from .i18n import concept_name, is_zh, tr
-        from .why import overlay
+        from .i18n import is_zh, tr
         if self.any_model() is None:
             raise NotReadyError(self.state)
         bank = self.concept_bank()
         if bank is None:
             raise ValueError(tr(lang, "why_no_concepts"))
+        img, names = self._heat(bank, photo_id, lang, concepts, max_side, top)
+        if not names:
+            return img, tr(lang, "why_heat_none")
+        return img, tr(lang, "why_heat", names=("、" if is_zh(lang) else ", ").join(names))
+
+    def _why_photo(self, photo_id: int, max_side: int):
+        """An indexed photo, upright (EXIF), decoded for a why picture at least ``max_side`` px (224 at least:
+        what the heatmap needs); FileNotFoundError for an id not in the index."""
+        from dcclip_core.preprocess import load_image
         path = self.photo_path(int(photo_id))
         if path is None:
             raise FileNotFoundError(f"photo {int(photo_id)}")
-        photo = load_image(path, target_size=max(int(max_side), 224))       # decoded once, upright (EXIF)
+        return load_image(path, target_size=max(int(max_side), 224))
+
+    def _heat(self, bank, photo_id: int, lang: str, concepts, max_side: int, top: int):
+        """(the photo at most ``max_side`` px a side with the heatmap of ``concepts`` over it, their names in
+        ``lang``); no names: none of them has a place in the photo, which is returned as it is."""
+        from .i18n import concept_name
+        from .why import overlay
+        photo = self._why_photo(photo_id, max_side)                         # decoded once
         cols, weights = self._heat_concepts(bank, photo_id, concepts, top)
         maps = self.any_model().heatmap(photo, cols) if cols else np.zeros((0, 1, 1), np.float32)
         keep = [j for j in range(len(cols)) if float(maps[j].max()) > 0]    # colour / attribute concepts: no map
         photo.thumbnail((int(max_side), int(max_side)))
         if not keep:
-            return photo, tr(lang, "why_heat_none")
+            return photo, []
         w = np.asarray([weights[j] for j in keep], np.float32)
         cam = np.tensordot(w / w.sum(), maps[keep], axes=1)                 # (h, w)
-        names = [concept_name(bank.concepts[cols[j]], lang) for j in keep]
-        return overlay(photo, cam), tr(lang, "why_heat", names=("、" if is_zh(lang) else ", ").join(names))
+        return overlay(photo, cam), [concept_name(bank.concepts[cols[j]], lang) for j in keep]
+
+    def why_picture(self, photo_id: int, lang: str = "en", why=None, max_side: int = 640):
+        """The detail view's picture of a search result: (why_heatmap of its ``why`` concepts, with a box drawn
+        around the text line it matched (its ``why`` entry with "text" and "box", pixels of the upright photo),
+        a caption saying both in ``lang``). A model without concepts gets the plain photo with the box; without a
+        text line this is why_heatmap. In memory, like the heatmap."""
+        from .i18n import is_zh, tr
+        from .why import draw_box
+        said = next((w for w in why or [] if isinstance(w, dict) and w.get("text") and w.get("box")), None)
+        width = self._image_row(photo_id).get("width") if said else None
+        if not width:
+            return self.why_heatmap(photo_id, lang, concepts=why, max_side=max_side)
+        if self.any_model() is None:
+            raise NotReadyError(self.state)
+        bank = self.concept_bank()
+        if bank is not None:
+            img, names = self._heat(bank, photo_id, lang, why, max_side, 3)
+        else:
+            img, names = self._why_photo(photo_id, max_side), []
+            img.thumbnail((int(max_side), int(max_side)))
+        img = draw_box(img, said["box"], img.width / float(width))
+        caption = tr(lang, "why_box", text=said["text"])
+        if names:
+            caption = tr(lang, "why_heat", names=("、" if is_zh(lang) else ", ").join(names)) + " · " + caption
+        return img, caption
 
     # -- models ----------------------------------------------------------------------------------
     def switch_model(self, name: str) -> dict:
         """Load another installed model and search with it; photos embedded by another model are found
-        again only after a re-scan (build_index re-embeds them). Returns vectors/images counts."""
+        again only after a re-scan (build_index re-embeds them); the text pass embeds the photos' text lines for
+        it in the background. Returns vectors/images counts."""
         self.require_writable()
         import dcclip_core
         from index import PhotoDB, Searcher
         model = dcclip_core.load(model_path(name))
         if hasattr(model, "warmup"):
             model.warmup()
-        with self._write_lock:
+        with self._write_lock, self.text_paused():
             self.model = model
             self.searcher = Searcher(self.db_path, model=model)
             self._batcher = None
@@ -569,7 +712,8 @@ class Backend:
 
     # -- search --------------------------------------------------------------------------------
     def run_search(self, query=None, image=None, k=20, threshold=None, **filters):
-        """Text or image search; filters (folder, date_from, date_to) are passed on only when set."""
+        """Text or image search; filters (folder, date_from, date_to, and for text: text — True for photos with text
+        in them, a string for photos whose text contains it) are passed on only when set."""
         self.require_searchable()
         filters = {key: v for key, v in filters.items() if v}
         if image is not None:
@@ -691,10 +835,13 @@ class Backend:
 
     def query_has_match(self, query: str, results: list[dict]) -> bool:
         """False when nothing in the photos matches a text query: the query reads like nothing the image side
-        knows (nonsense, emoji, a wall of text), or its best photo is no better than unrelated photos score."""
+        knows (nonsense, emoji, a wall of text), or its best photo is no better than unrelated photos score. True
+        when the query is written in the best photo ("qwxzv" on a sign), whatever it means to the image side."""
         rel = self.relevance()
         if not results:
             return False
+        if results[0].get("text_match") in ("exact", "words"):
+            return True                          # the words are written in the photo, whatever the model makes of them
         if not rel.calibrated:
             return True
         try:

@@ -21,6 +21,7 @@ from .i18n import EN, concept_name, ellipsis, reason_text, tr
 LEVEL_DOTS = {3: "●●●", 2: "●●○", 1: "●○○", 0: "○○○"}   # relevance levels (ui.backend.Backend.level)
 CAPTION_WHY = 2          # concepts a result tile's caption names (the detail panel shows all of a result's ``why``)
 CAPTION_NAME_WIDTH = 22  # display columns of one concept name in a caption (longer names end in "…")
+CAPTION_TEXT_WIDTH = 26  # display columns of the matched text line in a caption
 
 
 def bind(fn, backend: Backend):
@@ -45,7 +46,10 @@ def status_text(backend: Backend, lang: str) -> str:
     st = backend.state
     if st == "ready":
         s = backend.status()
-        return tr(lang, "st_ready", n=s.get("images") or 0, model=s.get("model_id") or "?")
+        ready = tr(lang, "st_ready", n=s.get("images") or 0, model=s.get("model_id") or "?")
+        if backend.text_running:
+            return f"{ready} · {tr(lang, 'st_text', done=backend.text_done, total=backend.text_total or '…')}"
+        return ready
     if st == "indexing" and backend.reembedding and backend.searchable:
         return tr(lang, "st_reembedding", done=backend.done, total=backend.total or "…")
     if st == "indexing":
@@ -121,15 +125,30 @@ def uploaded_path(payload) -> str | None:
     return str(path)
 
 
+def text_said(r: dict) -> dict | None:
+    """The text line a search result matched: its ``why`` entry {"text", "box", "match"} (index.Searcher puts it
+    first), None when the photo's text did not match."""
+    return next((w for w in r.get("why") or [] if "text" in w), None)
+
+
+def quoted(text: str, width: int | None = None) -> str:
+    """A line of a photo's text as the page quotes it: “北京大学2024年毕业典礼” (cut to ``width`` columns)."""
+    text = " ".join(str(text).split())
+    return f"“{ellipsis(text, width) if width else text}”"
+
+
 def why_items(r: dict, lang: str, top: int = 3, min_percent: int = 1) -> list[tuple[str, int]]:
     """Why a search result matches, for people: [(concept name in ``lang``, percent of the result's score)] for
     its ``why`` concepts (index.Searcher: the top 3 by their exact share of the score), largest first; concepts
-    under ``min_percent`` are left out (a share can also be negative: a concept that pulls the score down)."""
+    under ``min_percent`` are left out (a share can also be negative: a concept that pulls the score down). The
+    matched text line is not a concept (see ``text_said``)."""
     score = float(r.get("score") or 0.0)
     if score <= 0:
         return []
     pct: dict[str, float] = {}                # concepts with the same name here ("missile" twice) are one chip
     for w in r.get("why") or []:
+        if "text" in w:
+            continue
         name = concept_name(w, lang)
         pct[name] = pct.get(name, 0.0) + 100.0 * float(w.get("share") or 0.0) / score
     out = [(n, int(round(p))) for n, p in pct.items()]
@@ -137,8 +156,15 @@ def why_items(r: dict, lang: str, top: int = 3, min_percent: int = 1) -> list[tu
 
 
 def why_text(r: dict, lang: str, top: int = CAPTION_WHY, width: int = CAPTION_NAME_WIDTH) -> str:
-    """The why of a result as one caption line: "雏菊 41% · 蜜蜂 12%" ("" when the result has none)."""
-    return " · ".join(f"{ellipsis(n, width)} {p}%" for n, p in why_items(r, lang, top=top, min_percent=3))
+    """The why of a result as one caption line: the text line it matched, quoted (after "≈" when only its
+    meaning is close to the query), then its concepts: "“北京大学2024年毕业典礼” · 礼服 21%", "雏菊 41% · 蜜蜂 12%"
+    ("" when the result has none)."""
+    said = text_said(r)
+    parts = []
+    if said:
+        parts.append(("≈" if said.get("match") == "meaning" else "") + quoted(said["text"], CAPTION_TEXT_WIDTH))
+    parts += [f"{ellipsis(n, width)} {p}%" for n, p in why_items(r, lang, top=top, min_percent=3)]
+    return " · ".join(parts)
 
 
 def result_caption(backend: Backend, r: dict, names: dict[str, int], lang: str, levels: bool = True,

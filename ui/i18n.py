@@ -82,7 +82,7 @@ _REASONS = [("file not found", "reason_missing"), ("is a directory", "reason_not
             ("out of memory", "reason_memory"), ("cannot list folder", "reason_folder"),
             ("cannot stat", "reason_unreadable"), ("cannot read", "reason_unreadable"),
             ("cannot open", "reason_unreadable"), ("unsupported input", "reason_not_image"),
-            ("unexpected error", "reason_unexpected")]
+            ("unexpected error", "reason_unexpected"), ("text could not be read", "reason_text_failed")]
 
 
 def reason_text(lang: str, reason: str) -> str:
@@ -92,8 +92,8 @@ def reason_text(lang: str, reason: str) -> str:
     key = next((k for prefix, k in sorted(_REASONS, key=lambda x: -len(x[0])) if low.startswith(prefix)), None)
     if key is None:
         return r or tr(lang, "reason_unexpected")
-    if lang == "en":
-        return re.sub(r"\s*\(DCCLIP_[A-Z_]+\)", "", r)
+    if lang == "en":                           # without environment variables or exception class names
+        return re.sub(r"\s*\((DCCLIP_[A-Z_]+|\w+(Error|Exception)\b[^)]*)\)", "", r)
     return tr(lang, key)
 
 

@@ -45,6 +45,10 @@ button, .tab-nav button { text-transform: none !important; font-variant: normal 
 .why-chip { background: #fff3e0; color: #8a3a00; border: 1px solid #f3c07f; border-radius: 999px; padding: 2px 10px;
   font-size: 0.95em; white-space: nowrap; }
 .why-chip b { font-weight: 600; margin-left: 2px; }
+.why-said { margin-bottom: 10px; line-height: 1.5; }
+.why-quote { font-size: 1.1em; font-weight: 600; background: #e6f9ff; color: #00516b; border: 1px solid #7fd8f3;
+  border-radius: 6px; padding: 2px 8px; overflow-wrap: anywhere; }
+.why-kind { color: var(--body-text-color-subdued); font-size: 0.9em; margin-left: 4px; }
 .why-fig { margin: 0; }
 .why-fig img { display: block; width: auto; height: auto; max-width: 100%; max-height: 380px; border-radius: 8px; }
 .why-fig figcaption { color: var(--body-text-color-subdued); font-size: 0.9em; margin-top: 6px; }

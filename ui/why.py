@@ -1,7 +1,9 @@
-"""Why a photo matches, drawn: a concept heatmap over the photo (numpy + PIL only), and the photo as an in-memory
-``data:`` URI for the page (no file is written and no path is named).
+"""Why a photo matches, drawn: a concept heatmap over the photo and a box around the text line a search found in
+it (numpy + PIL only), and the photo as an in-memory ``data:`` URI for the page (no file is written and no path
+is named).
 
     img = overlay(photo, cam)      # cam: (h, w) in [0, 1] over the photo's central square (what the model saw)
+    img = draw_box(img, box, img.width / original_width)      # box: [x0, y0, x1, y1] pixels of the original
     uri = data_uri(img)            # "data:image/jpeg;base64,…"
 """
 from __future__ import annotations
@@ -10,13 +12,14 @@ import base64
 import io
 
 import numpy as np
-from PIL import Image, ImageFilter
+from PIL import Image, ImageDraw, ImageFilter
 
 # warm colours by heat: dark red -> orange -> yellow (value, RGB)
 WARM = [(0.0, (150, 20, 20)), (0.45, (230, 70, 10)), (0.75, (255, 150, 0)), (1.0, (255, 235, 80))]
 MAX_ALPHA = 0.5        # the hottest place: half warm colour, half photo
 DIM = 0.55             # the cold places (and the strips outside the square the model saw) at 45 % brightness
 FLOOR = 0.2            # heat below this is cold (most of a 7x7 map is low but not zero)
+BOX = (40, 220, 255)   # the matched text line's box: cyan, apart from the heatmap's warm colours
 
 
 def _warm(v: np.ndarray) -> np.ndarray:
@@ -47,6 +50,22 @@ def overlay(photo: Image.Image, cam: np.ndarray) -> Image.Image:
     a = (MAX_ALPHA * t)[..., None]
     out[y0:y0 + side, x0:x0 + side] = lit * (1 - a) + _warm(v) * a
     return Image.fromarray(np.clip(out, 0, 255).astype(np.uint8), "RGB")
+
+
+def draw_box(img: Image.Image, box, scale: float = 1.0) -> Image.Image:
+    """A copy of ``img`` with a box around ``box`` ([x0, y0, x1, y1] in pixels of the photo ``img`` was shrunk
+    from by ``scale``), a little outside the text: a cyan line edged in black, which shows on light and dark
+    places alike."""
+    out = img.convert("RGB")                                        # a copy, also of an RGB image
+    W, H = out.size
+    line = max(2, round(max(W, H) / 160))
+    pad = line + 1
+    x0, y0, x1, y1 = (float(v) * scale for v in box)
+    rect = [max(0, x0 - pad - 1), max(0, y0 - pad - 1), min(W - 1, x1 + pad + 1), min(H - 1, y1 + pad + 1)]
+    draw = ImageDraw.Draw(out)
+    draw.rectangle(rect, outline=(0, 0, 0), width=line + 2)
+    draw.rectangle([rect[0] + 1, rect[1] + 1, rect[2] - 1, rect[3] - 1], outline=BOX, width=line)
+    return out
 
 
 def data_uri(img: Image.Image, quality: int = 85) -> str:

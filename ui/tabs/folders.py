@@ -1,5 +1,6 @@
 """The Index tab: the indexed folders and their counts, add a folder, re-scan, remove a folder (after asking; files
-on disk are never touched), the unreadable files and why, in the page's language. Read-only in demo mode."""
+on disk are never touched), the unreadable files and why, the text read in the photos (progress, and the photos
+whose text could not be read), in the page's language. Read-only in demo mode."""
 from __future__ import annotations
 
 import time
@@ -28,9 +29,32 @@ def index_md(backend: Backend, lang: str) -> str:
     return "\n".join(lines)
 
 
+def text_md(backend: Backend, lang: str) -> str:
+    """The text pass in a line: photos with text and lines read, then the run's progress, the photos still to
+    read or why it stopped ("" before the index has any text record)."""
+    text = backend.text_stats()
+    if not text.get("photos") and not backend.text_running and not backend.text_error:
+        return ""
+    parts = [tr(lang, "index_text", n=text.get("with_text", 0), lines=text.get("lines", 0))]
+    if backend.text_running:
+        parts.append(tr(lang, "st_text", done=backend.text_done, total=backend.text_total or "…"))
+    elif backend.text_error:
+        parts.append(tr(lang, "index_text_failed", err=backend.text_error))
+    elif text.get("pending"):
+        parts.append(tr(lang, "index_text_pending", n=text["pending"]))
+    return " · ".join(parts)
+
+
 def bad_table(backend: Backend, lang: str):
     rows = [[b["path"], reason_text(lang, b["reason"])] for b in backend.bad_files()]
     return dataframe(rows, lang, ["col_file", "col_reason"])
+
+
+def text_table(backend: Backend, lang: str):
+    """The photos whose text could not be read (and why) or was cut at the caps; hidden when there are none."""
+    rows = [[t["path"], reason_text(lang, t["reason"]) if t["state"] == "error" else tr(lang, "text_capped_short")]
+            for t in backend.text_problems()]
+    return dataframe(rows, lang, ["col_file", "col_reason"], visible=bool(rows))
 
 
 def index_outputs(backend: Backend, lang: str, msg: str):
@@ -41,6 +65,15 @@ def index_outputs(backend: Backend, lang: str, msg: str):
 def index_view(backend: Backend, request: gr.Request):
     lang = lang_of(request)
     return index_md(backend, lang), bad_table(backend, lang)
+
+
+def text_view(backend: Backend, request: gr.Request):
+    """(the text pass's line, the photos whose text was not read); on the status timer's ticks too (while the
+    text pass runs, and once when it ends): nothing before the index is ready."""
+    if backend.state != "ready":
+        return gr.skip(), gr.skip()
+    lang = lang_of(request)
+    return text_md(backend, lang), text_table(backend, lang)
 
 
 def _progress_cb(backend: Backend, progress, lang, root):
@@ -129,6 +162,7 @@ def build(backend: Backend) -> SimpleNamespace:
     """The Index tab's components."""
     with gr.Tab(T("tab_index"), elem_id="tab-index") as tab:
         index_info = gr.Markdown("", elem_id="index-info")          # filled when the tab opens
+        text_info = gr.Markdown("", elem_id="text-info")            # ... and while the text pass runs
         with gr.Row(visible=not backend.demo):
             rescan_btn = gr.Button(T("rescan_btn"), variant="secondary", scale=0, min_width=200,
                                    elem_id="rescan-btn")
@@ -150,25 +184,37 @@ def build(backend: Backend) -> SimpleNamespace:
         bad_files = gr.Dataframe(value=[], headers=[EN["col_file"], EN["col_reason"]],
                                  label=T("index_bad"), interactive=False, wrap=True, max_height=400,
                                  column_count=(2, "fixed"), elem_id="bad-files")
+        text_bad = gr.Dataframe(value=[], headers=[EN["col_file"], EN["col_reason"]], label=T("index_text_bad"),
+                                interactive=False, wrap=True, max_height=300, column_count=(2, "fixed"),
+                                visible=False, elem_id="text-bad")
     return SimpleNamespace(tab=tab, index_info=index_info, rescan_btn=rescan_btn, add_folder=add_folder,
                            add_btn=add_btn, remove_pick=remove_pick, remove_btn=remove_btn, index_msg=index_msg,
                            rm_confirm_row=rm_confirm_row, rm_confirm_btn=rm_confirm_btn,
-                           rm_cancel_btn=rm_cancel_btn, bad_files=bad_files)
+                           rm_cancel_btn=rm_cancel_btn, bad_files=bad_files, text_info=text_info,
+                           text_bad=text_bad)
 
 
 def wire(backend: Backend, ui: SimpleNamespace) -> None:
     t, search = ui.folders, ui.search
     outs = [t.index_info, t.bad_files, t.index_msg, ui.status]
-    t.tab.select(bind(index_view, backend), None, [t.index_info, t.bad_files], api_name="index_info", queue=False)
-    t.rescan_btn.click(bind(do_rescan, backend), None, outs, api_name="rescan", concurrency_limit=1, concurrency_id="write")
+    text = [t.text_info, t.text_bad]
+    t.tab.select(bind(index_view, backend), None, [t.index_info, t.bad_files], api_name="index_info",
+                 queue=False).then(bind(text_view, backend), None, text, api_visibility="private", queue=False)
+    # the status timer (ui.tabs.search) follows the text pass a write started again, here too
+    search.timer.tick(bind(text_view, backend), None, text, api_visibility="private", queue=False)
+    watch = dict(fn=lambda: gr.Timer(active=True), inputs=None, outputs=search.timer, api_visibility="private",
+                 queue=False)
+    t.rescan_btn.click(bind(do_rescan, backend), None, outs, api_name="rescan", concurrency_limit=1,
+                       concurrency_id="write").then(**watch)
     for event, api in ((t.add_folder.submit, None), (t.add_btn.click, "add_folder")):
         event(bind(do_add_folder, backend), [t.add_folder], outs, api_name=api, api_visibility="public" if api else "private",
               concurrency_limit=1, concurrency_id="write").then(
-            bind(folders_after_add, backend), None, [search.folder, t.remove_pick], api_visibility="private", queue=False)
+            bind(folders_after_add, backend), None, [search.folder, t.remove_pick], api_visibility="private",
+            queue=False).then(**watch)
     t.remove_btn.click(bind(ask_remove_folder, backend), [t.remove_pick], [t.index_msg, t.rm_confirm_row],
                        api_name="remove_folder_ask", queue=False)
     t.rm_confirm_btn.click(bind(do_remove_folder, backend), [t.remove_pick],
                            outs + [search.folder, t.remove_pick, t.rm_confirm_row], api_name="remove_folder",
-                           concurrency_limit=1, concurrency_id="write")
+                           concurrency_limit=1, concurrency_id="write").then(**watch)
     t.rm_cancel_btn.click(lambda: ("", gr.Row(visible=False)), None, [t.index_msg, t.rm_confirm_row],
                           api_visibility="private", queue=False)

@@ -127,4 +127,6 @@ def wire(backend: Backend, ui: SimpleNamespace) -> None:
     t.model_pick.change(bind(model_view, backend), [t.model_pick], [t.metrics, t.model_about], api_name="model_card",
                         queue=False)
     t.model_use_btn.click(bind(do_use_model, backend), [t.model_pick], [t.model_msg, t.model_about, ui.status],
-                          api_name="model_use", concurrency_limit=1, concurrency_id="write")
+                          api_name="model_use", concurrency_limit=1, concurrency_id="write").then(
+        lambda: gr.Timer(active=True), None, ui.search.timer, api_visibility="private",
+        queue=False)                            # the status line follows the text pass embedding lines for it

@@ -1,5 +1,6 @@
-"""The Search tab: text and photo queries, relevance levels, filters, a photo's details (neighbours, duplicates,
-full-size view). Handlers are module-level functions of the service (bound with ``ui.common.bind``)."""
+"""The Search tab: text and photo queries, relevance levels, filters (folder, dates, text in the photo), a photo's
+details (why it matches, the text in it, neighbours, duplicates, full-size view). Handlers are module-level
+functions of the service (bound with ``ui.common.bind``)."""
 from __future__ import annotations
 
 import html
@@ -11,23 +12,34 @@ from types import SimpleNamespace
 import gradio as gr
 
 from ..backend import Backend
-from ..common import (bind, captions, failed, folder_dropdowns, gallery_payload, not_ready, status_text,
-                      thumb_gallery, uploaded_path, user_error, why_items)
+from ..common import (bind, captions, failed, folder_dropdowns, gallery_payload, not_ready, quoted, status_text,
+                      text_said, thumb_gallery, uploaded_path, user_error, why_items)
 from ..files import origin_of, photo_url
-from ..i18n import T, is_zh, lang_of, tr
+from ..i18n import T, is_zh, lang_of, reason_text, tr
 
 EXAMPLE_KEYS = [f"ex_{i}" for i in range(1, 9)]   # example queries, per language (assets/data/ui_strings.json)
 # What the search shows, by relevance level (Backend.level: 3 strong, 2 good, 1 weak, 0 none)
 SHOW_CHOICES = ["good", "any", "all"]
 SHOW_MIN_LEVEL = {"good": 2, "any": 1, "all": None}
 DEFAULT_SHOW = "any"
+# The "text in photo" filter: every photo, photos with text in them, photos whose text contains what is typed
+TEXT_CHOICES = ["all", "with", "contains"]
+# How a result's text matched the query (index.Searcher: its ``why`` line's "match") -> what the detail panel says
+SAID = {"exact": "why_said_exact", "words": "why_said_words", "part": "why_said_part", "meaning": "why_said_meaning"}
 MAX_UPLOAD_BYTES = 20 * 2 ** 20
 
 
-def _filters(backend: Backend, folder, date_from, date_to, lang):
-    """(filters, error message) from the filter inputs; dates must be ISO (YYYY-MM-DD)."""
+def _filters(backend: Backend, folder, date_from, date_to, lang, text_mode="all", text_value=None):
+    """(filters, error message) from the filter inputs; dates must be ISO (YYYY-MM-DD); the text filter is
+    ``text=True`` (photos with text) or ``text="…"`` (photos whose text contains it)."""
     import datetime as _dt
     f = {}
+    if text_mode == "with":
+        f["text"] = True
+    elif text_mode == "contains":
+        f["text"] = (text_value or "").strip()
+        if not f["text"]:
+            return None, tr(lang, "msg_text_empty")
     if folder and not backend.demo and folder in backend.roots():
         f["folder"] = folder
     for key, v in (("date_from", date_from), ("date_to", date_to)):
@@ -72,7 +84,7 @@ def _partial(backend: Backend, lang: str, msg: str) -> str:
 
 
 async def do_search(backend: Backend, query, k, show=DEFAULT_SHOW, folder=None, date_from=None, date_to=None,
-                    request: gr.Request = None):
+                    text_mode="all", text_value=None, request: gr.Request = None):
     """Text search (runs on the event loop: the work happens in the batcher's thread). The photo in
     "search by image" is cleared: the results shown are this query's."""
     lang = lang_of(request)
@@ -81,7 +93,7 @@ async def do_search(backend: Backend, query, k, show=DEFAULT_SHOW, folder=None, 
         return [], not_ready(backend, lang), [], gr.skip()
     if not q:
         return [], tr(lang, "msg_empty"), [], gr.skip()
-    f, err = _filters(backend, folder, date_from, date_to, lang)
+    f, err = _filters(backend, folder, date_from, date_to, lang, text_mode, text_value)
     if err:
         return [], err, [], gr.skip()
     t0 = time.perf_counter()
@@ -136,22 +148,29 @@ def do_image_search(backend: Backend, upload, k, show=DEFAULT_SHOW, folder=None,
 
 
 def why_html(backend: Backend, result: dict, lang: str) -> str:
-    """The detail panel's "why it matches" block for one result: its concepts as chips with their share of the
-    score ("雏菊 41%"), and the photo with a heatmap of where those concepts are (computed now, for this photo
-    only, shown as an in-memory data: URI). "" when the result has no why (another model's photo, a stub)."""
+    """The detail panel's "why it matches" block for one result: the text line it matched in the photo, quoted,
+    with how it matched; its concepts as chips with their share of the score ("雏菊 41%"); and the photo with a
+    heatmap of where those concepts are and a box around that line (computed now, for this photo only, shown as
+    an in-memory data: URI). "" when the result has no why (another model's photo, a stub)."""
     from ..why import data_uri
     chips = why_items(result, lang, top=3)
-    if not chips:
+    said = text_said(result)
+    if not chips and not said:
         return ""
     e = html.escape
-    parts = [f'<div class="why-head">{e(tr(lang, "why_label"))}</div>', '<div class="why-chips">']
-    parts += [f'<span class="why-chip">{e(n)} <b>{p}%</b></span>' for n, p in chips]
-    parts.append("</div>")
+    parts = [f'<div class="why-head">{e(tr(lang, "why_label"))}</div>']
+    if said:
+        parts.append(f'<div class="why-said"><span class="why-quote">{e(quoted(said["text"]))}</span> '
+                     f'<span class="why-kind">{e(tr(lang, SAID.get(said.get("match"), "why_said_exact")))}</span>'
+                     '</div>')
+    if chips:
+        parts += ['<div class="why-chips">'] + [f'<span class="why-chip">{e(n)} <b>{p}%</b></span>'
+                                                for n, p in chips] + ["</div>"]
     if result.get("id") is not None:
         try:
-            img, caption = backend.why_heatmap(int(result["id"]), lang, concepts=result.get("why"))
+            img, caption = backend.why_picture(int(result["id"]), lang, why=result.get("why"))
             sep = "、" if is_zh(lang) else ", "
-            alt = tr(lang, "why_heat_alt", names=sep.join(n for n, _ in chips))
+            alt = tr(lang, "why_heat_alt", names=sep.join(n for n, _ in chips)) if chips else caption
             parts.append(f'<figure class="why-fig"><img src="{data_uri(img)}" alt="{e(alt)}" '
                          f'width="{img.width}" height="{img.height}"><figcaption>{e(caption)}</figcaption></figure>')
         except Exception as ex:                  # the chips stay; say why there is no picture
@@ -159,9 +178,29 @@ def why_html(backend: Backend, result: dict, lang: str) -> str:
     return '<div class="why-panel">' + "".join(parts) + "</div>"
 
 
-def photo_detail(backend: Backend, result, lang: str, origin: str, k: int = 8):
+def text_note(text: dict, lang: str) -> str:
+    """The detail panel's line about a photo's text (``Backend.text_of``) when there is something to say: it
+    could not be read (and why), it was cut at the caps, or it is not read yet; "" otherwise."""
+    if not text:
+        return ""
+    state = text.get("state")
+    if state == "error":
+        return tr(lang, "text_error_note", why=reason_text(lang, text.get("note") or ""))
+    if state == "capped":
+        return tr(lang, "text_capped_note", n=len(text.get("lines") or []))
+    return tr(lang, "text_unread_note") if state is None else ""
+
+
+def text_box(text: dict, lang: str) -> gr.Textbox:
+    """The detail panel's read-only box with all of a photo's text, a line a line (hidden when it has none)."""
+    lines = [ln["text"] for ln in text.get("lines") or []]
+    return gr.Textbox(value="\n".join(lines), label=tr(lang, "photo_text_label", n=len(lines)), visible=bool(lines))
+
+
+def photo_detail(backend: Backend, result, lang: str, origin: str, k: int = 8, text: dict | None = None):
     """(Markdown about the photo, the why block (HTML), [(thumbnail, caption)] of its nearest neighbours) for a
-    result ({"path", "id", "score", "why"}, or a bare path)."""
+    result ({"path", "id", "score", "why"}, or a bare path). ``text``: the photo's ``Backend.text_of`` (read
+    here when not given), for the line about its text."""
     result = result if isinstance(result, dict) else {"path": result}
     path = result["path"]
     name = Path(str(path)).name
@@ -183,6 +222,9 @@ def photo_detail(backend: Backend, result, lang: str, origin: str, k: int = 8):
         lines.append(" · ".join(facts))
     names = ", ".join(backend.shown_path(d["path"]) for d in dups)
     lines.append(tr(lang, "dups_some", names=names) if dups else tr(lang, "dups_none"))
+    note = text_note(backend.text_of(path) if text is None else text, lang)
+    if note:
+        lines.append(note)
     if result.get("id") is None and row.get("id") is not None:
         result = {**result, "id": row["id"]}
     return "\n\n".join(lines), why_html(backend, result, lang), [(backend.thumb_url(r["path"], origin), c)
@@ -194,13 +236,15 @@ def on_select(backend: Backend, results, evt: gr.SelectData, request: gr.Request
     try:
         result = results[int(evt.index)]
     except (TypeError, ValueError, IndexError):
-        return gr.skip(), gr.skip(), gr.skip()
-    info, why, near = photo_detail(backend, result, lang, origin_of(request))
-    return info, gr.HTML(value=why, visible=bool(why)), near
+        return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+    text = backend.text_of(result["path"])
+    info, why, near = photo_detail(backend, result, lang, origin_of(request), text=text)
+    return info, gr.HTML(value=why, visible=bool(why)), near, text_box(text, lang)
 
 
 def api_detail(backend: Backend, name: str) -> dict:
-    """A photo's nearest neighbours and duplicates, by its file name (or path outside demo mode)."""
+    """A photo's nearest neighbours, duplicates and text ({"state", "lines": [line, ...]}), by its file name
+    (or path outside demo mode)."""
     if not backend.searchable:
         return {}
     path = backend.find_path(name)
@@ -210,12 +254,17 @@ def api_detail(backend: Backend, name: str) -> dict:
     return {"neighbours": [{"name": Path(str(r["path"])).name, "score": round(float(r["score"]), 4)}
                            for r in near],
             "duplicates": [Path(str(d["path"])).name for d in backend.duplicates_of(path)],
-            "full": photo_url(backend.photo_row(path).get("id"))}
+            "full": photo_url(backend.photo_row(path).get("id")), "text": _text_json(backend.text_of(path))}
+
+
+def _text_json(text: dict) -> dict:
+    return {"state": text.get("state"), "lines": [ln["text"] for ln in text.get("lines") or []]}
 
 
 async def api_search(backend: Backend, query: str, k: int = 20, show: str = DEFAULT_SHOW) -> list:
     """Text search as JSON: [{"name": file name, "score": float, "level": 0-3, "why": [{"concept", "en", "zh",
-    "percent"}]}, ...] best first (``why``: the concepts making most of the score, with their percent of it).
+    "percent"}]}, ...] best first (``why``: the concepts making most of the score, with their percent of it; the
+    text line the query matched in the photo comes first, as {"text", "match", "box"}).
     ``show`` as in the page: "good", "any" (default; [] for a query nothing in the photos matches) or "all" (the
     top k, ranked)."""
     q = (query or "").strip()
@@ -230,17 +279,20 @@ async def api_search(backend: Backend, query: str, k: int = 20, show: str = DEFA
 
 def _why_json(r: dict) -> list[dict]:
     score = float(r.get("score") or 0.0)
-    return [{"concept": w.get("concept"), "en": w.get("en"), "zh": w.get("zh"),
+    return [{"text": w["text"], "match": w.get("match"), "box": w.get("box")} if "text" in w else
+            {"concept": w.get("concept"), "en": w.get("en"), "zh": w.get("zh"),
              "percent": round(100.0 * float(w.get("share") or 0.0) / score, 1) if score > 0 else None}
             for w in r.get("why") or []]
 
 
-def poll(backend: Backend, request: gr.Request):
-    """Start-up status (every second until ready); the folder lists once the index is there."""
+def poll(backend: Backend, listed: bool, request: gr.Request):
+    """The status line every second until the start-up and the text pass are done (writes to the index start
+    the timer again); the folder lists once, when the index is there (``listed``: this page has them)."""
     lang = lang_of(request)
-    done = backend.state in ("ready", "error")
-    dd = folder_dropdowns(backend, lang) if backend.state == "ready" else (gr.skip(), gr.skip())
-    return status_text(backend, lang), gr.Timer(active=not done), *dd
+    done = backend.state in ("ready", "error") and not backend.text_running
+    fresh = backend.state == "ready" and not listed
+    dd = folder_dropdowns(backend, lang) if fresh else (gr.skip(), gr.skip())
+    return status_text(backend, lang), gr.Timer(active=not done), *dd, listed or fresh
 
 def example_query(i: int):
     """The handler of example button i: the example in the page's language (zh-TW gets traditional characters)."""
@@ -276,6 +328,11 @@ def build(backend: Backend) -> SimpleNamespace:
                                                max_lines=1, elem_id="date-from")
                         date_to = gr.Textbox(label=T("date_to"), placeholder=T("date_placeholder"),
                                              max_lines=1, elem_id="date-to")
+                    with gr.Row():
+                        text_mode = gr.Radio([(T(f"text_{c}"), c) for c in TEXT_CHOICES], value="all", scale=3,
+                                             label=T("text_filter_label"), elem_id="text-filter")
+                        text_value = gr.Textbox(label=T("text_contains_label"), placeholder=T("text_placeholder"),
+                                                max_lines=1, visible=False, scale=2, elem_id="text-contains")
             with gr.Column(scale=1, min_width=300):
                 image = gr.Image(type="filepath", label=T("image_label"), sources=["upload", "clipboard"],
                                  height=200, elem_id="image-query")
@@ -286,18 +343,24 @@ def build(backend: Backend) -> SimpleNamespace:
         with gr.Accordion(T("detail_label"), open=True, elem_id="detail"):
             with gr.Row(equal_height=False, elem_id="detail-row"):
                 why = gr.HTML("", elem_id="why", min_height=0, padding=False, visible=False)
-                detail = gr.Markdown(T("detail_hint"), elem_id="detail-info")
+                with gr.Column(elem_id="detail-info"):
+                    detail = gr.Markdown(T("detail_hint"), elem_id="detail-md")
+                    photo_text = gr.Textbox(label=T("photo_text"), interactive=False, buttons=["copy"], lines=2,
+                                            max_lines=12, visible=False, elem_id="photo-text")
             neighbours = thumb_gallery(label=T("neighbours_label"), columns=8, height=200, object_fit="cover",
                                        allow_preview=False, elem_id="neighbours")
     return SimpleNamespace(tab=tab, query=query, btn=btn, ex_btns=ex_btns, k=k, show=show, folder=folder,
-                           date_from=date_from, date_to=date_to, image=image, message=message, gallery=gallery,
-                           results=results, detail=detail, why=why, neighbours=neighbours)
+                           date_from=date_from, date_to=date_to, text_mode=text_mode, text_value=text_value,
+                           image=image, message=message, gallery=gallery, results=results, detail=detail, why=why,
+                           photo_text=photo_text, neighbours=neighbours)
 
 
 def wire(backend: Backend, ui: SimpleNamespace) -> None:
     """The Search tab's events and the page's JSON API (/search_json, /detail, /status)."""
     s = ui.search
-    inputs = [s.query, s.k, s.show, s.folder, s.date_from, s.date_to]
+    options = [s.k, s.show, s.folder, s.date_from, s.date_to]
+    # the text filter comes last: the /search API keeps its earlier parameters (the new ones have defaults)
+    inputs = [s.query, *options, s.text_mode, s.text_value]
     outs = [s.gallery, s.message, s.results, s.image]
     search = bind(do_search, backend)
     # searches are short (an 8 ms index query + thumbnails as URLs): no queue limit; their handlers return the
@@ -309,13 +372,16 @@ def wire(backend: Backend, ui: SimpleNamespace) -> None:
         b.click(example_query(i), None, s.query, queue=False, api_visibility="private").then(
             search, inputs, outs, api_visibility="private", **fast)
     # .change also covers a pasted (clipboard) photo, which fires no upload event; the handler reads the file
-    # itself (preprocess=False: Gradio would open it with PIL first, see uploaded_path)
-    s.image.change(bind(do_image_search, backend), [s.image] + inputs[1:], outs[:3], api_name="search_image",
+    # itself (preprocess=False: Gradio would open it with PIL first, see uploaded_path). No text filter here:
+    # index.Searcher.search_image takes none
+    s.image.change(bind(do_image_search, backend), [s.image, *options], outs[:3], api_name="search_image",
                    preprocess=False, postprocess=False)
-    s.gallery.select(bind(on_select, backend), [s.results], [s.detail, s.why, s.neighbours],
+    s.text_mode.change(lambda mode: gr.Textbox(visible=mode == "contains"), s.text_mode, s.text_value,
+                       api_visibility="private", queue=False)
+    s.gallery.select(bind(on_select, backend), [s.results], [s.detail, s.why, s.neighbours, s.photo_text],
                      api_visibility="private")
     gr.api(bind(api_detail, backend), api_name="detail")
     gr.api(bind(api_search, backend), api_name="search_json", concurrency_limit=None)
-    timer = gr.Timer(1.0)
-    timer.tick(bind(poll, backend), None, [ui.status, timer, s.folder, ui.folders.remove_pick], api_visibility="private",
-               queue=False)
+    s.timer, listed = gr.Timer(1.0), gr.State(False)
+    s.timer.tick(bind(poll, backend), [listed], [ui.status, s.timer, s.folder, ui.folders.remove_pick, listed],
+                 api_visibility="private", queue=False)
