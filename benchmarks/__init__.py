@@ -17,8 +17,12 @@ SUITES: dict[str, tuple[str, str]] = {
     "fewshot": ("benchmarks.fewshot", "seconds to learn a few-shot prompt (CoOp, Tip-Adapter, ...) for 5 classes x 16 shots"),
     "index": ("benchmarks.index", "photo index: indexing images/s vs the ViT-B/32 pipeline, query latency + recall "
                                   "at 10k-1M vectors, peak RSS"),
+    "ocr": ("benchmarks.ocr", "text in photos: reader accuracy (EN / simplified / traditional Chinese / real signs), "
+                              "gate and reading sides, MIN_CONF, ms per photo with and without text"),
     "text": ("benchmarks.text", "text encoder: query latency, batch-64 and labelling throughput, batch invariance "
                                 "(one run per text now vs one shared run before)"),
+    "textsearch": ("benchmarks.textsearch", "text in photos, search side: recall per query type and fusion, false "
+                                            "positives of common words, held-out picture queries, text pass cost"),
     "training": ("benchmarks.training", "training samples/s per stage (2 cores) and the teacher-feature cache speed-up"),
 }
 
