@@ -125,6 +125,8 @@ def _heldout(model, work: Path, workers: int) -> dict:
             shutil.copy(it["path"], dst)
         names[it["id"]] = dst.name
     db = work / "heldout.db"
+    for f in work.glob("heldout.db*"):                 # read afresh: the pass's cost is part of the report
+        f.unlink()
     built = _index(folder, db, model, workers)
     s = Searcher(db, model=model)
     out = {"photos": len(items), "index": built, "pass_cost": _pass_cost(db)}

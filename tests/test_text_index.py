@@ -222,7 +222,10 @@ def test_bad_input_is_recorded_and_the_photo_stays_searchable(tmp_path, model, m
         return real(self, im)
 
     monkeypatch.setattr(ocr.TextReader, "recognise", fails_on_cat)
-    monkeypatch.setattr(ocr.TextReader, "regions", lambda self, im: 1)      # every photo past the gate
+    whole = lambda self, im: np.asarray([[[0, 0], [im.size[0], 0], [im.size[0], im.size[1]], [0, im.size[1]]]],
+                                        np.float32)
+    monkeypatch.setattr(ocr.TextReader, "gate_boxes", whole)              # every photo past the gate
+    monkeypatch.setattr(ocr.TextReader, "confirm", lambda self, im, boxes: True)
     st = read_texts(dbp, model=model, workers=1)
     assert st["read"] == 5 and st["errors"] == 2
     s = Searcher(dbp, model=model)
