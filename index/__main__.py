@@ -114,7 +114,8 @@ def cmd_search(a) -> int:
         try:
             kw = dict(k=a.k, threshold=a.threshold, offset=a.offset, folder=a.folder, date_from=a.date_from,
                       date_to=a.date_to)
-            res = s.search_image(q, **kw) if kind == "image" else s.search(q, text=a.text, **kw)
+            kw["text"] = a.text_contains or (True if a.with_text else None)
+            res = s.search_image(q, **kw) if kind == "image" else s.search(q, **kw)
         except ImageLoadError as e:
             print(f"error: cannot read query image {q}: {e.reason}", file=sys.stderr)
             return EXIT_INPUT
@@ -313,8 +314,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--folder", default=None, help="only photos below this folder")
     s.add_argument("--from", dest="date_from", default=None, metavar="DATE", help="taken on/after (YYYY-MM-DD)")
     s.add_argument("--to", dest="date_to", default=None, metavar="DATE", help="taken on/before (YYYY-MM-DD)")
-    s.add_argument("--text", nargs="?", const=True, default=None, metavar="STRING",
-                   help="only photos with text in them (or whose text contains STRING; text queries)")
+    s.add_argument("--with-text", action="store_true", help="only photos with text in them (the text pass)")
+    s.add_argument("--text-contains", default=None, metavar="STRING",
+                   help="only photos whose text contains STRING (traditional / simplified, case ignored)")
     s.set_defaults(fn=cmd_search)
 
     st = sub.add_parser("stats", help="counts, model and the list of bad files")

@@ -157,6 +157,10 @@ def test_cli_build_reads_text_by_default_and_search_json_names_the_line(tmp_path
     out = run("search", "--db", str(tmp_path / "a.db"), "--json", "-k", "1", "菜单")
     res = json.loads(out.stdout)["results"][0]
     assert res["path"].endswith("menu.jpg") and res["why"][0]["text"].replace(" ", "").startswith("咖啡菜单")
+    out = run("search", "--db", str(tmp_path / "a.db"), "--json", "--with-text", "a cat")
+    assert [r["path"][-8:] for r in json.loads(out.stdout)["results"]] == ["menu.jpg"]
+    out = run("search", "--db", str(tmp_path / "a.db"), "--json", "--text-contains", "咖啡", "a cat")
+    assert [r["path"][-8:] for r in json.loads(out.stdout)["results"]] == ["menu.jpg"]
 
 
 def test_text_follows_the_file_removed_and_reread_on_change(tmp_path, model):
