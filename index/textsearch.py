@@ -6,8 +6,7 @@ Two signals per photo, both from the text pass's lines (index/textpass.py):
   in the photo's normalised text, through the FTS5 trigram index: the whole query as a word or phrase
   (``EXACT``), every word of a several-word query somewhere in the photo (``WORDS``; at least half of its
   telling words — not "the", "的": ``SOME`` times the share found — "exit 出口" on a sign saying EXIT), or
-  the query inside a
-  longer word ("cat" in "education": ``PART``), or a translation of the query from CC-CEDICT
+  the query inside a longer word ("cat" in "education": ``PART``), or a translation of the query from CC-CEDICT
   (dcclip_core.dictionary: "ticket" -> 车票, 毕业典礼 -> "graduation ceremony", or word by word: 日落海滩 ->
   "sunset" + "beach": ``TRANSLATED``; some of the words: ``SOME`` times the share). A query or a
   translation of one Chinese character counts as a part only (花 is in 花园路 and in every florist's sign: a
@@ -19,9 +18,11 @@ Two signals per photo, both from the text pass's lines (index/textpass.py):
   like "Stationery" match every English query and cost the held-out picture queries 0.12 of recall@5
   (``python -m benchmarks textsearch``); at 0.65 a line counts only when it says nearly what the query says.
 
-``fuse`` turns them and the visual score into one ranking; two ways, measured in ``python -m benchmarks ocr``:
-"score" (the default: visual cosine + weighted text evidence) and "rrf" (reciprocal-rank fusion of the three
-rankings). Results name the matched line (its text and box) in their ``why``.
+``fuse`` turns them and the visual score into one ranking; two ways, measured in ``python -m benchmarks
+textsearch``: "score" (the default: visual cosine + weighted text evidence; the weights were set before
+measuring: a literal match outranks any picture-only match, a part of one does not) and "rrf" (reciprocal-rank
+fusion of the three rankings: as good on exact queries, worse across languages). Results name the matched line
+(its text and box) in their ``why``.
 """
 from __future__ import annotations
 
