@@ -376,7 +376,6 @@ class Searcher:
         image_id = self._id_of(path)
         row = self.db.rows_by_ids([image_id]).get(image_id) or {}
         rec = self.db.text_read_of(image_id)
-        w, h = row.get("width") or 0, row.get("height") or 0
         lines = [{"text": ln["text"], "conf": ln["conf"], "script": ln["script"], "box": _pixel_box(ln, row)}
                  for ln in self.db.lines_of([image_id]).get(image_id, [])]
         return {"state": rec["state"] if rec else None, "note": rec["note"] if rec else None, "lines": lines}
