@@ -44,7 +44,7 @@ MIN_SIDE = 16            # photos smaller than this (either side) have no readab
 MAX_DET_BOXES = 600      # text regions the detector may return (rapidocr's max_candidates)
 CONFIRM_REGIONS = 8      # the gate's largest regions recognised to confirm there is text
 
-_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002ebef]")
+CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002ebef]")    # a Chinese character
 _LATIN = re.compile(r"[A-Za-z]")
 _SPACE_BETWEEN_CJK = re.compile(r"(?<=[\u3000-\u9fff\uf900-\uffef])\s+(?=[\u3000-\u9fff\uf900-\uffef])")
 _SPACES = re.compile(r"\s+")
@@ -79,7 +79,7 @@ class Reading:
 def script_of(text: str) -> str:
     """"zh-Hant" when the text has Chinese characters that simplified Chinese writes otherwise, "zh-Hans" for
     other Chinese text, "latin" for Latin letters without Chinese, else "other" (digits, symbols)."""
-    if _CJK.search(text):
+    if CJK.search(text):
         conv = script_converter("t2s")
         return "zh-Hant" if conv is not None and conv.convert(text) != text else "zh-Hans"
     return "latin" if _LATIN.search(text) else "other"
@@ -88,13 +88,13 @@ def script_of(text: str) -> str:
 def worth_keeping(text: str) -> bool:
     """A line worth storing: any Chinese character, or at least two letters / digits ("***", a lone "8" read
     from texture are not)."""
-    return bool(_CJK.search(text)) or sum(c.isalnum() for c in text) >= 2
+    return bool(CJK.search(text)) or sum(c.isalnum() for c in text) >= 2
 
 
 def has_words(text: str) -> bool:
     """Enough of a line for its meaning to count (two Chinese characters or three letters): what "X1" or "8"
     mean to the text tower is noise."""
-    return len(_CJK.findall(text)) >= 2 or len(_LATIN.findall(text)) >= 3
+    return len(CJK.findall(text)) >= 2 or len(_LATIN.findall(text)) >= 3
 
 
 def normalise(text: str) -> str:
@@ -103,7 +103,7 @@ def normalise(text: str) -> str:
     puts them in at random), other runs of spaces as one."""
     s = unicodedata.normalize("NFKC", str(text)).casefold()
     conv = script_converter("t2s")
-    if conv is not None and _CJK.search(s):
+    if conv is not None and CJK.search(s):
         s = conv.convert(s)
     s = _SPACE_BETWEEN_CJK.sub("", s)
     return _SPACES.sub(" ", s).strip()

@@ -726,6 +726,17 @@ class PhotoDB:
                 out.setdefault(int(r.pop("image_id")), []).append(r)
         return out
 
+    def lines_by_ids(self, line_ids: Sequence[int]) -> dict[int, dict]:
+        """line id -> {"id", "image_id", "text", "x0", "y0", "x1", "y1"}."""
+        ids = sorted({int(i) for i in line_ids})
+        out: dict[int, dict] = {}
+        for s in range(0, len(ids), 500):
+            chunk = ids[s:s + 500]
+            for r in self.query("SELECT id, image_id, text, x0, y0, x1, y1 FROM text_lines "
+                                f"WHERE id IN ({','.join('?' * len(chunk))})", chunk):
+                out[int(r["id"])] = r
+        return out
+
     def ids_with_text(self) -> np.ndarray:
         """Sorted ids (int64) of the photos whose text pass found text."""
         rows = self._all("SELECT image_id FROM text_reads WHERE state IN ('text', 'capped') ORDER BY image_id")

@@ -104,28 +104,35 @@ def init(address: str | None, num_cpus: int | None = None) -> None:
         ray.init(num_cpus=num_cpus or os.cpu_count() or 1, **kw)
 
 
+def _data(address: str | None, workers: int):
+    """``ray.data`` on a started Ray, its results in input order (ids are given in input order, as locally) and
+    no progress bars."""
+    init(address, num_cpus=max(1, workers))
+    import ray.data
+    ctx = ray.data.DataContext.get_current()
+    ctx.execution_options.preserve_order = True
+    try:
+        ctx.enable_progress_bars = False
+        ctx.print_on_execution_start = False
+    except Exception:
+        pass
+    return ray.data
+
+
 def prepared(jobs: list[Job], model: PixelEncoder, target: int, orphan_shas, address: str | None = None,
              workers: int = 2, batch_size: int = 32) -> Iterator[Prepared]:
     """Run ``prepare`` + ``embed`` for ``jobs`` on ``workers`` Ray actors; yields ``Prepared`` (with ``emb`` set
     for embedded images) in the order of ``jobs``."""
     if not jobs:
         return
-    init(address, num_cpus=max(1, workers))
-    import ray.data
-    ctx = ray.data.DataContext.get_current()
-    ctx.execution_options.preserve_order = True              # ids are given in input order, as locally
-    try:
-        ctx.enable_progress_bars = False
-        ctx.print_on_execution_start = False
-    except Exception:
-        pass
+    ray_data = _data(address, workers)
     by_path = {j.path: j for j in jobs}
-    ds = ray.data.from_items([{"path": j.path, "size": j.size, "mtime": j.mtime, "ctime": j.ctime,
+    ds = ray_data.from_items([{"path": j.path, "size": j.size, "mtime": j.mtime, "ctime": j.ctime,
                                "known_sha": j.known_sha or ""} for j in jobs],
                              override_num_blocks=max(1, min(len(jobs) // max(1, batch_size), 64)))
     ds = ds.map_batches(_Embedder, fn_constructor_kwargs={"spec": model_spec(model), "target": target,
                                                           "orphan_shas": sorted(orphan_shas), "threads": 1},
-                        batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=max(1, workers)),
+                        batch_size=batch_size, compute=ray_data.ActorPoolStrategy(size=max(1, workers)),
                         num_cpus=1, batch_format="numpy")
     for batch in ds.iter_batches(batch_size=batch_size, batch_format="numpy", prefetch_batches=2):
         for path, kind, sha, reason, fields, emb, con, enc_err in zip(
@@ -163,15 +170,12 @@ def readings(rows: list[dict], address: str | None = None, workers: int = 2, bat
     if not rows:
         return
     from dcclip_core.ocr import Line, Reading
-    init(address, num_cpus=max(1, workers))
-    import ray.data
-    ctx = ray.data.DataContext.get_current()
-    ctx.execution_options.preserve_order = True
+    ray_data = _data(address, workers)
     by_id = {int(r["id"]): r for r in rows}
-    ds = ray.data.from_items([{"id": int(r["id"]), "path": r["path"]} for r in rows],
+    ds = ray_data.from_items([{"id": int(r["id"]), "path": r["path"]} for r in rows],
                              override_num_blocks=max(1, min(len(rows) // max(1, batch_size), 64)))
     ds = ds.map_batches(_Reader, fn_constructor_kwargs={"threads": 1}, batch_size=batch_size,
-                        compute=ray.data.ActorPoolStrategy(size=max(1, workers)), num_cpus=1, batch_format="numpy")
+                        compute=ray_data.ActorPoolStrategy(size=max(1, workers)), num_cpus=1, batch_format="numpy")
     for batch in ds.iter_batches(batch_size=batch_size, batch_format="numpy", prefetch_batches=2):
         for image_id, blob in zip(batch["id"], batch["reading"]):
             d = json.loads(blob)

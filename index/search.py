@@ -96,26 +96,28 @@ class Searcher:
             yield vi, self._hash
 
     # ---- queries --------------------------------------------------------------------------------------
-    def _allowed(self, folder=None, date_from=None, date_to=None, text=None) -> np.ndarray | None:
-        """Ids the filters allow (None: no filter). ``text``: True / "" = photos with text in them, a string =
-        photos whose text contains it (normalised: case, full-width, traditional / simplified)."""
-        allowed = None
+    def _allowed(self, folder=None, date_from=None, date_to=None, text=None) -> tuple[np.ndarray | None, dict]:
+        """(ids the filters allow (None: no filter), {id: the line holding the ``text`` string}). ``text``: True /
+        "" = photos with text in them, a string = photos whose text contains it (normalised: case, full-width,
+        traditional / simplified)."""
+        allowed, holding = None, {}
         if folder or date_from or date_to:
             if folder:
                 folder = str(Path(folder).expanduser().resolve())
             allowed = self.db.ids_matching(self._hash, folder=folder, date_from=date_from, date_to=date_to)
         if text is not None and text is not False:
             if isinstance(text, str) and text.strip():
-                ids = np.unique(np.fromiter((r["image_id"] for r in self.db.lines_matching(normalise(text), limit=10**7)),
-                                            np.int64))
+                for ln in self.db.lines_matching(normalise(text), limit=10**7):
+                    holding.setdefault(int(ln["image_id"]), ln)
+                ids = np.asarray(sorted(holding), np.int64)
             else:
                 ids = self.db.ids_with_text()
             allowed = ids if allowed is None else np.intersect1d(allowed, ids)
-        return allowed
+        return allowed, holding
 
     def _results(self, vi: vectors.VectorIndex, q: np.ndarray, k: int, threshold, offset: int,
                  exclude: set[int] = frozenset(), allowed: np.ndarray | None = None,
-                 query: str | None = None, text=None) -> list[dict]:
+                 query: str | None = None, holding: dict | None = None) -> list[dict]:
         k, offset = max(0, int(k)), max(0, int(offset))
         if k == 0:
             return []
@@ -129,21 +131,11 @@ class Searcher:
         hits = hits[offset:offset + k]
         rows = self.db.rows_by_ids([i for i, _ in hits])
         results = self._explained(_as_results(hits, rows), q, stored, terms, said)
-        if isinstance(text, str) and text.strip():
-            self._filter_why(results, text)
-        return results
-
-    def _filter_why(self, results: list[dict], text: str) -> None:
-        """Results of a "text contains" filter name the line that contains it (``"match": "filter"``) when their
-        ``why`` does not start with a text line already."""
-        want = [r["id"] for r in results if not (r["why"] and "text" in r["why"][0])]
-        lines: dict[int, dict] = {}
-        for ln in self.db.lines_matching(normalise(text), want):
-            lines.setdefault(int(ln["image_id"]), ln)
-        for r in results:
-            ln = lines.get(r["id"])
-            if ln is not None:
+        for r in results:                     # a "text contains" filter names the line holding the string
+            ln = (holding or {}).get(r["id"])
+            if ln is not None and not (r["why"] and "text" in r["why"][0]):
                 r["why"] = [{"text": ln["text"], "box": _pixel_box(ln, r), "match": "filter"}] + r["why"][:2]
+        return results
 
     def _reranks(self, query: str | None) -> bool:
         """Whether a query's ``RERANK`` best candidates may be re-ordered (colour term, text in photos)."""
@@ -153,27 +145,25 @@ class Searcher:
     def _ranked(self, hits: list[tuple[int, float]], q: np.ndarray, query: str | None,
                 allowed: np.ndarray | None = None, exclude=frozenset()):
         """The candidates [(id, cosine)] re-ranked by the colour term and, for a text query, by what the photos
-        say (index.textsearch). Returns (hits, stored concepts, colour terms, {id: text evidence})."""
+        say (index.textsearch). Returns (hits, stored concepts, colour terms, (literal matches, meaning matches)
+        by image id)."""
         bank = getattr(self.model, "concept_bank", None)
-        said: dict[int, dict] = {}
+        lit: dict[int, tuple] = {}
+        mean: dict[int, tuple] = {}
         if query is not None and self.text_fusion != "none":
-            lit = textsearch.literal(self.db, query, allowed)
-            mean = self._lines.refresh(self.db, self.model).meaning(q, self.model, allowed)
-            for i in set(lit) | set(mean):
-                if i in exclude:
-                    continue
-                said[i] = {"literal": lit.get(i), "meaning": mean.get(i)}
+            lit = {i: m for i, m in textsearch.literal(self.db, query, allowed).items() if i not in exclude}
+            mean = {i: m for i, m in self._lines.refresh(self.db, self.model).meaning(q, self.model, allowed).items()
+                    if i not in exclude}
             have = {i for i, _ in hits}
-            extra = [i for i in said if i not in have]
+            extra = [i for i in set(lit) | set(mean) if i not in have]
             if extra:                                    # text matches beyond the visual candidates: their cosine
                 found, V = self.db.vectors_by_ids(extra, len(q))
                 hits = hits + [(int(i), float(v @ q)) for i, v in zip(found, V)]
         stored = self.db.concepts_of([i for i, _ in hits]) if bank is not None and hits else {}
         hits, terms = self._colour_rescored(hits, q, stored)
-        if said:
-            hits = textsearch.fuse(hits, {i: s["literal"] for i, s in said.items() if s["literal"]},
-                                   {i: s["meaning"] for i, s in said.items() if s["meaning"]}, self.text_fusion)
-        return hits, stored, terms, said
+        if lit or mean:
+            hits = textsearch.fuse(hits, lit, mean, self.text_fusion)
+        return hits, stored, terms, (lit, mean)
 
     def _colour_rescored(self, hits: list[tuple[int, float]], q: np.ndarray, stored: dict):
         """A text-space model with a colour boost adds each candidate's query-aware colour term to its cosine
@@ -189,15 +179,16 @@ class Searcher:
         return sorted(hits, key=lambda h: -h[1]), terms
 
     def _explained(self, results: list[dict], q: np.ndarray, stored: dict, terms: dict,
-                   said: dict | None = None) -> list[dict]:
+                   said: tuple[dict, dict] = ({}, {})) -> list[dict]:
         """Each result gains ``why``: the top 3 concepts by share of its score, [{"concept", "en", "zh",
         "share"}] (dcclip_core.concepts; the colours a query names count too, with their colour term; [] for a
         model without a concept bank or a photo embedded before; ``stored``: the photos' concepts_of, ``terms``:
         their colour terms from ``_colour_rescored``), and ``level_score``: the score relevance
         levels read — for a text-space model the decorrelated cosine (``ConceptBank.decorrelate``: comparable
-        across queries), else the score itself. A photo whose text matched (``said``, from ``_ranked``) gets the
-        line first in ``why`` ({"text", "box" in pixels of the upright photo, "match": "exact" / "words" /
-        "translation" / "some words" / "part" / "meaning"}), ``text_match`` (that kind), and a level no lower than the match's."""
+        across queries), else the score itself. A photo whose text matched (``said``: the literal and meaning
+        matches from ``_ranked``) gets the line first in ``why`` ({"text", "box" in pixels of the upright photo,
+        "match": "exact" / "words" / "translation" / "some words" / "part" / "meaning"}), ``text_match`` (that
+        kind), and a level no lower than the match's."""
         bank = getattr(self.model, "concept_bank", None)
         qd = bank.decorrelate(q) if bank is not None else None
         for r in results:
@@ -211,30 +202,23 @@ class Searcher:
                     why = why[:2] + colours                     # a named colour shows when it weighs as much
                 r["why"] = why
                 r["level_score"] = float(bank.decorrelate(c[1] @ bank.text[c[0]]) @ qd)
-        if said:
-            self._text_why([r for r in results if r["id"] in said], said)
+        self._text_why(results, *said)
         return results
 
-    def _text_why(self, results: list[dict], said: dict) -> None:
-        """The matched line of each result whose text matched, first in its ``why`` (see ``_explained``)."""
-        line_ids = {s["meaning"][1] for r in results for s in [said[r["id"]]] if s["meaning"] and not s["literal"]}
-        rows = {ln["id"]: ln for lines in self.db.lines_of([r["id"] for r in results if said[r["id"]]["meaning"]
-                                                            and not said[r["id"]]["literal"]]).values()
-                for ln in lines if ln["id"] in line_ids}
+    def _text_why(self, results: list[dict], lit: dict, mean: dict) -> None:
+        """The matched line of each result whose text matched, first in its ``why`` (see ``_explained``): the
+        literal match's line, else the line closest in meaning."""
+        by_meaning = {r["id"]: mean[r["id"]] for r in results if r["id"] in mean and r["id"] not in lit}
+        lines = self.db.lines_by_ids([line_id for _, line_id in by_meaning.values()])
         for r in results:
-            s = said[r["id"]]
-            if s["literal"]:
-                strength, line = s["literal"]
-                kind = {textsearch.EXACT: "exact", textsearch.WORDS: "words",
-                        textsearch.TRANSLATED: "translation"}.get(strength, "part")
-                if kind == "part" and strength > textsearch.PART:
-                    kind = "some words"
-                level = 1.0 if kind in ("exact", "words", "translation") else r["level_score"]   # reads as strong
+            if r["id"] in lit:
+                _, line, kind = lit[r["id"]]
+                level = 1.0 if kind in textsearch.STRONG else r["level_score"]    # a literal word reads as strong
+            elif r["id"] in by_meaning and by_meaning[r["id"]][1] in lines:
+                level, line_id = by_meaning[r["id"]]
+                line, kind = lines[line_id], "meaning"
             else:
-                line, kind = rows.get(s["meaning"][1]), "meaning"
-                level = s["meaning"][0]
-                if line is None:
-                    continue
+                continue
             r["why"] = [{"text": line["text"], "box": _pixel_box(line, r), "match": kind}] + r["why"][:2]
             r["text_match"] = kind
             r["level_score"] = max(float(r["level_score"]), float(level))
@@ -250,8 +234,8 @@ class Searcher:
         q = np.asarray(self.model.encode_text([str(query)]), np.float32)[0]
         with self._lock:
             vi = self._ensure()
-            allowed = self._allowed(folder, date_from, date_to, text)
-            return self._results(vi, q, k, threshold, offset, allowed=allowed, query=str(query), text=text)
+            allowed, holding = self._allowed(folder, date_from, date_to, text)
+            return self._results(vi, q, k, threshold, offset, allowed=allowed, query=str(query), holding=holding)
 
     def search_many(self, queries: list[str], k: int = 20, threshold: float | None = None) -> list[list[dict]]:
         """Several text queries at once: one vector-index pass and one row lookup for all of them. Returns one
@@ -287,8 +271,8 @@ class Searcher:
         q = np.asarray(self.model.encode_image([image]), np.float32)[0]
         with self._lock:
             vi = self._ensure()
-            return self._results(vi, q, k, threshold, offset, allowed=self._allowed(folder, date_from, date_to, text),
-                                 text=text)
+            allowed, holding = self._allowed(folder, date_from, date_to, text)
+            return self._results(vi, q, k, threshold, offset, allowed=allowed, holding=holding)
 
     def _id_of(self, path) -> int:
         p = str(path)

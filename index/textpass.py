@@ -52,19 +52,21 @@ def read_one(reader: TextReader, path: str) -> Reading:
 
 def _line_rows(reading: Reading, model) -> list[dict]:
     """The reading's lines as PhotoDB.put_text rows; lines with words (``has_words``) carry their vector."""
-    worded = [i for i, ln in enumerate(reading.lines) if has_words(ln.text)] if model is not None else []
-    vecs = dict(zip(worded, _embed(model, [reading.lines[i].text for i in worded]) if worded else []))
+    texts = [ln.text for ln in reading.lines]
+    vecs = _vectors(model, texts) if model is not None else {}
     mhash = str(model.info.get("hash") or "") if model is not None else None
     return [{"text": ln.text, "norm": normalise(ln.text), "box": ln.box, "conf": ln.conf, "script": ln.script,
              "vec": vecs.get(i), "model_hash": mhash} for i, ln in enumerate(reading.lines)]
 
 
-def _embed(model, texts: list[str]) -> np.ndarray | None:
-    """(n, d) text-tower vectors of ``texts`` (None without a model)."""
-    if model is None or not texts:
-        return None
-    return np.concatenate([np.asarray(model.encode_text(texts[i:i + EMBED_BATCH]), np.float32)
-                           for i in range(0, len(texts), EMBED_BATCH)])
+def _vectors(model, texts: list[str]) -> dict[int, np.ndarray]:
+    """{position: (d,) text-tower vector} of the ``texts`` with words to mean (``has_words``), in batches."""
+    worded = [i for i, t in enumerate(texts) if has_words(t)]
+    out: dict[int, np.ndarray] = {}
+    for s in range(0, len(worded), EMBED_BATCH):
+        chunk = worded[s:s + EMBED_BATCH]
+        out.update(zip(chunk, np.asarray(model.encode_text([texts[i] for i in chunk]), np.float32)))
+    return out
 
 
 def embed_lines(db: PhotoDB, model, stop: threading.Event | None = None, progress: Progress | None = None) -> int:
@@ -77,10 +79,9 @@ def embed_lines(db: PhotoDB, model, stop: threading.Event | None = None, progres
         rows = db.lines_without_vectors(mhash, limit=512)
         if not rows:
             break
-        worded = [(i, t) for i, t in rows if has_words(t)]
-        vecs = dict(zip((i for i, _ in worded), _embed(model, [t for _, t in worded]) if worded else []))
-        db.put_line_vectors([(i, vecs.get(i)) for i, _ in rows], mhash)      # no vector: no words to mean
-        n += len(worded)
+        vecs = _vectors(model, [t for _, t in rows])
+        db.put_line_vectors([(i, vecs.get(j)) for j, (i, _) in enumerate(rows)], mhash)   # none: no words to mean
+        n += len(vecs)
         done += len(rows)
         if progress is not None:
             progress(done, total, "")

@@ -32,7 +32,7 @@ import threading
 import numpy as np
 
 from dcclip_core.dictionary import segments, translations
-from dcclip_core.ocr import has_words, normalise
+from dcclip_core.ocr import CJK, has_words, normalise
 
 from .db import PhotoDB
 
@@ -46,10 +46,10 @@ STOPWORDS = frozenset("""a an the and or of to in on at by for from with without
     image 的 了 在 是 和 与 及 或 有 个 一 这 那 些 上 下 里 中 张 照片 图片""".split())
 W_LITERAL = 0.5                             # "score" fusion: what a literal match adds to the visual cosine
 W_MEANING = 0.25                            # ... and what meaning above the floor adds, per unit of cosine
+STRONG = frozenset({"exact", "words", "translation"})    # literal kinds that read as a strong match
 RRF_K = 60
 FUSIONS = ("score", "rrf", "none")
 _WORDCH = re.compile(r"[0-9a-z]")
-_CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
 
 
 def _bounded(q: str, text: str) -> bool:
@@ -71,45 +71,52 @@ def telling_word(word: str) -> bool:
     return has_words(word) and word not in STOPWORDS
 
 
-def literal(db: PhotoDB, query: str, allowed: np.ndarray | None = None) -> dict[int, tuple[float, dict]]:
-    """image id -> (strength, the best line row) for photos whose text contains the query (see module doc)."""
+def literal(db: PhotoDB, query: str, allowed: np.ndarray | None = None) -> dict[int, tuple[float, dict, str]]:
+    """image id -> (strength, the best line row, kind: "exact" / "words" / "translation" / "some words" /
+    "part") for photos whose text contains the query (see module doc)."""
     q = normalise(query)
     if not q:
         return {}
     ids = None if allowed is None else allowed.tolist()
-    single_han = len(q) == 1 and bool(_CJK.match(q))
-    best: dict[int, tuple[float, dict]] = {}
+    best: dict[int, tuple[float, dict, str]] = {}
 
-    def offer(image_id: int, s: float, row: dict):
-        if s > best.get(image_id, (0.0, None))[0]:
-            best[image_id] = (s, row)
+    def offer(image_id: int, s: float, kind: str, row: dict):
+        if s > best.get(image_id, (0.0,))[0]:
+            best[image_id] = (s, row, kind)
 
-    for row in db.lines_matching(q, ids):
-        offer(int(row["image_id"]), PART if single_han or not _bounded(q, row["norm"]) else EXACT, row)
+    def whole(text: str, strength: float, kind: str):
+        """Lines holding ``text``: ``kind`` when it stands as a word there, else a part (one Chinese character
+        is always a part)."""
+        lone_han = len(text) == 1 and bool(CJK.match(text))
+        for row in db.lines_matching(text, ids):
+            if lone_han or not _bounded(text, row["norm"]):
+                offer(int(row["image_id"]), PART, "part", row)
+            else:
+                offer(int(row["image_id"]), strength, kind, row)
+
+    whole(q, EXACT, "exact")
     if " " in q:                                         # OCR drops spaces: "NO PARKING" read as "NOPARKING"
         glued = q.replace(" ", "")
         for row in db.lines_matching(glued, ids):
             if _bounded(glued, row["norm"]):
-                offer(int(row["image_id"]), EXACT, row)
+                offer(int(row["image_id"]), EXACT, "exact", row)
     for t in translations(q):                            # the whole query in the other language
-        t = normalise(t)
-        weak = len(t) == 1 and bool(_CJK.match(t))
-        for row in db.lines_matching(t, ids):
-            offer(int(row["image_id"]), PART if weak or not _bounded(t, row["norm"]) else TRANSLATED, row)
+        whole(normalise(t), TRANSLATED, "translation")
     pieces = [(w, alts) for w, alts in segments(q) if telling_word(w)]
     if len(pieces) > 1:                                  # ... or word by word ("日落海滩" -> sunset, beach)
         found: dict[int, dict[int, tuple[float, dict]]] = {}
         for n, (_, alts) in enumerate(pieces):
             for t in map(normalise, alts):
-                credit = 0.5 if len(t) == 1 and _CJK.match(t) else 1.0          # a lone character: half
+                credit = 0.5 if len(t) == 1 and CJK.match(t) else 1.0           # a lone character: half
                 for row in db.lines_matching(t, ids):
-                    if _bounded(t, row["norm"]) and credit > found.setdefault(int(row["image_id"]), {}).get(
-                            n, (0.0, None))[0]:
-                        found[int(row["image_id"])][n] = (credit, row)
+                    got = found.setdefault(int(row["image_id"]), {})
+                    if _bounded(t, row["norm"]) and credit > got.get(n, (0.0,))[0]:
+                        got[n] = (credit, row)
         for image_id, got in found.items():
             share = sum(c for c, _ in got.values()) / len(pieces)
             if share >= MIN_SHARE:
-                offer(image_id, TRANSLATED if share >= 1.0 else SOME * share, next(iter(got.values()))[1])
+                row = next(iter(got.values()))[1]
+                offer(image_id, *((TRANSLATED, "translation") if share >= 1.0 else (SOME * share, "some words")), row)
     words = [w for w in q.split(" ") if w]
     if len(words) > 1:                                   # the words of the query somewhere in the photo's text
         per_word = [{int(r["image_id"]): r for r in db.lines_matching(w, ids) if _bounded(w, r["norm"])}
@@ -118,11 +125,11 @@ def literal(db: PhotoDB, query: str, allowed: np.ndarray | None = None) -> dict[
         for image_id in set().union(*per_word):
             rows = [d[image_id] for d in per_word if image_id in d]
             if len(rows) == len(words):
-                offer(image_id, WORDS, rows[0])
+                offer(image_id, WORDS, "words", rows[0])
             elif telling:
                 some = [d[image_id] for d in telling if image_id in d]
                 if len(some) >= MIN_SHARE * len(telling):
-                    offer(image_id, SOME * len(some) / len(telling), some[0])
+                    offer(image_id, SOME * len(some) / len(telling), "some words", some[0])
     return best
 
 
@@ -165,7 +172,7 @@ class LineVectors:
         return out
 
 
-def fuse(visual: list[tuple[int, float]], lit: dict[int, tuple[float, dict]], mean: dict[int, tuple[float, int]],
+def fuse(visual: list[tuple[int, float]], lit: dict[int, tuple], mean: dict[int, tuple[float, int]],
          method: str = "score") -> list[tuple[int, float]]:
     """One ranking from the visual hits [(id, cosine)] (every candidate has one), the literal matches and the
     meaning matches: [(id, fused score)] best first."""

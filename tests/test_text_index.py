@@ -280,3 +280,23 @@ def test_a_killed_text_pass_resumes_where_it_stopped(tmp_path, model):
     db = PhotoDB(dbp)
     assert sum(db.text_read_counts().values()) == 6 and db.count_text_lines() >= 6
     db.close()
+
+
+def test_literal_match_kinds(tmp_path):
+    """Each literal match says its kind; a translation found only inside a longer word counts for nothing."""
+    from index.textsearch import literal
+    db = PhotoDB(tmp_path / "l.db")
+    lines = {1: "EXIT 出口", 2: "Sunset Beach Road", 3: "Exits 4-6", 4: "花园路"}
+    for i, text in lines.items():
+        db.execute("INSERT INTO images(id, path, sha256) VALUES (?, ?, 'x')", (i, f"/p/{i}.jpg"))
+        db.put_text(i, "x", "r", "text", [{"text": text, "norm": text.lower(), "box": (0, 0, 1, 1), "conf": 1.0,
+                                            "script": "latin"}])
+    kinds = lambda q: {i: m[2] for i, m in literal(db, q).items()}
+    assert kinds("exit") == {1: "exact", 3: "part"}
+    assert kinds("sunset beach") == {2: "exact"}
+    assert kinds("beach sunset") == {2: "words"}
+    assert kinds("出口") == {1: "exact", 3: "part"}                  # "exit" inside "Exits": a part
+    assert kinds("日落海滩")[2] == "translation"                   # sunset + beach, word by word
+    assert kinds("出口 海滩") == {1: "some words", 2: "some words"}
+    assert kinds("花") == {4: "part"}                               # one Chinese character is a part only
+    db.close()
