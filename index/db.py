@@ -17,6 +17,14 @@ Tables
   text_reads(image_id PK -> images.id, sha256, reader, state, lines, seconds, note, time)
                          one row per photo the text pass has read: state "none" / "text" / "capped" / "error"
                          (note says why); a photo whose sha256 or reader changed is read again
+  faces(id, image_id -> images.id, x0, y0, x1, y1, score, side, sharpness, quality, vec, person_id, by_hand)
+                         the faces the face pass found (index/facepass.py): box as fractions of the upright
+                         photo, ``vec`` the 128-d descriptor (float32), ``person_id`` the person it is grouped
+                         into (index/people.py), ``by_hand`` 1 when a person put it there (kept by re-clustering)
+  people(id, name, name_key, time)   a person: a name (any language; NULL until given) and its matched form
+  face_not(face_id, person_id)       a face a person took out of a person: it never joins that person again
+  face_reads(image_id PK -> images.id, sha256, finder, state, faces, seconds, note, time)
+                         one row per photo the face pass has looked at: "none" / "faces" / "capped" / "error"
   meta(key PK, value)    schema_version, model_id, model_hash, dim, generation, faiss_*, index_kind (see
                          vectors.py), label_set:NAME (JSON definition of a label set, see labels.py)
 
@@ -51,7 +59,7 @@ import sqlite_utils
 
 from .errors import DatabaseNotFoundError, SchemaError
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 _SCHEMA_V1 = [
     """CREATE TABLE IF NOT EXISTS images (
@@ -138,6 +146,39 @@ _MIGRATIONS: dict[int, list[str]] = {
         "CREATE INDEX IF NOT EXISTS idx_text_reads_state ON text_reads(state)",
         lambda db: db["text_lines"].enable_fts(["norm"], fts_version="FTS5", create_triggers=True,
                                                tokenize="trigram")],
+    # people: the faces the face pass found, the people they are grouped into, and what a person did by hand
+    6: ["""CREATE TABLE IF NOT EXISTS people (
+            id INTEGER PRIMARY KEY,
+            name TEXT,
+            name_key TEXT,
+            time TEXT)""",
+        """CREATE TABLE IF NOT EXISTS faces (
+            id INTEGER PRIMARY KEY,
+            image_id INTEGER NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+            x0 REAL, y0 REAL, x1 REAL, y1 REAL,
+            score REAL,
+            side INTEGER,
+            sharpness REAL,
+            quality REAL,
+            vec BLOB NOT NULL,
+            person_id INTEGER REFERENCES people(id) ON DELETE SET NULL,
+            by_hand INTEGER NOT NULL DEFAULT 0)""",
+        "CREATE INDEX IF NOT EXISTS idx_faces_image ON faces(image_id)",
+        "CREATE INDEX IF NOT EXISTS idx_faces_person ON faces(person_id)",
+        """CREATE TABLE IF NOT EXISTS face_not (
+            face_id INTEGER NOT NULL REFERENCES faces(id) ON DELETE CASCADE,
+            person_id INTEGER NOT NULL REFERENCES people(id) ON DELETE CASCADE,
+            PRIMARY KEY (face_id, person_id))""",
+        """CREATE TABLE IF NOT EXISTS face_reads (
+            image_id INTEGER PRIMARY KEY REFERENCES images(id) ON DELETE CASCADE,
+            sha256 TEXT,
+            finder TEXT,
+            state TEXT NOT NULL,
+            faces INTEGER,
+            seconds REAL,
+            note TEXT,
+            time TEXT)""",
+        "CREATE INDEX IF NOT EXISTS idx_face_reads_state ON face_reads(state)"],
 }
 
 LABEL_COLUMNS = ("image_id", "label_set", "label", "score", "source", "cosine", "rank", "time")
@@ -441,7 +482,12 @@ class PhotoDB:
             self.conn.execute(f"DELETE FROM corrections WHERE image_id IN ({marks})", chunk)
             self.conn.execute(f"DELETE FROM text_lines WHERE image_id IN ({marks})", chunk)
             self.conn.execute(f"DELETE FROM text_reads WHERE image_id IN ({marks})", chunk)
+            self.conn.execute(f"DELETE FROM faces WHERE image_id IN ({marks})", chunk)
+            self.conn.execute(f"DELETE FROM face_reads WHERE image_id IN ({marks})", chunk)
             self.conn.execute(f"DELETE FROM images WHERE id IN ({marks})", chunk)
+        if ids:
+            self._drop_empty_people()
+            self._bump("face_generation")
 
     def delete_images(self, ids: Iterable[int]) -> int:
         ids = list(ids)
@@ -766,6 +812,254 @@ class PhotoDB:
             sql += f" LIMIT {int(limit)}"
         return self.query(sql)
 
+    # ---- faces and people (index/facepass.py, index/people.py) ------------------------------------------------
+    def _bump(self, key: str) -> None:
+        self._set_meta(key, str(int(self.get_meta(key, 0)) + 1))
+
+    def face_generation(self) -> int:
+        """Bumped by every face or people write: readers (search, the People tab) notice changes cheaply."""
+        return int(self.get_meta("face_generation", 0))
+
+    def faces_enabled(self) -> bool:
+        """The privacy switch: whether this library looks for faces (on unless a person turned it off)."""
+        return self.get_meta("faces", "on") != "off"
+
+    def set_faces_enabled(self, on: bool) -> None:
+        self.set_meta("faces", "on" if on else "off")
+
+    def face_todo(self, finder: str, limit: int | None = None) -> list[dict]:
+        """[{"id", "path", "sha256", "width", "height"}] of photos with a vector whose faces were never looked
+        for, or looked for in other bytes or by another finder (``finder``: dcclip_core.faces.finder_version),
+        oldest id first. Errors about the file are not retried until the file changes."""
+        sql = ("SELECT i.id, i.path, i.sha256, i.width, i.height FROM images i JOIN vectors v ON v.image_id = i.id "
+               "LEFT JOIN face_reads f ON f.image_id = i.id WHERE f.image_id IS NULL OR f.sha256 IS NOT i.sha256 "
+               "OR (f.finder IS NOT ? AND f.state != 'error') ORDER BY i.id")
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        return self.query(sql, (finder,))
+
+    def face_pending(self, finder: str) -> int:
+        """How many photos ``face_todo`` would return."""
+        return int(self.execute(
+            "SELECT COUNT(*) FROM images i JOIN vectors v ON v.image_id = i.id LEFT JOIN face_reads f "
+            "ON f.image_id = i.id WHERE f.image_id IS NULL OR f.sha256 IS NOT i.sha256 "
+            "OR (f.finder IS NOT ? AND f.state != 'error')", (finder,)).fetchone()[0])
+
+    def put_faces(self, image_id: int, sha256: str | None, finder: str, state: str, faces: Sequence[dict],
+                  seconds: float = 0.0, note: str = "") -> list[int]:
+        """Replace a photo's faces (``faces`` [{"box": (x0, y0, x1, y1), "score", "side", "sharpness", "quality",
+        "vec": (128,)}]) and its face_reads record, in one transaction; returns the ids of its faces without a
+        person (new ones). A face found again where one was (box overlap >= 0.5: the file changed, or a newer
+        finder) keeps its row, so its person and what was done to it by hand stay."""
+        image_id = int(image_id)
+        with self.transaction():
+            old = self.query("SELECT id, x0, y0, x1, y1, person_id FROM faces WHERE image_id=?", (image_id,))
+            kept: set[int] = set()
+            for f in faces:
+                box = tuple(float(b) for b in f["box"])
+                best, best_iou = None, 0.5
+                for o in old:
+                    if o["id"] in kept:
+                        continue
+                    iou = _iou(box, (o["x0"], o["y0"], o["x1"], o["y1"]))
+                    if iou >= best_iou:
+                        best, best_iou = o, iou
+                vals = (*box, float(f["score"]), int(f["side"]), float(f["sharpness"]), float(f["quality"]),
+                        np.asarray(f["vec"], "<f4").tobytes())
+                if best is not None:
+                    kept.add(best["id"])
+                    self.conn.execute("UPDATE faces SET x0=?, y0=?, x1=?, y1=?, score=?, side=?, sharpness=?, "
+                                      "quality=?, vec=? WHERE id=?", (*vals, best["id"]))
+                else:
+                    self.conn.execute("INSERT INTO faces(image_id, x0, y0, x1, y1, score, side, sharpness, quality, "
+                                      "vec) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", (image_id, *vals))
+            gone = [o["id"] for o in old if o["id"] not in kept]
+            if gone:
+                self.conn.execute(f"DELETE FROM faces WHERE id IN ({','.join(map(str, gone))})")
+                self._drop_empty_people()
+            self.conn.execute(
+                "INSERT INTO face_reads(image_id, sha256, finder, state, faces, seconds, note, time) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(image_id) DO UPDATE SET sha256=excluded.sha256, "
+                "finder=excluded.finder, state=excluded.state, faces=excluded.faces, seconds=excluded.seconds, "
+                "note=excluded.note, time=excluded.time",
+                (image_id, sha256, finder, state, len(faces), round(float(seconds), 4), note or None, now_iso()))
+            self._bump("face_generation")
+            return [r[0] for r in self.conn.execute(
+                "SELECT id FROM faces WHERE image_id=? AND person_id IS NULL ORDER BY id", (image_id,))]
+
+    def face_vectors(self, face_ids: Sequence[int] | None = None, with_person: bool | None = None
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(face ids (n,), person ids (n,) with -1 for none, by_hand (n,) bool, descriptors (n, 128) float32) of
+        ``face_ids`` (all faces when None), optionally only those with / without a person; by quality, best first."""
+        sql, params = "SELECT id, person_id, by_hand, vec FROM faces", []
+        cond = []
+        if with_person is True:
+            cond.append("person_id IS NOT NULL")
+        elif with_person is False:
+            cond.append("person_id IS NULL")
+        if face_ids is not None:
+            ids = sorted({int(i) for i in face_ids})
+            cond.append(f"id IN ({','.join(map(str, ids))})" if ids else "0")
+        if cond:
+            sql += " WHERE " + " AND ".join(cond)
+        rows = self._all(sql + " ORDER BY quality DESC, id", params)
+        n = len(rows)
+        vecs = (np.frombuffer(b"".join(r[3] for r in rows), dtype="<f4").reshape(n, -1).astype(np.float32)
+                if n else np.zeros((0, 128), np.float32))
+        return (np.fromiter((r[0] for r in rows), np.int64, n),
+                np.fromiter((-1 if r[1] is None else r[1] for r in rows), np.int64, n),
+                np.fromiter((bool(r[2]) for r in rows), bool, n), vecs)
+
+    def set_face_people(self, rows: Iterable[tuple[int, int | None, bool | None]]) -> None:
+        """[(face id, person id or None, by_hand or None to keep it)]: move faces, in one transaction; people left
+        without faces are deleted."""
+        with self.transaction():
+            for fid, pid, hand in rows:
+                if hand is None:
+                    self.conn.execute("UPDATE faces SET person_id=? WHERE id=?", (pid, int(fid)))
+                else:
+                    self.conn.execute("UPDATE faces SET person_id=?, by_hand=? WHERE id=?",
+                                      (pid, int(bool(hand)), int(fid)))
+            self._drop_empty_people()
+            self._bump("face_generation")
+
+    def new_person(self, name: str | None = None, name_key: str | None = None) -> int:
+        with self.transaction():
+            cur = self.conn.execute("INSERT INTO people(name, name_key, time) VALUES (?, ?, ?)",
+                                    (name or None, name_key or None, now_iso()))
+            self._bump("face_generation")
+            return int(cur.lastrowid)
+
+    def set_person_name(self, person_id: int, name: str | None, name_key: str | None) -> bool:
+        """Name (or un-name, with None) a person; its faces count as placed by hand from then on. False: no such
+        person."""
+        with self.transaction():
+            n = self.conn.execute("UPDATE people SET name=?, name_key=?, time=? WHERE id=?",
+                                  (name or None, name_key or None, now_iso(), int(person_id))).rowcount
+            if n:
+                self.conn.execute("UPDATE faces SET by_hand=1 WHERE person_id=?", (int(person_id),))
+                self._bump("face_generation")
+            return bool(n)
+
+    def person(self, person_id: int) -> dict | None:
+        rows = self.query("SELECT p.id, p.name, p.name_key, COUNT(f.id) AS faces FROM people p LEFT JOIN faces f "
+                          "ON f.person_id = p.id WHERE p.id=? GROUP BY p.id", (int(person_id),))
+        return rows[0] if rows else None
+
+    def people_rows(self) -> list[dict]:
+        """[{"id", "name", "faces", "photos", "cover"}] of every person with faces, most faces first; ``cover``
+        is the id of its best face (quality)."""
+        return self.query(
+            "SELECT p.id, p.name, COUNT(f.id) AS faces, COUNT(DISTINCT f.image_id) AS photos, "
+            "(SELECT g.id FROM faces g WHERE g.person_id = p.id ORDER BY g.by_hand DESC, g.quality DESC, g.id "
+            "LIMIT 1) AS cover FROM people p JOIN faces f ON f.person_id = p.id GROUP BY p.id "
+            "ORDER BY faces DESC, p.name IS NULL, p.id")
+
+    def person_names(self) -> dict[int, str]:
+        """{person id: name} of the named people."""
+        return {int(i): n for i, n in self._all("SELECT id, name FROM people WHERE name IS NOT NULL")}
+
+    def person_paths(self, person_id: int) -> list[str]:
+        """Paths of the photos a person's faces are in, by path."""
+        return [r[0] for r in self._all("SELECT DISTINCT i.path FROM faces f JOIN images i ON i.id = f.image_id "
+                                        "WHERE f.person_id=? ORDER BY i.path", (int(person_id),))]
+
+    def person_image_ids(self, person_id: int) -> np.ndarray:
+        rows = self._all("SELECT DISTINCT image_id FROM faces WHERE person_id=? ORDER BY image_id",
+                         (int(person_id),))
+        return np.fromiter((r[0] for r in rows), np.int64, len(rows))
+
+    def faces_of_person(self, person_id: int) -> list[dict]:
+        """[{"id", "image_id", "path", "x0", "y0", "x1", "y1", "quality", "by_hand"}] best first."""
+        return self.query("SELECT f.id, f.image_id, i.path, f.x0, f.y0, f.x1, f.y1, f.quality, f.by_hand FROM faces f "
+                          "JOIN images i ON i.id = f.image_id WHERE f.person_id=? "
+                          "ORDER BY f.by_hand DESC, f.quality DESC, f.id", (int(person_id),))
+
+    def faces_of(self, image_ids: Sequence[int]) -> dict[int, list[dict]]:
+        """image id -> its faces [{"id", "x0", "y0", "x1", "y1", "side", "quality", "person_id", "name"}], left
+        to right."""
+        out: dict[int, list[dict]] = {}
+        ids = [int(i) for i in image_ids]
+        for s in range(0, len(ids), 500):
+            chunk = ids[s:s + 500]
+            for r in self.query(
+                    "SELECT f.id, f.image_id, f.x0, f.y0, f.x1, f.y1, f.side, f.quality, f.person_id, p.name "
+                    f"FROM faces f LEFT JOIN people p ON p.id = f.person_id WHERE f.image_id IN "
+                    f"({','.join('?' * len(chunk))}) ORDER BY f.image_id, f.x0", chunk):
+                out.setdefault(int(r.pop("image_id")), []).append(r)
+        return out
+
+    def face_row(self, face_id: int) -> dict | None:
+        rows = self.query("SELECT f.id, f.image_id, i.path, f.x0, f.y0, f.x1, f.y1, f.person_id FROM faces f "
+                          "JOIN images i ON i.id = f.image_id WHERE f.id=?", (int(face_id),))
+        return rows[0] if rows else None
+
+    def face_summary(self) -> dict[int, tuple[int, float]]:
+        """image id -> (faces, the largest face's side as a fraction of the photo's shorter side): the people
+        signal search reads."""
+        rows = self._all("SELECT f.image_id, COUNT(*), MAX(f.side), MIN(i.width, i.height) FROM faces f "
+                         "JOIN images i ON i.id = f.image_id GROUP BY f.image_id")
+        return {int(i): (int(n), float(side) / max(1, short or side or 1)) for i, n, side, short in rows}
+
+    def add_face_not(self, face_id: int, person_id: int) -> None:
+        with self.transaction():
+            self.conn.execute("INSERT OR IGNORE INTO face_not(face_id, person_id) VALUES (?, ?)",
+                              (int(face_id), int(person_id)))
+
+    def face_nots(self) -> dict[int, set[int]]:
+        """face id -> the people it was taken out of."""
+        out: dict[int, set[int]] = {}
+        for f, p in self._all("SELECT face_id, person_id FROM face_not"):
+            out.setdefault(int(f), set()).add(int(p))
+        return out
+
+    def merge_people(self, keep: int, other: int) -> int:
+        """Move every face of ``other`` into ``keep`` (placed by hand) and delete ``other``; returns faces moved."""
+        with self.transaction():
+            n = self.conn.execute("UPDATE faces SET person_id=?, by_hand=1 WHERE person_id=?",
+                                  (int(keep), int(other))).rowcount
+            self.conn.execute("UPDATE faces SET by_hand=1 WHERE person_id=?", (int(keep),))
+            self.conn.execute("DELETE FROM face_not WHERE person_id=? AND face_id IN "
+                              "(SELECT id FROM faces WHERE person_id=?)", (int(keep), int(keep)))
+            self.conn.execute("DELETE FROM people WHERE id=?", (int(other),))
+            self._bump("face_generation")
+            return max(0, n)
+
+    def _drop_empty_people(self) -> None:
+        self.conn.execute("DELETE FROM people WHERE id NOT IN (SELECT person_id FROM faces WHERE person_id IS NOT NULL)")
+
+    def count_faces(self) -> int:
+        return int(self.execute("SELECT COUNT(*) FROM faces").fetchone()[0])
+
+    def face_read_counts(self) -> dict[str, int]:
+        """{state: photos} over the face pass's records ("none", "faces", "capped", "error")."""
+        return {s: int(n) for s, n in self._all("SELECT state, COUNT(*) FROM face_reads GROUP BY state")}
+
+    def face_read_times(self) -> list[tuple[str, float]]:
+        return [(st, float(sec or 0.0)) for st, sec in self._all("SELECT state, seconds FROM face_reads")]
+
+    def face_errors(self, limit: int | None = 1000) -> list[dict]:
+        """[{"path", "state", "reason", "time"}] of photos the face pass could not read (or capped), newest first."""
+        sql = ("SELECT i.path, f.state, f.note AS reason, f.time FROM face_reads f JOIN images i ON i.id = f.image_id "
+               "WHERE f.state IN ('error', 'capped') ORDER BY f.time DESC, i.path")
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        return self.query(sql)
+
+    def delete_face_data(self) -> int:
+        """Forget every face, person, name and face record (the privacy button); returns the faces deleted."""
+        with self.transaction():
+            n = int(self.conn.execute("SELECT COUNT(*) FROM faces").fetchone()[0])
+            for table in ("face_not", "faces", "people", "face_reads"):
+                self.conn.execute(f"DELETE FROM {table}")
+            self._bump("face_generation")
+        with self._lock:                              # the descriptors leave the file, not just the tables
+            try:
+                self.conn.execute("VACUUM")
+            except sqlite3.OperationalError:          # another connection is reading: freed pages stay unused
+                self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return n
+
     # ---- errors ---------------------------------------------------------------------------------------
     def record_error(self, path: str, reason: str, size=None, mtime=None, ctime=None) -> None:
         with self.transaction():
@@ -906,3 +1200,12 @@ class PhotoDB:
     # ---- integrity ------------------------------------------------------------------------------------
     def integrity_check(self) -> str:
         return str(self.execute("PRAGMA integrity_check").fetchone()[0])
+
+
+def _iou(a, b) -> float:
+    """Intersection over union of two (x0, y0, x1, y1) boxes."""
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0

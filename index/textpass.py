@@ -19,7 +19,6 @@
 from __future__ import annotations
 
 import collections
-import concurrent.futures as cf
 import threading
 import time
 from pathlib import Path
@@ -31,6 +30,7 @@ from dcclip_core.ocr import Reading, TextReader, has_words, normalise, reader_ve
 from dcclip_core.preprocess import ImageLoadError
 
 from .db import PhotoDB
+from .passes import in_order
 
 Progress = Callable[[int, int, str], None]
 EMBED_BATCH = 64              # lines per text-tower call when embedding
@@ -93,37 +93,7 @@ def _readings_local(todo: list[dict], workers: int, threads: int, reader: TextRe
     """(photo, reading) in ``todo`` order, ``workers`` photos at a time (one TextReader each)."""
     readers = [reader] if reader is not None else []
     readers += [TextReader(threads=threads) for _ in range(max(1, workers) - len(readers))]
-    free = collections.deque(readers)
-    lock = threading.Lock()
-
-    def work(row: dict) -> Reading:
-        with lock:
-            r = free.popleft()
-        try:
-            return read_one(r, row["path"])
-        finally:
-            with lock:
-                free.append(r)
-
-    with cf.ThreadPoolExecutor(max_workers=len(readers), thread_name_prefix="index-text") as ex:
-        pending: collections.deque = collections.deque()
-        it = iter(todo)
-        for row in it:
-            pending.append((row, ex.submit(work, row)))
-            if len(pending) >= 2 * len(readers):
-                break
-        try:
-            while pending:
-                row, fut = pending.popleft()
-                yield row, fut.result()
-                if stop is not None and stop.is_set():
-                    break
-                nxt = next(it, None)
-                if nxt is not None:
-                    pending.append((nxt, ex.submit(work, nxt)))
-        finally:
-            for _, f in pending:
-                f.cancel()
+    return in_order(todo, readers, lambda r, row: read_one(r, row["path"]), stop, "index-text")
 
 
 def read_texts(db_path, reader: TextReader | None = None, model=None, progress: Progress | None = None,

@@ -1,0 +1,52 @@
+"""What the text pass and the face pass share: look at photos with a few workers, in order, stoppable.
+
+    for row, result in in_order(todo, tools, lambda tool, row: tool.read(row["path"]), stop):
+        ...   # write it (the caller keeps every DB write)
+"""
+from __future__ import annotations
+
+import collections
+import concurrent.futures as cf
+import threading
+from typing import Callable, Iterator, Sequence, TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def in_order(todo: Sequence[dict], tools: Sequence[T], work: Callable[[T, dict], R],
+             stop: threading.Event | None = None, name: str = "index-pass") -> Iterator[tuple[dict, R]]:
+    """(row, work(tool, row)) for each row of ``todo``, in order, one row per tool at a time (each tool — a
+    TextReader, a FaceFinder — is used by one thread at a time); at most 2 rows per tool ahead. Ends after the
+    row being yielded when ``stop`` is set; rows not started are never started."""
+    free = collections.deque(tools)
+    lock = threading.Lock()
+
+    def run(row: dict) -> R:
+        with lock:
+            tool = free.popleft()
+        try:
+            return work(tool, row)
+        finally:
+            with lock:
+                free.append(tool)
+
+    with cf.ThreadPoolExecutor(max_workers=len(tools), thread_name_prefix=name) as ex:
+        pending: collections.deque = collections.deque()
+        it = iter(todo)
+        for row in it:
+            pending.append((row, ex.submit(run, row)))
+            if len(pending) >= 2 * len(tools):
+                break
+        try:
+            while pending:
+                row, fut = pending.popleft()
+                yield row, fut.result()
+                if stop is not None and stop.is_set():
+                    break
+                nxt = next(it, None)
+                if nxt is not None:
+                    pending.append((nxt, ex.submit(run, nxt)))
+        finally:
+            for _, f in pending:
+                f.cancel()
