@@ -72,6 +72,13 @@ def cmd_build(a) -> int:
                            mininterval=0.5)
             from .textpass import read_texts
             stats["text"] = read_texts(a.db, model=model, progress=progress, workers=a.workers, ray=a.ray)
+        if not a.no_faces:                         # after the text pass: the index is searchable meanwhile
+            if bar is not None:
+                bar.close()
+                bar = tqdm(total=0, unit="img", file=sys.stderr, dynamic_ncols=True, desc="finding faces",
+                           mininterval=0.5)
+            from .facepass import find_faces
+            stats["faces"] = find_faces(a.db, progress=progress, workers=1 if not a.ray else a.workers, ray=a.ray)
     finally:
         if bar is not None:
             bar.close()
@@ -87,7 +94,14 @@ def cmd_build(a) -> int:
         if t:
             print(f"text: {t['read']} photos read in {t['seconds']:.1f}s, {t['with_text']} with text "
                   f"({t['lines']} lines), {t['errors']} could not be read, {t['capped']} capped")
-        if stats["errors"] or (t and (t["errors"] or t["capped"])):
+        f = stats.get("faces")
+        if f and not f["enabled"]:
+            print("faces: switched off for this library (python -m index people --db DB --faces on)")
+        elif f:
+            print(f"faces: {f['looked']} photos looked at in {f['seconds']:.1f}s, {f['faces']} faces in "
+                  f"{f['with_faces']} photos, {f['new_people']} new people, {f['joined']} joined a person, "
+                  f"{f['errors']} could not be read, {f['capped']} capped")
+        if stats["errors"] or (t and (t["errors"] or t["capped"])) or (f and (f["errors"] or f["capped"])):
             print(f"bad files are listed by: python -m index stats --db {a.db}")
     return EXIT_OK
 
@@ -171,6 +185,47 @@ def cmd_stats(a) -> int:
           f"{t['pending']} to read" + (f", {len(t['errors'])} could not be read or were capped" if t["errors"] else ""))
     for e in t["errors"]:
         print(f"  {e['path']}: {e['state']}: {e['reason']}  [{e['time']}]")
+    f = st["faces"]
+    print(f"faces      " + ("switched off, " if not f["enabled"] else "") + f"{f['faces']} faces in {f['with_faces']} "
+          f"photos, {f['people']} people ({f['named']} named), {sum(f['photos'].values())} looked at, "
+          f"{f['pending']} to look at" + (f", {len(f['errors'])} could not be read or were capped"
+                                           if f["errors"] else ""))
+    for e in f["errors"]:
+        print(f"  {e['path']}: {e['state']}: {e['reason']}  [{e['time']}]")
+    return EXIT_OK
+
+
+def cmd_people(a) -> int:
+    """List people, or change them (--rename, --merge, --recluster, --faces on|off, --delete-faces)."""
+    from . import people
+    from .db import PhotoDB
+    with PhotoDB(a.db, create=False) as db:
+        try:
+            if a.faces is not None:
+                db.set_faces_enabled(a.faces == "on")
+            if a.delete_faces:
+                n = db.delete_face_data()
+                print(f"deleted {n} faces and every person", file=sys.stderr)
+            if a.rename is not None:
+                people.rename(db, int(a.rename[0]), a.rename[1])
+            if a.merge is not None:
+                people.merge(db, int(a.merge[0]), int(a.merge[1]))
+            if a.recluster:
+                r = people.recluster(db)
+                print(f"re-grouped {r['faces']} faces into {r['people']} people", file=sys.stderr)
+        except (people.PersonNotFoundError, ValueError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return EXIT_INPUT
+        rows = people.people(db)
+        if a.json:
+            for r in rows:
+                _out({"id": r["id"], "name": r["name"], "faces": r["faces"], "paths": r["paths"]})
+            return EXIT_OK
+        if not rows:
+            print("no people yet" + ("" if db.faces_enabled() else " (face finding is switched off: --faces on)"))
+        for r in rows:
+            print(f"{r['id']:5d}  {_pad(r['name'] or '(unnamed)', 20)}  {r['faces']:4d} faces  {r['photos']:4d} photos"
+                  f"  {', '.join(os.path.basename(p) for p in r['paths'][:4])}{', ...' if r['photos'] > 4 else ''}")
     return EXIT_OK
 
 
@@ -297,6 +352,9 @@ def parser() -> argparse.ArgumentParser:
                         "requirements-cluster.txt")
     b.add_argument("--no-text", action="store_true",
                    help="skip the text pass (reading the text in photos, after the image index; resumable)")
+    b.add_argument("--no-faces", action="store_true",
+                   help="skip the face pass (finding faces and grouping them into people, after the text pass; "
+                        "resumable)")
     b.add_argument("--index-kind", choices=["auto", "flat", "hnsw", "ivf-flat", "ivf-sq8", "ivf-pq"], default=None,
                    help="vector index: auto = exact up to 200k photos, IVF-Flat above (HNSW on request) (default: keep the DB's "
                         "setting, initially auto); ivf-sq8/ivf-pq use 4-8x less memory for millions")
@@ -370,6 +428,20 @@ def parser() -> argparse.ArgumentParser:
     ex.add_argument("--out", default="-", help="file to write (default: stdout)")
     ex.add_argument("--top-only", action="store_true", help="only each photo's best label")
     ex.set_defaults(fn=cmd_export)
+
+    pe = sub.add_parser("people", help="the people found in the photos: list, name, merge, re-group",
+                        description="Lists the people the face pass grouped the faces into (one line, or one JSON "
+                                    "object {id, name, faces, paths}, per person), after applying the changes asked.")
+    pe.add_argument("--rename", nargs=2, metavar=("ID", "NAME"), help="name (or rename) a person, e.g. 3 妈妈")
+    pe.add_argument("--merge", nargs=2, type=int, metavar=("ID", "OTHER"),
+                    help="put every face of OTHER into ID (they are one person)")
+    pe.add_argument("--recluster", action="store_true",
+                    help="group the faces again from scratch (names and what was done by hand are kept)")
+    pe.add_argument("--faces", choices=["on", "off"], default=None,
+                    help="switch face finding on or off for this library (off: the face pass does nothing)")
+    pe.add_argument("--delete-faces", action="store_true", help="delete every face, person and name")
+    common(pe)
+    pe.set_defaults(fn=cmd_people)
 
     rm = sub.add_parser("remove", help="un-index files or whole folders (the files are not touched)",
                         description="Deletes the photos' rows, vectors, labels and error records; a later build "

@@ -1001,6 +1001,11 @@ class PhotoDB:
                          "JOIN images i ON i.id = f.image_id GROUP BY f.image_id")
         return {int(i): (int(n), float(side) / max(1, short or side or 1)) for i, n, side, short in rows}
 
+    def face_read_of(self, image_id: int) -> dict | None:
+        """A photo's face_reads record {"state", "note", "faces", "finder", "time"} (None: not looked at yet)."""
+        rows = self.query("SELECT state, note, faces, finder, time FROM face_reads WHERE image_id=?", (int(image_id),))
+        return rows[0] if rows else None
+
     def add_face_not(self, face_id: int, person_id: int) -> None:
         with self.transaction():
             self.conn.execute("INSERT OR IGNORE INTO face_not(face_id, person_id) VALUES (?, ?)",

@@ -1,5 +1,5 @@
 """Embedding with Ray Data (``build --ray [ADDRESS]``): the decode + encode stage of the indexer on Ray workers,
-and the text pass's reading (``readings``).
+the text pass's reading (``readings``) and the face pass's finding (``face_readings``).
 
 Only the per-file work moves: workers read each file, hash it, decode, preprocess and embed in batches, and
 stream back what the local path's worker threads produce (``index.scan.prepare``, then ``index.scan.embed``). The
@@ -160,8 +160,22 @@ class _Reader:
         from .textpass import read_one
         out = [read_one(self.reader, str(p)) for p in batch["path"]]
         return {"id": batch["id"],
-                "reading": np.asarray([json.dumps(dataclasses.asdict(r), ensure_ascii=False) for r in out],
-                                      dtype=object)}
+                "result": np.asarray([json.dumps(dataclasses.asdict(r), ensure_ascii=False) for r in out],
+                                     dtype=object)}
+
+
+def _looked_at(rows: list[dict], actor, address: str | None, workers: int, batch_size: int):
+    """(row, JSON-decoded result) for each of ``rows`` ([{"id", "path", ...}]), in order, from ``actor`` (a Ray
+    Data actor class mapping {"id", "path"} batches to {"id", "result": JSON text}) on ``workers`` actors."""
+    ray_data = _data(address, workers)
+    by_id = {int(r["id"]): r for r in rows}
+    ds = ray_data.from_items([{"id": int(r["id"]), "path": r["path"]} for r in rows],
+                             override_num_blocks=max(1, min(len(rows) // max(1, batch_size), 64)))
+    ds = ds.map_batches(actor, fn_constructor_kwargs={"threads": 1}, batch_size=batch_size,
+                        compute=ray_data.ActorPoolStrategy(size=max(1, workers)), num_cpus=1, batch_format="numpy")
+    for batch in ds.iter_batches(batch_size=batch_size, batch_format="numpy", prefetch_batches=2):
+        for image_id, blob in zip(batch["id"], batch["result"]):
+            yield by_id[int(image_id)], json.loads(blob)
 
 
 def readings(rows: list[dict], address: str | None = None, workers: int = 2, batch_size: int = 8):
@@ -170,14 +184,37 @@ def readings(rows: list[dict], address: str | None = None, workers: int = 2, bat
     if not rows:
         return
     from dcclip_core.ocr import Line, Reading
-    ray_data = _data(address, workers)
-    by_id = {int(r["id"]): r for r in rows}
-    ds = ray_data.from_items([{"id": int(r["id"]), "path": r["path"]} for r in rows],
-                             override_num_blocks=max(1, min(len(rows) // max(1, batch_size), 64)))
-    ds = ds.map_batches(_Reader, fn_constructor_kwargs={"threads": 1}, batch_size=batch_size,
-                        compute=ray_data.ActorPoolStrategy(size=max(1, workers)), num_cpus=1, batch_format="numpy")
-    for batch in ds.iter_batches(batch_size=batch_size, batch_format="numpy", prefetch_batches=2):
-        for image_id, blob in zip(batch["id"], batch["reading"]):
-            d = json.loads(blob)
-            d["lines"] = [Line(ln["text"], tuple(ln["box"]), ln["conf"], ln["script"]) for ln in d["lines"]]
-            yield by_id[int(image_id)], Reading(**d)
+    for row, d in _looked_at(rows, _Reader, address, workers, batch_size):
+        d["lines"] = [Line(ln["text"], tuple(ln["box"]), ln["conf"], ln["script"]) for ln in d["lines"]]
+        yield row, Reading(**d)
+
+
+class _FaceLooker:
+    """Ray Data actor: a batch of photos -> their faces (one FaceFinder per actor, index.facepass)."""
+
+    def __init__(self, threads: int = 1):
+        from dcclip_core.faces import FaceFinder
+        self.finder = FaceFinder()
+
+    def __call__(self, batch: dict) -> dict:
+        from .facepass import find_one
+        out = []
+        for p in batch["path"]:
+            d = dataclasses.asdict(find_one(self.finder, str(p)))
+            for f in d["faces"]:
+                f["vec"] = np.asarray(f["vec"], np.float32).tolist()
+            out.append(json.dumps(d, ensure_ascii=False))
+        return {"id": batch["id"], "result": np.asarray(out, dtype=object)}
+
+
+def face_readings(rows: list[dict], address: str | None = None, workers: int = 2, batch_size: int = 8):
+    """The face pass's finding step on ``workers`` Ray actors: yields (row, dcclip_core.faces.FaceReading) in the
+    order of ``rows`` ([{"id", "path", ...}] from PhotoDB.face_todo); the caller writes them and groups the
+    faces into people."""
+    if not rows:
+        return
+    from dcclip_core.faces import Face, FaceReading
+    for row, d in _looked_at(rows, _FaceLooker, address, workers, batch_size):
+        d["faces"] = [Face(**{**f, "box": tuple(f["box"]), "vec": np.asarray(f["vec"], np.float32)})
+                      for f in d["faces"]]
+        yield row, FaceReading(**d)

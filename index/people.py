@@ -23,7 +23,7 @@ import unicodedata
 
 import numpy as np
 
-JOIN = 0.5               # a face joins the person of its nearest faces closer than this
+JOIN = 0.55              # a face joins the person of its nearest faces closer than this
 VOTERS = 3               # nearest faces that vote
 MIN_CLUSTER_QUALITY = 0.0   # faces below this quality are kept but never start a person of their own
 
@@ -71,7 +71,7 @@ def name_key(name: str) -> str:
     """The form names are matched in: NFKC, casefold, traditional -> simplified, spaces squeezed."""
     from dcclip_core.tokenizer import script_converter
     s = unicodedata.normalize("NFKC", name or "").casefold().strip()
-    s = script_converter("t2s")(s) if s else s
+    s = script_converter("t2s").convert(s) if s else s
     return " ".join(s.split())
 
 

@@ -24,10 +24,11 @@ from dcclip_core.dictionary import warm as warm_dictionary
 from dcclip_core.ocr import normalise
 
 from . import duplicates as D
-from . import textsearch, vectors
+from . import facesearch, textsearch, vectors
 
 
 RERANK = 200       # candidates (best by cosine) a query-aware colour term may re-order (text-space models)
+NAME_ONLY = "a photo of a person"    # what ranks a person's photos when the query is their name alone
 
 class Searcher:
     def __init__(self, db_path, model: Encoder | None = None, save_faiss: bool = True, text_fusion: str = "score"):
@@ -44,6 +45,8 @@ class Searcher:
             raise ValueError(f"text_fusion must be one of {textsearch.FUSIONS}, not {text_fusion!r}")
         self.text_fusion = text_fusion          # how what photos say joins a text query's ranking (textsearch)
         self._lines = textsearch.LineVectors()
+        self._faces = facesearch.FaceIndex()
+        self.face_signal = facesearch.SIGNAL_WEIGHT   # weight of the "person / people / portrait" signal (0: off)
         if text_fusion != "none":
             warm_dictionary()                   # CC-CEDICT parsed in the background: no first query waits for it
 
@@ -117,7 +120,7 @@ class Searcher:
 
     def _results(self, vi: vectors.VectorIndex, q: np.ndarray, k: int, threshold, offset: int,
                  exclude: set[int] = frozenset(), allowed: np.ndarray | None = None,
-                 query: str | None = None, holding: dict | None = None) -> list[dict]:
+                 query: str | None = None, holding: dict | None = None, named: tuple = ()) -> list[dict]:
         k, offset = max(0, int(k)), max(0, int(offset))
         if k == 0:
             return []
@@ -135,7 +138,23 @@ class Searcher:
             ln = (holding or {}).get(r["id"])
             if ln is not None and not (r["why"] and "text" in r["why"][0]):
                 r["why"] = [{"text": ln["text"], "box": _pixel_box(ln, r), "match": "filter"}] + r["why"][:2]
+        if named:
+            self._person_why(results, named, name_only=not (query or "").strip() or query == NAME_ONLY)
         return results
+
+    def _person_why(self, results: list[dict], named, name_only: bool) -> None:
+        """Each result of a query naming people gets them first in its ``why``: {"person": id, "name", "box"
+        (pixels of the upright photo: the person's face)}; a query that is a name alone reads as a strong match."""
+        faces = self.db.faces_of([r["id"] for r in results])
+        for r in results:
+            found = []
+            for pid in named:
+                f = next((f for f in faces.get(r["id"], []) if f["person_id"] == pid), None)
+                if f is not None:
+                    found.append({"person": int(pid), "name": f["name"], "box": _pixel_box(f, r)})
+            r["why"] = found + r["why"][:max(0, 3 - len(found))]
+            if name_only:
+                r["level_score"] = max(float(r["level_score"]), 1.0)
 
     def _reranks(self, query: str | None) -> bool:
         """Whether a query's ``RERANK`` best candidates may be re-ordered (colour term, text in photos)."""
@@ -163,6 +182,8 @@ class Searcher:
         hits, terms = self._colour_rescored(hits, q, stored)
         if lit or mean:
             hits = textsearch.fuse(hits, lit, mean, self.text_fusion)
+        if query is not None and self.face_signal:
+            hits = self._faces.refresh(self.db).boosted(hits, facesearch.asks_for(query), self.face_signal)
         return hits, stored, terms, (lit, mean)
 
     def _colour_rescored(self, hits: list[tuple[int, float]], q: np.ndarray, stored: dict):
@@ -230,12 +251,24 @@ class Searcher:
 
         Optional filters: ``folder`` (photos below it), ``date_from`` / ``date_to`` (ISO text or date objects,
         inclusive; EXIF date, else file mtime), ``text`` (True: photos with text in them; a string: photos
-        whose text contains it)."""
+        whose text contains it).
+
+        A query naming people (index.facesearch: names given in the People tab or ``python -m index people
+        --rename``) ranks only the photos they are all in, by the rest of the query ("妈妈 在海边"), and each
+        result names them first in its ``why``: {"person", "name", "box"}."""
+        with self._lock:
+            named, rest = facesearch.names_in(str(query), self._faces.refresh(self.db))
+        if named:
+            query = rest or NAME_ONLY
         q = np.asarray(self.model.encode_text([str(query)]), np.float32)[0]
         with self._lock:
             vi = self._ensure()
             allowed, holding = self._allowed(folder, date_from, date_to, text)
-            return self._results(vi, q, k, threshold, offset, allowed=allowed, query=str(query), holding=holding)
+            for pid in named:
+                theirs = self._faces.photos_of(self.db, pid)
+                allowed = theirs if allowed is None else np.intersect1d(allowed, theirs)
+            return self._results(vi, q, k, threshold, offset, allowed=allowed, query=str(query), holding=holding,
+                                 named=tuple(named))
 
     def search_many(self, queries: list[str], k: int = 20, threshold: float | None = None) -> list[list[dict]]:
         """Several text queries at once: one vector-index pass and one row lookup for all of them. Returns one
@@ -245,6 +278,13 @@ class Searcher:
         k = max(0, int(k))
         if not queries:
             return []
+        with self._lock:
+            fx = self._faces.refresh(self.db)
+            named = [bool(facesearch.names_in(q, fx)[0]) for q in queries]
+        if any(named):                             # a person's name filters: those queries go one by one
+            rest = [q for q, n in zip(queries, named) if not n]
+            batched = iter(self.search_many(rest, k, threshold) if rest else [])
+            return [self.search(q, k, threshold) if n else next(batched) for q, n in zip(queries, named)]
         Q = np.asarray(self.model.encode_text(queries), np.float32)                  # (n, d)
         if k == 0:
             return [[] for _ in queries]
@@ -351,7 +391,8 @@ class Searcher:
                           "configured": vectors.configured_kind(self.db), "file": bool(head),
                           "file_kind": head.get("kind"), "file_generation": head.get("generation"),
                           "params": {k: v for k, v in (head.get("params") or {}).items() if k != "tuned"}},
-                "label_sets": label_sets(self.db), "text": self.text_stats(error_limit)}
+                "label_sets": label_sets(self.db), "text": self.text_stats(error_limit),
+                "faces": self.face_stats(error_limit)}
 
     def text_of(self, path) -> dict:
         """What the text pass read in an indexed photo: {"state": "none" / "text" / "capped" / "error" / None (not
@@ -372,6 +413,31 @@ class Searcher:
         return {"photos": counts, "with_text": counts.get("text", 0) + counts.get("capped", 0),
                 "lines": self.db.count_text_lines(),
                 "pending": self.db.text_pending(reader_version()), "errors": self.db.text_errors(error_limit)}
+
+
+    def faces_of(self, path) -> dict:
+        """The faces the face pass found in an indexed photo: {"state": "none" / "faces" / "capped" / "error" /
+        None (not looked at yet), "note", "faces": [{"id", "box" (pixels of the upright photo), "person", "name"}]}
+        left to right (raises NotIndexedError)."""
+        image_id = self._id_of(path)
+        row = self.db.rows_by_ids([image_id]).get(image_id) or {}
+        rec = self.db.face_read_of(image_id)
+        faces = [{"id": f["id"], "box": _pixel_box(f, row), "person": f["person_id"], "name": f["name"]}
+                 for f in self.db.faces_of([image_id]).get(image_id, [])]
+        return {"state": rec["state"] if rec else None, "note": rec["note"] if rec else None, "faces": faces}
+
+    def face_stats(self, error_limit: int | None = 1000) -> dict:
+        """The face pass's state: {"enabled", "photos": {state: n}, "with_faces", "faces", "people", "named",
+        "pending", "errors": [{"path", "state", "reason", "time"}]}."""
+        from dcclip_core.faces import finder_version
+        counts = self.db.face_read_counts()
+        rows = self.db.people_rows()
+        enabled = self.db.faces_enabled()
+        return {"enabled": enabled, "photos": counts,
+                "with_faces": counts.get("faces", 0) + counts.get("capped", 0), "faces": self.db.count_faces(),
+                "people": len(rows), "named": sum(1 for r in rows if r["name"]),
+                "pending": self.db.face_pending(finder_version()) if enabled else 0,
+                "errors": self.db.face_errors(error_limit)}
 
 
 def _pixel_box(line: dict, result: dict) -> list:

