@@ -11,7 +11,7 @@
 * the image tower has no "person" class (ImageNet has groom, scuba diver and ballplayer, not person), so a query
   asking for people (words in assets/data/person_words.json) adds ``SIGNAL_WEIGHT`` x signal to each candidate's
   score: person — a face; group — two or more; portrait — one face large in the photo. The weight was chosen on
-  the held-out set's dev half and checked on its test half (``python -m benchmarks faces --search``;
+  the held-out set's dev half and checked on its test half (``python -m benchmarks peoplesearch``;
   BENCHMARKS.md).
 """
 from __future__ import annotations
@@ -28,7 +28,7 @@ from dcclip_core.config import ASSETS_DIR
 
 from . import people as P
 
-SIGNAL_WEIGHT = 0.02       # added to a candidate's score x signal (0..1) when the query asks for people
+SIGNAL_WEIGHT = 0.005      # added to a candidate's score x signal (0..1) when the query asks for people
 PORTRAIT_SHARE = 0.25      # a face this large (side / the photo's shorter side) makes a portrait
 WORDS_FILE = ASSETS_DIR / "data" / "person_words.json"
 KINDS = ("group", "portrait", "person")          # the first kind a query's words name wins

@@ -240,3 +240,18 @@ def move_face(db, face_id: int, to: int | None = None) -> int:
         pid = int(to) if to is not None else db.new_person()
         db.set_face_people([(int(face_id), pid, True)])
     return pid
+
+
+def name_from_photos(db, names: dict[str, str]) -> int:
+    """Name the people in known photos ({path: name}, e.g. the bundled demo photos' assets/demo/people.json):
+    the person of the largest face in each photo gets the name unless it has one. Returns how many were named."""
+    n = 0
+    for path, name in names.items():
+        row = db.image_by_path(str(path))
+        if row is None:
+            continue
+        faces = sorted(db.faces_of([row["id"]]).get(int(row["id"]), []), key=lambda f: -(f["side"] or 0))
+        if faces and faces[0]["person_id"] is not None and not faces[0]["name"]:
+            rename(db, faces[0]["person_id"], name)
+            n += 1
+    return n
