@@ -108,23 +108,25 @@ def assign_new(db, threshold: float = JOIN, voters: int = VOTERS) -> dict:
     nots = db.face_nots()
     image_of = {int(f["id"]): img for img, fs in db.faces_of(_images_of(db, new_ids)).items() for f in fs}
     peers = _people_by_image(db, image_of.values())
-    known, owners = list(known), list(owners)
+    m = len(known)                                  # faces with a person so far: known[:m], owners[:m]
+    d = new_vecs.shape[1]
+    known = np.concatenate([known.reshape(m, d), np.zeros((len(new_ids), d), np.float32)])       # (m + new, 128)
+    owners = np.concatenate([owners, np.full(len(new_ids), -1, np.int64)])
     joined = started = 0
     moves = []
     for fid, vec in zip(new_ids, new_vecs):
         fid = int(fid)
         img = image_of.get(fid)
         barred = set(nots.get(fid, ())) | peers.get(img, set())
-        pid = vote(vec, np.asarray(known, np.float32).reshape(-1, vec.shape[0]), np.asarray(owners, np.int64),
-                   threshold, voters, barred)
+        pid = vote(vec, known[:m], owners[:m], threshold, voters, barred)
         if pid is None:
             pid = db.new_person()
             started += 1
         else:
             joined += 1
         moves.append((fid, pid, None))
-        known.append(vec)
-        owners.append(pid)
+        known[m], owners[m] = vec, pid
+        m += 1
         peers.setdefault(img, set()).add(pid)
     db.set_face_people(moves)
     return {"joined": joined, "new_people": started}
