@@ -349,3 +349,22 @@ def test_same_person_in_different_photos_joins_one_person(tmp_path, model):
         assert {"jesper.jpg", "jesper_2.jpg", "bar55_2.jpg"} <= names and "anne_helene.jpg" not in names
     finally:
         db.close()
+
+
+def test_demo_people_are_named_from_their_photos(library):
+    """assets/demo/people.json names the people of the bundled photos (the app applies it after the face pass);
+    a person someone named keeps their name."""
+    root, dbp, _ = library
+    known = json.loads((DEMO / "people.json").read_text(encoding="utf-8"))
+    assert known["grace_hopper.jpg"] == "Grace Hopper"
+    db = PhotoDB(dbp)
+    try:
+        astro = next(r for r in people.people(db) if any("astronaut" in p for p in r["paths"]))
+        assert people.name_from_photos(db, {str(root / "astronaut.jpg"): known["astronaut.jpg"],
+                                            str(root / "no_such.jpg"): "Nobody"}) == 1
+        assert db.person(astro["id"])["name"] == "Eileen Collins"
+        people.rename(db, astro["id"], "Eileen")
+        assert people.name_from_photos(db, {str(root / "astronaut.jpg"): "Eileen Collins"}) == 0
+        assert db.person(astro["id"])["name"] == "Eileen"
+    finally:
+        db.close()

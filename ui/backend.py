@@ -6,8 +6,11 @@
     backend.index_folder("/photos/more")                    # raises ReadOnlyError in demo mode
 
 After the image pass, the text in the photos is read in a background thread of its own (``read_text_later``:
-index.textpass), never holding up searches or the image index: every write to the index stops it first and starts
-it again after (``text_paused``), and it resumes where it stopped.
+index.textpass), then the faces in them are found and grouped into people in the same thread (index.facepass;
+nothing while the library's privacy switch, ``set_faces_enabled``, is off), never holding up searches or the image
+index: every write to the index stops both first and starts them again after (``text_paused``), and they resume
+where they stopped. People are listed, named, merged and corrected here too (``people``, ``rename_person``,
+``merge_people``, ``remove_face``, ``regroup_faces``, ``delete_face_data``), each call opening the database briefly.
 
 Demo mode (``--demo``, the conference booth) is enforced here, not in the page: every method that would write a
 file or the database raises ``ReadOnlyError``; labelling runs in memory and returns rows for that visitor only;
@@ -224,9 +227,15 @@ class Backend:
         self.text_done = 0         # the background text pass (read_text_later): photos read so far of text_total
         self.text_total = 0
         self.text_error = ""       # why the last text pass failed ("" when it did not)
-        self._text_thread: threading.Thread | None = None
+        self._text_thread: threading.Thread | None = None    # the background worker: the text pass, then faces
         self._text_stop = threading.Event()
         self._text_lock = threading.Lock()
+        self._phase: str | None = None   # what the background worker does now: "text", "faces" or None
+        self.faces_done = 0        # the background face pass (after the text pass): photos looked at of faces_total
+        self.faces_total = 0
+        self.faces_error = ""      # why the last face pass failed ("" when it did not)
+        self._face_finder = None   # dcclip_core.faces.FaceFinder, made once (loading dlib's models takes ~1 s)
+        self._people_lock = threading.Lock()    # one person edit at a time
 
     @property
     def thumb_dir(self) -> Path:
@@ -365,26 +374,42 @@ class Backend:
         if self.demo:
             raise ReadOnlyError("demo mode is read-only")
 
-    # -- text in photos (the background text pass) -------------------------------------------------
+    # -- the background passes: text in photos, then faces ------------------------------------------------
     @property
-    def text_running(self) -> bool:
-        """The text pass is reading photos (or embedding their lines for the loaded model)."""
+    def background_running(self) -> bool:
+        """The background worker runs (the text pass or the face pass after it)."""
         t = self._text_thread
         return t is not None and t.is_alive()
 
+    @property
+    def text_running(self) -> bool:
+        """The text pass is reading photos (or embedding their lines for the loaded model)."""
+        return self.background_running and self._phase == "text"
+
+    @property
+    def faces_running(self) -> bool:
+        """The face pass is looking for faces (after the text pass, in the same background worker)."""
+        return self.background_running and self._phase == "faces"
+
     def read_text_later(self) -> None:
-        """Start the text pass in a background thread, unless one runs: index.textpass.read_texts reads the photos
-        whose text was not read yet (one photo at a time: searches and thumbnails keep the other core) and embeds
-        the lines the loaded model has not (after a model change). The booth's own database is read too: that
-        is the app building it, not a visitor writing."""
+        """Start the background worker unless one runs: first the text pass (index.textpass.read_texts reads the
+        photos whose text was not read yet and embeds the lines the loaded model has not, after a model change),
+        then the face pass (index.facepass.find_faces: the photos whose faces were not looked for, grouped into
+        people; nothing while the library's privacy switch is off). One photo at a time: searches and thumbnails
+        keep the other core. The booth's own database is read too: that is the app building it, not a visitor
+        writing."""
         with self._text_lock:
-            if self.text_running or self.any_model() is None or not Path(self.db_path).is_file():
+            if self.background_running or self.any_model() is None or not Path(self.db_path).is_file():
                 return
             self._text_stop = threading.Event()
             self.text_done = self.text_total = 0
+            self.faces_done = self.faces_total = 0
+            self._phase = "text"
             self._text_thread = threading.Thread(target=self._read_texts, args=(self._text_stop, self.any_model()),
                                                  name="dcclip-text", daemon=True)
             self._text_thread.start()
+
+    run_background_later = read_text_later
 
     def _read_texts(self, stop: threading.Event, model) -> None:
         from index.textpass import read_texts
@@ -392,36 +417,80 @@ class Backend:
         def progress(done, total, path=None):
             self.text_done, self.text_total = int(done), int(total)
         try:
-            read_texts(self.db_path, model=model, progress=progress, stop=stop, workers=1)
-            self.text_error = ""
-        except Exception as e:                  # shown in the Index tab; the photos stay searchable by image
-            self.text_error = str(e) or type(e).__name__
+            try:
+                read_texts(self.db_path, model=model, progress=progress, stop=stop, workers=1)
+                self.text_error = ""
+            except Exception as e:              # shown in the Index tab; the photos stay searchable by image
+                self.text_error = str(e) or type(e).__name__
+            if not stop.is_set():
+                self._find_faces(stop)
+        finally:
+            self._phase = None
+
+    def _find_faces(self, stop: threading.Event) -> None:
+        """The face pass (in the background worker, after the text pass); resumable, stoppable like it."""
+        self._phase = "faces"
+
+        def progress(done, total, path=None):
+            self.faces_done, self.faces_total = int(done), int(total)
+        try:
+            from index.facepass import find_faces
+            if not self.faces_enabled():
+                self.faces_error = ""
+                return
+            if self._face_finder is None:
+                from dcclip_core.faces import FaceFinder
+                self._face_finder = FaceFinder()
+            find_faces(self.db_path, finder=self._face_finder, progress=progress, stop=stop, workers=1)
+            self._name_demo_people()
+            self.faces_error = ""
+        except Exception as e:                  # shown in the Index and People tabs; search is not touched
+            self.faces_error = str(e) or type(e).__name__
+
+    def _name_demo_people(self) -> None:
+        """The people in the bundled demo photos get their names (assets/demo/people.json) once their faces are
+        found and while nobody has named them, so typing "Grace Hopper" works in the booth too (the app
+        building its own database, like the passes: not a visitor writing)."""
+        from index import people
+        from index.db import PhotoDB
+        known = json.loads((DEMO_ROOT / "people.json").read_text(encoding="utf-8"))
+        names = {str(DEMO_ROOT / k): v for k, v in known.items() if not k.startswith("_")}
+        with PhotoDB(self.db_path, create=False) as db:
+            people.name_from_photos(db, names)
 
     def stop_text(self, timeout: float = 120.0) -> None:
-        """Stop the text pass after the photo it is reading (the next read_text_later resumes where it stopped)."""
+        """Stop the background worker (text or face pass) after the photo it is on (the next read_text_later
+        resumes where it stopped)."""
         with self._text_lock:
             self._text_stop.set()
             t = self._text_thread
         if t is not None:
             t.join(timeout)
 
+    stop_background = stop_text
+
     def wait_text(self, timeout: float | None = None) -> bool:
-        """Wait for the text pass to end; True when none runs."""
+        """Wait for the background worker (the text pass and the face pass after it) to end; True when none
+        runs."""
         t = self._text_thread
         if t is not None:
             t.join(timeout)
-        return not self.text_running
+        return not self.background_running
+
+    wait_background = wait_text
 
     @contextlib.contextmanager
     def text_paused(self):
-        """A write to the index (image pass, removal, model change) with the text pass stopped: the image pass
-        comes first, and no line is written for a photo being removed. The pass starts again after the block and
-        resumes where it stopped."""
+        """A write to the index (image pass, removal, model change, regrouping people) with the background passes
+        stopped: the image pass comes first, and no line or face is written for a photo being removed. The passes
+        start again after the block and resume where they stopped."""
         self.stop_text()
         try:
             yield
         finally:
             self.read_text_later()
+
+    background_paused = text_paused
 
     def text_status(self) -> dict:
         """The text pass now: {"running", "done", "total" (photos of this run), "error"}."""
@@ -451,6 +520,224 @@ class Backend:
         return [{"path": self.shown_path(e.get("path", "")), "state": e.get("state"),
                  "reason": str(e.get("reason") or "")} for e in (self.text_stats().get("errors") or [])[:limit]]
 
+    # -- faces and people (the face pass, the People tab) -----------------------------------------------
+    def _db(self, write: bool = False):
+        """The library database, opened for one call (never held: the face pass writes beside it)."""
+        from index import PhotoDB
+        if not write and not Path(self.db_path).is_file():
+            raise FileNotFoundError(self.db_path)
+        return PhotoDB(self.db_path, create=False)
+
+    def faces_enabled(self) -> bool:
+        """The library's privacy switch: whether faces are looked for in its photos (on unless turned off)."""
+        try:
+            with self._db() as db:
+                return bool(db.faces_enabled())
+        except Exception:
+            return True
+
+    def set_faces_enabled(self, on: bool) -> bool:
+        """Turn looking for faces on (the face pass starts, after the text pass if that still runs) or off (the
+        pass stops after the photo it is on; what it found stays until ``delete_face_data``). Stored in the
+        library's database. Returns the switch as it is now."""
+        self.require_writable()
+        on = bool(on)
+        with self.text_paused():               # stops the worker; it starts again with the new setting
+            with self._db(write=True) as db:
+                db.set_faces_enabled(on)
+        return on
+
+    def delete_face_data(self) -> int:
+        """Forget every face, person and name of the library, with the cached face thumbnails, and turn looking
+        for faces off (else the next pass would find them all again). Returns the faces deleted."""
+        self.require_writable()
+        with self._people_lock, self.text_paused():
+            with self._db(write=True) as db:
+                db.set_faces_enabled(False)
+                n = int(db.delete_face_data())
+            self._forget_face_thumbs()
+        return n
+
+    def face_status(self) -> dict:
+        """The face pass now: {"running", "done", "total" (photos of this run), "error", "enabled"}."""
+        return {"running": self.faces_running, "done": self.faces_done, "total": self.faces_total,
+                "error": self.faces_error, "enabled": self.faces_enabled()}
+
+    def face_generation(self) -> int:
+        """Changes with every face or person write (the People tab refreshes when it does); -1 when unknown."""
+        try:
+            with self._db() as db:
+                return int(db.face_generation())
+        except Exception:
+            return -1
+
+    def face_stats(self) -> dict:
+        """What the face pass has found: {"photos": {state: n}, "with_faces", "faces", "people", "named",
+        "pending", "errors": [{"path", "state", "reason"}]}; {} when the database cannot say."""
+        try:
+            from dcclip_core.faces import finder_version
+            with self._db() as db:
+                counts = db.face_read_counts()
+                rows = db.people_rows()
+                return {"photos": counts, "with_faces": counts.get("faces", 0) + counts.get("capped", 0),
+                        "faces": db.count_faces(), "people": len(rows),
+                        "named": sum(1 for r in rows if r.get("name")),
+                        "pending": int(db.face_pending(finder_version())) if db.faces_enabled() else 0,
+                        "errors": db.face_errors()}
+        except Exception:
+            return {}
+
+    def face_problems(self, limit: int = 1000) -> list[dict]:
+        """[{"path" (as shown), "state" ("error" / "capped"), "reason"}] of photos the face pass could not look at
+        or whose crowd was cut at the cap, newest first."""
+        return [{"path": self.shown_path(e.get("path", "")), "state": e.get("state"),
+                 "reason": str(e.get("reason") or "")} for e in (self.face_stats().get("errors") or [])[:limit]]
+
+    def people(self) -> list[dict]:
+        """[{"id", "name" (None until named), "faces", "photos", "cover" (a face id)}] of every person, most faces
+        first (index.people.people)."""
+        from index import people as P
+        try:
+            with self._db() as db:
+                return [{k: r[k] for k in ("id", "name", "faces", "photos", "cover")} for r in P.people(db)]
+        except FileNotFoundError:
+            return []
+
+    def person(self, person_id: int) -> dict | None:
+        """{"id", "name", "faces"} of a person (None when there is no such person)."""
+        with self._db() as db:
+            return db.person(int(person_id))
+
+    def person_photos(self, person_id: int) -> list[str]:
+        """Paths of the photos a person is in (by path)."""
+        with self._db() as db:
+            return list(db.person_paths(int(person_id)))
+
+    def person_faces(self, person_id: int) -> list[dict]:
+        """[{"id", "image_id", "path", "x0", "y0", "x1", "y1", "quality", "by_hand"}] of a person's faces, best
+        first."""
+        with self._db() as db:
+            return list(db.faces_of_person(int(person_id)))
+
+    def rename_person(self, person_id: int, name: str | None) -> dict:
+        """Name a person (Chinese, English, any script; empty removes the name): searches for the name find
+        their photos. Raises index.people.PersonNotFoundError, ValueError for a name over 80 characters."""
+        self.require_writable()
+        from index import people as P
+        with self._people_lock, self._db(write=True) as db:
+            return P.rename(db, int(person_id), name)
+
+    def merge_people(self, keep: int, other: int) -> dict:
+        """Make ``other`` part of ``keep`` (one person after all; ``keep``'s name stays, or ``other``'s is taken).
+        The face pass pauses meanwhile (it may be adding faces to either)."""
+        self.require_writable()
+        from index import people as P
+        with self._people_lock, self.text_paused(), self._db(write=True) as db:
+            return P.merge(db, int(keep), int(other))
+
+    def remove_face(self, face_id: int) -> int:
+        """"Not this person": take a face out of its person into a person of its own (it never joins that person
+        again); returns its new person's id."""
+        self.require_writable()
+        from index import people as P
+        with self._people_lock, self._db(write=True) as db:
+            return int(P.move_face(db, int(face_id), None))
+
+    def regroup_faces(self) -> dict:
+        """Group the faces into people again from scratch (index.people.recluster), keeping names and every face
+        a person placed by hand; the face pass pauses meanwhile. {"faces", "people", "joined_named"}."""
+        self.require_writable()
+        from index import people as P
+        with self._people_lock, self.text_paused(), self._db(write=True) as db:
+            return P.recluster(db)
+
+    # face thumbnails: cached JPEGs beside the photo thumbnails, served by the same /thumb/<key>.jpg route; their
+    # keys start with FACE_KEY (hex, so the route takes them), so they can be found again and deleted
+    FACE_KEY = "face"
+    FACE_THUMB = 200            # px a side
+    FACE_DECODE = 768           # the photo is decoded this big (short side) to cut the face from
+
+    def _face_key(self, row: dict) -> str | None:
+        import hashlib
+        try:
+            st = os.stat(row["path"])
+        except OSError:
+            return None
+        box = ",".join(f"{float(row[k]):.4f}" for k in ("x0", "y0", "x1", "y1"))
+        h = hashlib.sha1(f"{Path(row['path']).resolve()}|{st.st_mtime_ns}|{st.st_size}|{box}|{self.FACE_THUMB}"
+                         .encode()).hexdigest()
+        return self.FACE_KEY + h[:40 - len(self.FACE_KEY)]
+
+    def face_thumb(self, face_id: int, row: dict | None = None) -> Path | None:
+        """A square JPEG of one face (made once, dcclip_core.faces.face_thumbnail from the photo decoded at
+        ~768 px, cached under the thumbnail folder); None when the face or its photo is gone. ``row``: the face's
+        row when the caller has it (``person_faces``, ``face_row``)."""
+        from dcclip_core.atomic import atomic_path
+        from dcclip_core.faces import face_thumbnail
+        from dcclip_core.preprocess import load_image
+        if row is None:
+            try:
+                with self._db() as db:
+                    row = db.face_row(int(face_id))
+            except Exception:
+                row = None
+        if not row:
+            return None
+        key = self._face_key(row)
+        if key is None:
+            return None
+        out = self.thumbs.file(key)
+        if out.exists():
+            return out
+        try:
+            im = load_image(row["path"], target_size=self.FACE_DECODE)
+            thumb = face_thumbnail(im, (row["x0"], row["y0"], row["x1"], row["y1"]), self.FACE_THUMB)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(out) as tmp:
+                thumb.convert("RGB").save(tmp, "JPEG", quality=88)
+        except Exception:
+            return None
+        return out
+
+    def face_thumb_url(self, face_id: int, origin: str, row: dict | None = None) -> str:
+        """The URL of a face's thumbnail (GET /thumb/<key>.jpg; a 404 URL when it cannot be made)."""
+        f = self.face_thumb(face_id, row)
+        return self.thumbs.url_of_key(f.stem if f is not None else None, origin)
+
+    def _forget_face_thumbs(self) -> int:
+        """Delete every cached face thumbnail; returns how many."""
+        n = 0
+        for f in (self.thumbs.dir / self.FACE_KEY[:2]).glob(self.FACE_KEY + "*.jpg"):
+            with contextlib.suppress(OSError):
+                f.unlink()
+                n += 1
+        return n
+
+    def faces_of(self, path: str) -> dict:
+        """The faces in a photo ({"state": "none" / "faces" / "capped" / "error" / None (not looked at yet),
+        "note", "faces": [{"id", "box": [x0, y0, x1, y1] pixels of the upright photo, "person", "name"}]});
+        index.Searcher.faces_of when it has it, else read here; {} when nothing can be said."""
+        fn = getattr(self.searcher, "faces_of", None)
+        if fn is not None:
+            try:
+                return dict(fn(path))
+            except Exception:
+                pass
+        try:
+            with self._db() as db:
+                img = db.image_by_path(str(path))
+                if not img:
+                    return {}
+                rec = db.query("SELECT state, note FROM face_reads WHERE image_id=?", (int(img["id"]),))
+                faces = db.faces_of([int(img["id"])]).get(int(img["id"]), [])
+        except Exception:
+            return {}
+        w, h = int(img.get("width") or 0), int(img.get("height") or 0)
+        return {"state": rec[0]["state"] if rec else None, "note": (rec[0]["note"] or "") if rec else "",
+                "faces": [{"id": int(f["id"]), "person": f["person_id"], "name": f["name"],
+                           "box": [round(f["x0"] * w), round(f["y0"] * h), round(f["x1"] * w), round(f["y1"] * h)]}
+                          for f in faces]}
+
     # -- status --------------------------------------------------------------------------------
     def model_info(self) -> dict:
         m = self.any_model()
@@ -471,7 +758,8 @@ class Backend:
     def status(self) -> dict:
         st = {"state": self.state, "done": self.done, "total": self.total, "error": self.error,
               "images": None, "model_id": None, "torch_loaded": "torch" in sys.modules,
-              "searchable": self.searchable, "reembedding": self.reembedding, "text": self.text_status()}
+              "searchable": self.searchable, "reembedding": self.reembedding, "text": self.text_status(),
+              "faces": self.face_status()}
         if self.state == "ready":
             s = self.stats()
             st["images"] = s.get("images")
@@ -666,13 +954,16 @@ class Backend:
 
     def why_picture(self, photo_id: int, lang: str = "en", why=None, max_side: int = 640):
         """The detail view's picture of a search result: (why_heatmap of its ``why`` concepts, with a box drawn
-        around the text line it matched (its ``why`` entry with "text" and "box", pixels of the upright photo),
-        a caption saying both in ``lang``). A model without concepts gets the plain photo with the box; without a
-        text line this is why_heatmap. In memory, like the heatmap."""
+        around the text line it matched (its ``why`` entry with "text" and "box", pixels of the upright photo) and
+        around the faces of the people the query named (its ``why`` entries with "person"; the photo's other faces
+        in grey), a caption saying all of it in ``lang``). A model without concepts gets the plain photo with the
+        boxes; without a text line or a person this is why_heatmap. In memory, like the heatmap."""
         from .i18n import is_zh, tr
         from .why import draw_box
         said = next((w for w in why or [] if isinstance(w, dict) and w.get("text") and w.get("box")), None)
-        width = self._image_row(photo_id).get("width") if said else None
+        persons = [w for w in why or [] if isinstance(w, dict) and "person" in w]
+        row = self._image_row(photo_id) if (said or persons) else {}
+        width = row.get("width")
         if not width:
             return self.why_heatmap(photo_id, lang, concepts=why, max_side=max_side)
         if self.any_model() is None:
@@ -683,11 +974,36 @@ class Backend:
         else:
             img, names = self._why_photo(photo_id, max_side), []
             img.thumbnail((int(max_side), int(max_side)))
-        img = draw_box(img, said["box"], img.width / float(width))
-        caption = tr(lang, "why_box", text=said["text"])
-        if names:
-            caption = tr(lang, "why_heat", names=("、" if is_zh(lang) else ", ").join(names)) + " · " + caption
-        return img, caption
+        sep = "、" if is_zh(lang) else ", "
+        scale = img.width / float(width)
+        parts = [tr(lang, "why_heat", names=sep.join(names))] if names else []
+        if said:
+            img = draw_box(img, said["box"], scale)
+            parts.append(tr(lang, "why_box", text=said["text"]))
+        if persons:
+            img, shown = self._draw_people(img, str(row.get("path") or ""), persons, scale, lang)
+            if shown:
+                parts.append(tr(lang, "why_face", names=sep.join(shown)))
+        return img, " · ".join(parts)
+
+    def _draw_people(self, img, path: str, persons: list[dict], scale: float, lang: str):
+        """(``img`` with the photo's faces boxed: the people in ``persons`` (a result's ``why`` entries) in
+        magenta with their names, the other faces in grey with theirs when named; the names boxed in magenta)."""
+        from .i18n import tr
+        from .why import FACE, FACE_OTHER, draw_face
+        wanted = {int(w["person"]) for w in persons if w.get("person") is not None}
+        faces = [f for f in (self.faces_of(path).get("faces") or []) if f.get("box")] if path else []
+        if not any(f.get("person") in wanted for f in faces):     # the faces cannot be read: the why's boxes
+            faces = [{"box": w["box"], "person": w.get("person"), "name": w.get("name")} for w in persons
+                     if w.get("box")]
+        shown = []
+        for f in sorted(faces, key=lambda f: f.get("person") in wanted):        # the named people on top
+            hit = f.get("person") in wanted
+            name = (f.get("name") or tr(lang, "person_unnamed")) if hit else f.get("name")
+            img = draw_face(img, f["box"], scale, name, FACE if hit else FACE_OTHER)
+            if hit and name not in shown:
+                shown.append(name)
+        return img, shown
 
     # -- models ----------------------------------------------------------------------------------
     def switch_model(self, name: str) -> dict:
@@ -836,12 +1152,15 @@ class Backend:
     def query_has_match(self, query: str, results: list[dict]) -> bool:
         """False when nothing in the photos matches a text query: the query reads like nothing the image side
         knows (nonsense, emoji, a wall of text), or its best photo is no better than unrelated photos score. True
-        when the query is written in the best photo ("qwxzv" on a sign), whatever it means to the image side."""
+        when the query is written in the best photo ("qwxzv" on a sign), whatever it means to the image side, or
+        names a person in it ("妈妈")."""
         rel = self.relevance()
         if not results:
             return False
         if results[0].get("text_match") in ("exact", "words"):
             return True                          # the words are written in the photo, whatever the model makes of them
+        if any(isinstance(w, dict) and "person" in w for w in results[0].get("why") or []):
+            return True                          # the query names a person who is in the photo
         if not rel.calibrated:
             return True
         try:

@@ -49,6 +49,8 @@ def status_text(backend: Backend, lang: str) -> str:
         ready = tr(lang, "st_ready", n=s.get("images") or 0, model=s.get("model_id") or "?")
         if backend.text_running:
             return f"{ready} · {tr(lang, 'st_text', done=backend.text_done, total=backend.text_total or '…')}"
+        if backend.faces_running:
+            return f"{ready} · {tr(lang, 'st_faces', done=backend.faces_done, total=backend.faces_total or '…')}"
         return ready
     if st == "indexing" and backend.reembedding and backend.searchable:
         return tr(lang, "st_reembedding", done=backend.done, total=backend.total or "…")
@@ -131,6 +133,17 @@ def text_said(r: dict) -> dict | None:
     return next((w for w in r.get("why") or [] if "text" in w), None)
 
 
+def people_said(r: dict) -> list[dict]:
+    """The people a search result matched because the query named them: its ``why`` entries {"person", "name",
+    "box"} (index.Searcher puts them first); [] when the query named nobody."""
+    return [w for w in r.get("why") or [] if isinstance(w, dict) and "person" in w]
+
+
+def person_name(lang: str, name: str | None) -> str:
+    """A person's name as the page shows it ("Unnamed" / "未命名" until a person names them)."""
+    return str(name) if name else tr(lang, "person_unnamed")
+
+
 def quoted(text: str, width: int | None = None) -> str:
     """A line of a photo's text as the page quotes it: “北京大学2024年毕业典礼” (cut to ``width`` columns)."""
     text = " ".join(str(text).split())
@@ -147,7 +160,7 @@ def why_items(r: dict, lang: str, top: int = 3, min_percent: int = 1) -> list[tu
         return []
     pct: dict[str, float] = {}                # concepts with the same name here ("missile" twice) are one chip
     for w in r.get("why") or []:
-        if "text" in w:
+        if "text" in w or "person" in w:
             continue
         name = concept_name(w, lang)
         pct[name] = pct.get(name, 0.0) + 100.0 * float(w.get("share") or 0.0) / score
@@ -156,11 +169,16 @@ def why_items(r: dict, lang: str, top: int = 3, min_percent: int = 1) -> list[tu
 
 
 def why_text(r: dict, lang: str, top: int = CAPTION_WHY, width: int = CAPTION_NAME_WIDTH) -> str:
-    """The why of a result as one caption line: the text line it matched, quoted (after "≈" when only its
-    meaning is close to the query), then its concepts: "“北京大学2024年毕业典礼” · 礼服 21%", "雏菊 41% · 蜜蜂 12%"
-    ("" when the result has none)."""
+    """The why of a result as one caption line: the people the query named ("人物：妈妈" — words, not an emoji a
+    booth's fonts may lack), the text line it matched, quoted (after "≈" when only its meaning is close to the
+    query), then its concepts: "“北京大学2024年毕业典礼” · 礼服 21%", "人物：妈妈 · 雏菊 41%" ("" when the
+    result has none)."""
     said = text_said(r)
     parts = []
+    names = list(dict.fromkeys(person_name(lang, w.get("name")) for w in people_said(r)))
+    if names:
+        parts.append(tr(lang, "caption_person",
+                        names=ellipsis(("、" if lang.startswith("zh") else ", ").join(names), width)))
     if said:
         parts.append(("≈" if said.get("match") == "meaning" else "") + quoted(said["text"], CAPTION_TEXT_WIDTH))
     parts += [f"{ellipsis(n, width)} {p}%" for n, p in why_items(r, lang, top=top, min_percent=3)]

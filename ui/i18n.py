@@ -82,7 +82,8 @@ _REASONS = [("file not found", "reason_missing"), ("is a directory", "reason_not
             ("out of memory", "reason_memory"), ("cannot list folder", "reason_folder"),
             ("cannot stat", "reason_unreadable"), ("cannot read", "reason_unreadable"),
             ("cannot open", "reason_unreadable"), ("unsupported input", "reason_not_image"),
-            ("unexpected error", "reason_unexpected"), ("text could not be read", "reason_text_failed")]
+            ("unexpected error", "reason_unexpected"), ("text could not be read", "reason_text_failed"),
+            ("faces could not be found", "reason_faces_failed")]
 
 
 def reason_text(lang: str, reason: str) -> str:

@@ -15,10 +15,10 @@ from .backend import Backend, installed_models
 from .common import bind, folder_dropdowns, status_text
 from .files import LoginBackoff, routes as file_routes
 from .i18n import EN, I18N, T, lang_of
-from .tabs import fewshot, folders, label, model, prompts, search
+from .tabs import fewshot, folders, label, model, people, prompts, search
 
 MAX_UPLOAD = "20mb"
-TABS = (search, label, fewshot, prompts, folders, model)     # in the order the page shows them
+TABS = (search, people, label, fewshot, prompts, folders, model)     # in the order the page shows them
 CSS = """
 #title h1 { margin-bottom: 0.1em; }
 #subtitle p { color: var(--body-text-color-subdued); margin-top: 0; }
@@ -49,6 +49,16 @@ button, .tab-nav button { text-transform: none !important; font-variant: normal 
 .why-quote { font-size: 1.1em; font-weight: 600; background: #e6f9ff; color: #00516b; border: 1px solid #7fd8f3;
   border-radius: 6px; padding: 2px 8px; overflow-wrap: anywhere; }
 .why-kind { color: var(--body-text-color-subdued); font-size: 0.9em; margin-left: 4px; }
+.why-people { margin-bottom: 10px; line-height: 1.5; }
+.why-person { font-size: 1.05em; font-weight: 600; background: #ffe8f8; color: #86005e; border: 1px solid #f59bdc;
+  border-radius: 999px; padding: 2px 10px; margin-right: 4px; white-space: nowrap; }
+.why-person { display: inline-flex; align-items: center; gap: 5px; }
+.why-person svg.why-person-icon { display: inline-block !important; flex: 0 0 auto; width: 0.95em !important;
+  height: 0.95em !important; margin: 0 !important; }
+#people-grid .grid-wrap, #person-photos .grid-wrap, #person-faces .grid-wrap {   /* as tall as what they hold */
+  height: auto !important; min-height: 0 !important; max-height: 560px; }
+#people-grid .caption-label, #person-faces .caption-label { text-align: center; }
+#person-not-hint p { margin: 0; color: var(--body-text-color-subdued); }
 .why-fig { margin: 0; }
 .why-fig img { display: block; width: auto; height: auto; max-width: 100%; max-height: 380px; border-radius: 8px; }
 .why-fig figcaption { color: var(--body-text-color-subdued); font-size: 0.9em; margin-top: 6px; }
@@ -58,6 +68,9 @@ button, .tab-nav button { text-transform: none !important; font-variant: normal 
     grid-template-columns: repeat(2, minmax(0, 1fr)) !important; }
   #gallery .grid-wrap, #review .grid-wrap { height: auto !important; max-height: 75vh; }
   #neighbours .grid-container { grid-template-columns: repeat(4, minmax(0, 1fr)) !important; }
+  #people-grid .grid-container, #person-photos .grid-container {
+    grid-template-columns: repeat(3, minmax(0, 1fr)) !important; }
+  #person-faces .grid-container { grid-template-columns: repeat(4, minmax(0, 1fr)) !important; }
 }
 """
 FONTS = ["Noto Sans CJK SC", "Noto Sans SC", "Noto Sans", "PingFang SC", "Microsoft YaHei", "Source Han Sans SC",

@@ -1,15 +1,18 @@
-"""Why a photo matches, drawn: a concept heatmap over the photo and a box around the text line a search found in
-it (numpy + PIL only), and the photo as an in-memory ``data:`` URI for the page (no file is written and no path
-is named).
+"""Why a photo matches, drawn: a concept heatmap over the photo, a box around the text line a search found in
+it and boxes around the faces of the people it named, with their names (numpy + PIL only), and the photo as an
+in-memory ``data:`` URI for the page (no file is written and no path is named).
 
     img = overlay(photo, cam)      # cam: (h, w) in [0, 1] over the photo's central square (what the model saw)
     img = draw_box(img, box, img.width / original_width)      # box: [x0, y0, x1, y1] pixels of the original
+    img = draw_face(img, box, img.width / original_width, "妈妈")   # a face: magenta, its name on a tag
     uri = data_uri(img)            # "data:image/jpeg;base64,…"
 """
 from __future__ import annotations
 
 import base64
+import functools
 import io
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
@@ -20,6 +23,14 @@ MAX_ALPHA = 0.5        # the hottest place: half warm colour, half photo
 DIM = 0.55             # the cold places (and the strips outside the square the model saw) at 45 % brightness
 FLOOR = 0.2            # heat below this is cold (most of a 7x7 map is low but not zero)
 BOX = (40, 220, 255)   # the matched text line's box: cyan, apart from the heatmap's warm colours
+FACE = (255, 60, 200)  # a face's box and name tag: magenta, apart from the cyan text box and the warm heatmap
+FACE_OTHER = (235, 235, 235)   # the photo's other faces (people the query did not name): light grey
+# fonts with Chinese for the name tags (Debian's fonts-noto-cjk first); PIL's own font draws Latin names only
+LABEL_FONTS = ["/usr/share/fonts/opentype/noto/NotoSansCJK-Bold.ttc",
+               "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc",
+               "/usr/share/fonts/truetype/noto/NotoSansCJK-Regular.ttc",
+               "/usr/share/fonts/truetype/wqy/wqy-microhei.ttc", "/usr/share/fonts/truetype/wqy/wqy-zenhei.ttc",
+               "/System/Library/Fonts/PingFang.ttc", "C:/Windows/Fonts/msyh.ttc"]
 
 
 def _warm(v: np.ndarray) -> np.ndarray:
@@ -65,6 +76,54 @@ def draw_box(img: Image.Image, box, scale: float = 1.0) -> Image.Image:
     draw = ImageDraw.Draw(out)
     draw.rectangle(rect, outline=(0, 0, 0), width=line + 2)
     draw.rectangle([rect[0] + 1, rect[1] + 1, rect[2] - 1, rect[3] - 1], outline=BOX, width=line)
+    return out
+
+
+@functools.lru_cache(maxsize=8)
+def label_font(size: int):
+    """(a font for name tags at ``size`` px, whether it draws Chinese): the first of LABEL_FONTS there is, else
+    PIL's own font (Latin only)."""
+    from PIL import ImageFont
+    for f in LABEL_FONTS:
+        if Path(f).is_file():
+            try:
+                return ImageFont.truetype(f, size), True
+            except OSError:
+                continue
+    try:
+        return ImageFont.load_default(size), False
+    except TypeError:                                                # Pillow < 10.1: a fixed bitmap font
+        return ImageFont.load_default(), False
+
+
+def draw_face(img: Image.Image, box, scale: float = 1.0, name: str | None = None,
+              colour: tuple[int, int, int] = FACE) -> Image.Image:
+    """A copy of ``img`` with a box around a face (``box`` [x0, y0, x1, y1] in pixels of the photo ``img`` was
+    shrunk from by ``scale``), edged in black like ``draw_box``, and ``name`` on a tag of the same colour above it
+    (below it when the face touches the top). A name the available fonts cannot draw (Chinese without a CJK
+    font) is left out: the caption says it."""
+    out = img.convert("RGB")
+    W, H = out.size
+    line = max(2, round(max(W, H) / 200))
+    x0, y0, x1, y1 = (float(v) * scale for v in box)
+    rect = [max(0, x0 - 1), max(0, y0 - 1), min(W - 1, x1 + 1), min(H - 1, y1 + 1)]
+    draw = ImageDraw.Draw(out)
+    draw.rectangle(rect, outline=(0, 0, 0), width=line + 2)
+    draw.rectangle([rect[0] + 1, rect[1] + 1, rect[2] - 1, rect[3] - 1], outline=colour, width=line)
+    name = " ".join(str(name or "").split())
+    if not name:
+        return out
+    font, cjk = label_font(max(12, round(max(W, H) / 28)))
+    if not cjk and not name.isascii():
+        return out
+    l, t, r, b = draw.textbbox((0, 0), name, font=font)
+    pad = max(2, (b - t) // 5)
+    tw, th = r - l + 2 * pad, b - t + 2 * pad
+    tx = min(max(0, rect[0]), max(0, W - tw))
+    ty = rect[1] - th if rect[1] - th >= 0 else min(H - th, rect[3] + 1)
+    draw.rectangle([tx, ty, tx + tw, ty + th], fill=colour, outline=(0, 0, 0))
+    ink = (0, 0, 0) if 0.2126 * colour[0] + 0.7152 * colour[1] + 0.0722 * colour[2] > 100 else (255, 255, 255)
+    draw.text((tx + pad - l, ty + pad - t), name, font=font, fill=ink)
     return out
 
 

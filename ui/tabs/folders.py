@@ -1,6 +1,7 @@
 """The Index tab: the indexed folders and their counts, add a folder, re-scan, remove a folder (after asking; files
 on disk are never touched), the unreadable files and why, the text read in the photos (progress, and the photos
-whose text could not be read), in the page's language. Read-only in demo mode."""
+whose text could not be read), the faces found (progress, counts, and the photos the face pass could not look at),
+in the page's language. Read-only in demo mode."""
 from __future__ import annotations
 
 import time
@@ -45,6 +46,34 @@ def text_md(backend: Backend, lang: str) -> str:
     return " · ".join(parts)
 
 
+def faces_md(backend: Backend, lang: str) -> str:
+    """The face pass in a line: photos with faces, faces and people, then the run's progress, the photos still to
+    look at, why it stopped, or that it is switched off ("" before it has looked at any photo)."""
+    st = backend.face_stats()
+    on = backend.faces_enabled()
+    if not st.get("photos") and not backend.faces_running and not backend.faces_error:
+        return tr(lang, "index_faces_off") if st and not on else ""
+    parts = [tr(lang, "index_faces", n=st.get("with_faces", 0), faces=st.get("faces", 0),
+                people=st.get("people", 0))]
+    if backend.faces_running:
+        parts.append(tr(lang, "st_faces", done=backend.faces_done, total=backend.faces_total or "…"))
+    elif backend.faces_error:
+        parts.append(tr(lang, "index_faces_failed", err=backend.faces_error))
+    elif not on:
+        parts.append(tr(lang, "index_faces_off"))
+    elif st.get("pending"):
+        parts.append(tr(lang, "index_faces_pending", n=st["pending"]))
+    return " · ".join(parts)
+
+
+def faces_table(backend: Backend, lang: str):
+    """The photos the face pass could not look at (and why) or whose crowd was cut at the cap; hidden when there
+    are none."""
+    rows = [[f["path"], reason_text(lang, f["reason"]) if f["state"] == "error" else tr(lang, "faces_capped_short")]
+            for f in backend.face_problems()]
+    return dataframe(rows, lang, ["col_file", "col_reason"], visible=bool(rows))
+
+
 def bad_table(backend: Backend, lang: str):
     rows = [[b["path"], reason_text(lang, b["reason"])] for b in backend.bad_files()]
     return dataframe(rows, lang, ["col_file", "col_reason"])
@@ -74,6 +103,14 @@ def text_view(backend: Backend, request: gr.Request):
         return gr.skip(), gr.skip()
     lang = lang_of(request)
     return text_md(backend, lang), text_table(backend, lang)
+
+
+def faces_view(backend: Backend, request: gr.Request):
+    """(the face pass's line, the photos it could not look at); on the status timer's ticks too."""
+    if backend.state != "ready":
+        return gr.skip(), gr.skip()
+    lang = lang_of(request)
+    return faces_md(backend, lang), faces_table(backend, lang)
 
 
 def _progress_cb(backend: Backend, progress, lang, root):
@@ -163,6 +200,7 @@ def build(backend: Backend) -> SimpleNamespace:
     with gr.Tab(T("tab_index"), elem_id="tab-index") as tab:
         index_info = gr.Markdown("", elem_id="index-info")          # filled when the tab opens
         text_info = gr.Markdown("", elem_id="text-info")            # ... and while the text pass runs
+        faces_info = gr.Markdown("", elem_id="faces-info")          # ... and while the face pass runs
         with gr.Row(visible=not backend.demo):
             rescan_btn = gr.Button(T("rescan_btn"), variant="secondary", scale=0, min_width=200,
                                    elem_id="rescan-btn")
@@ -187,21 +225,26 @@ def build(backend: Backend) -> SimpleNamespace:
         text_bad = gr.Dataframe(value=[], headers=[EN["col_file"], EN["col_reason"]], label=T("index_text_bad"),
                                 interactive=False, wrap=True, max_height=300, column_count=(2, "fixed"),
                                 visible=False, elem_id="text-bad")
+        faces_bad = gr.Dataframe(value=[], headers=[EN["col_file"], EN["col_reason"]], label=T("index_faces_bad"),
+                                 interactive=False, wrap=True, max_height=300, column_count=(2, "fixed"),
+                                 visible=False, elem_id="faces-bad")
     return SimpleNamespace(tab=tab, index_info=index_info, rescan_btn=rescan_btn, add_folder=add_folder,
                            add_btn=add_btn, remove_pick=remove_pick, remove_btn=remove_btn, index_msg=index_msg,
                            rm_confirm_row=rm_confirm_row, rm_confirm_btn=rm_confirm_btn,
                            rm_cancel_btn=rm_cancel_btn, bad_files=bad_files, text_info=text_info,
-                           text_bad=text_bad)
+                           text_bad=text_bad, faces_info=faces_info, faces_bad=faces_bad)
 
 
 def wire(backend: Backend, ui: SimpleNamespace) -> None:
     t, search = ui.folders, ui.search
     outs = [t.index_info, t.bad_files, t.index_msg, ui.status]
-    text = [t.text_info, t.text_bad]
+    text, faces = [t.text_info, t.text_bad], [t.faces_info, t.faces_bad]
     t.tab.select(bind(index_view, backend), None, [t.index_info, t.bad_files], api_name="index_info",
-                 queue=False).then(bind(text_view, backend), None, text, api_visibility="private", queue=False)
-    # the status timer (ui.tabs.search) follows the text pass a write started again, here too
+                 queue=False).then(bind(text_view, backend), None, text, api_visibility="private", queue=False).then(
+        bind(faces_view, backend), None, faces, api_visibility="private", queue=False)
+    # the status timer (ui.tabs.search) follows the text and face passes a write started again, here too
     search.timer.tick(bind(text_view, backend), None, text, api_visibility="private", queue=False)
+    search.timer.tick(bind(faces_view, backend), None, faces, api_visibility="private", queue=False)
     watch = dict(fn=lambda: gr.Timer(active=True), inputs=None, outputs=search.timer, api_visibility="private",
                  queue=False)
     t.rescan_btn.click(bind(do_rescan, backend), None, outs, api_name="rescan", concurrency_limit=1,

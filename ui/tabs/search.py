@@ -12,8 +12,8 @@ from types import SimpleNamespace
 import gradio as gr
 
 from ..backend import Backend
-from ..common import (bind, captions, failed, folder_dropdowns, gallery_payload, not_ready, quoted, status_text,
-                      text_said, thumb_gallery, uploaded_path, user_error, why_items)
+from ..common import (bind, captions, failed, folder_dropdowns, gallery_payload, not_ready, people_said, person_name,
+                      quoted, status_text, text_said, thumb_gallery, uploaded_path, user_error, why_items)
 from ..files import origin_of, photo_url
 from ..i18n import T, is_zh, lang_of, reason_text, tr
 
@@ -27,6 +27,10 @@ TEXT_CHOICES = ["all", "with", "contains"]
 # How a result's text matched the query (index.Searcher: its ``why`` line's "match") -> what the detail panel says
 SAID = {"exact": "why_said_exact", "words": "why_said_words", "part": "why_said_part", "meaning": "why_said_meaning"}
 MAX_UPLOAD_BYTES = 20 * 2 ** 20
+# a person's chip in the detail panel: a drawn icon (an emoji needs an emoji font, which a booth may lack)
+PERSON_ICON = ('<svg class="why-person-icon" viewBox="0 0 16 16" width="0.95em" height="0.95em" aria-hidden="true">'
+               '<circle cx="8" cy="4.6" r="3.2" fill="currentColor"/>'
+               '<path d="M1.8 15.5c0-3.6 2.8-6.2 6.2-6.2s6.2 2.6 6.2 6.2z" fill="currentColor"/></svg>')
 
 
 def _filters(backend: Backend, folder, date_from, date_to, lang, text_mode="all", text_value=None):
@@ -148,17 +152,23 @@ def do_image_search(backend: Backend, upload, k, show=DEFAULT_SHOW, folder=None,
 
 
 def why_html(backend: Backend, result: dict, lang: str) -> str:
-    """The detail panel's "why it matches" block for one result: the text line it matched in the photo, quoted,
-    with how it matched; its concepts as chips with their share of the score ("雏菊 41%"); and the photo with a
-    heatmap of where those concepts are and a box around that line (computed now, for this photo only, shown as
-    an in-memory data: URI). "" when the result has no why (another model's photo, a stub)."""
+    """The detail panel's "why it matches" block for one result: the people the query named (their faces are
+    boxed in the photo); the text line it matched in the photo, quoted, with how it matched; its concepts as chips
+    with their share of the score ("雏菊 41%"); and the photo with a heatmap of where those concepts are and boxes
+    around that line and those faces (computed now, for this photo only, shown as an in-memory data: URI). ""
+    when the result has no why (another model's photo, a stub)."""
     from ..why import data_uri
     chips = why_items(result, lang, top=3)
     said = text_said(result)
-    if not chips and not said:
+    persons = list(dict.fromkeys(person_name(lang, w.get("name")) for w in people_said(result)))
+    if not chips and not said and not persons:
         return ""
     e = html.escape
     parts = [f'<div class="why-head">{e(tr(lang, "why_label"))}</div>']
+    if persons:
+        parts.append('<div class="why-people">' + "".join(f'<span class="why-person">{PERSON_ICON}{e(n)}</span> '
+                                                          for n in persons)
+                     + f'<span class="why-kind">{e(tr(lang, "why_person_kind"))}</span></div>')
     if said:
         parts.append(f'<div class="why-said"><span class="why-quote">{e(quoted(said["text"]))}</span> '
                      f'<span class="why-kind">{e(tr(lang, SAID.get(said.get("match"), "why_said_exact")))}</span>'
@@ -189,6 +199,26 @@ def text_note(text: dict, lang: str) -> str:
     if state == "capped":
         return tr(lang, "text_capped_note", n=len(text.get("lines") or []))
     return tr(lang, "text_unread_note") if state is None else ""
+
+
+def faces_note(faces: dict, lang: str) -> str:
+    """The detail panel's line about the people in a photo (``Backend.faces_of``): "People: 妈妈, Jesper and 1
+    unnamed person", or why its faces could not be looked for; "" when it has none or they were not looked for."""
+    if not faces:
+        return ""
+    if faces.get("state") == "error":
+        return tr(lang, "faces_error_note", why=reason_text(lang, faces.get("note") or ""))
+    found = faces.get("faces") or []
+    if not found:
+        return ""
+    named = list(dict.fromkeys(str(f["name"]) for f in found if f.get("name")))
+    unnamed = sum(1 for f in found if not f.get("name"))
+    sep = "、" if is_zh(lang) else ", "
+    if named and unnamed:
+        return tr(lang, "faces_note_mixed", names=sep.join(named), n=unnamed)
+    if named:
+        return tr(lang, "faces_note_named", names=sep.join(named))
+    return tr(lang, "faces_note_unnamed", n=unnamed)
 
 
 def text_box(text: dict, lang: str) -> gr.Textbox:
@@ -225,6 +255,9 @@ def photo_detail(backend: Backend, result, lang: str, origin: str, k: int = 8, t
     note = text_note(backend.text_of(path) if text is None else text, lang)
     if note:
         lines.append(note)
+    note = faces_note(backend.faces_of(path), lang)
+    if note:
+        lines.append(note)
     if result.get("id") is None and row.get("id") is not None:
         result = {**result, "id": row["id"]}
     return "\n\n".join(lines), why_html(backend, result, lang), [(backend.thumb_url(r["path"], origin), c)
@@ -243,8 +276,8 @@ def on_select(backend: Backend, results, evt: gr.SelectData, request: gr.Request
 
 
 def api_detail(backend: Backend, name: str) -> dict:
-    """A photo's nearest neighbours, duplicates and text ({"state", "lines": [line, ...]}), by its file name
-    (or path outside demo mode)."""
+    """A photo's nearest neighbours, duplicates, text ({"state", "lines": [line, ...]}) and people ([{"name" (None
+    until named), "box"}]), by its file name (or path outside demo mode)."""
     if not backend.searchable:
         return {}
     path = backend.find_path(name)
@@ -254,7 +287,9 @@ def api_detail(backend: Backend, name: str) -> dict:
     return {"neighbours": [{"name": Path(str(r["path"])).name, "score": round(float(r["score"]), 4)}
                            for r in near],
             "duplicates": [Path(str(d["path"])).name for d in backend.duplicates_of(path)],
-            "full": photo_url(backend.photo_row(path).get("id")), "text": _text_json(backend.text_of(path))}
+            "full": photo_url(backend.photo_row(path).get("id")), "text": _text_json(backend.text_of(path)),
+            "people": [{"name": f.get("name"), "box": f.get("box")}
+                       for f in backend.faces_of(path).get("faces") or []]}
 
 
 def _text_json(text: dict) -> dict:
@@ -264,7 +299,8 @@ def _text_json(text: dict) -> dict:
 async def api_search(backend: Backend, query: str, k: int = 20, show: str = DEFAULT_SHOW) -> list:
     """Text search as JSON: [{"name": file name, "score": float, "level": 0-3, "why": [{"concept", "en", "zh",
     "percent"}]}, ...] best first (``why``: the concepts making most of the score, with their percent of it; the
-    text line the query matched in the photo comes first, as {"text", "match", "box"}).
+    text line the query matched in the photo comes first, as {"text", "match", "box"}, after the people the query
+    named, as {"person", "name", "box"}).
     ``show`` as in the page: "good", "any" (default; [] for a query nothing in the photos matches) or "all" (the
     top k, ranked)."""
     q = (query or "").strip()
@@ -280,16 +316,18 @@ async def api_search(backend: Backend, query: str, k: int = 20, show: str = DEFA
 def _why_json(r: dict) -> list[dict]:
     score = float(r.get("score") or 0.0)
     return [{"text": w["text"], "match": w.get("match"), "box": w.get("box")} if "text" in w else
+            {"person": w.get("person"), "name": w.get("name"), "box": w.get("box")} if "person" in w else
             {"concept": w.get("concept"), "en": w.get("en"), "zh": w.get("zh"),
              "percent": round(100.0 * float(w.get("share") or 0.0) / score, 1) if score > 0 else None}
             for w in r.get("why") or []]
 
 
 def poll(backend: Backend, listed: bool, request: gr.Request):
-    """The status line every second until the start-up and the text pass are done (writes to the index start
-    the timer again); the folder lists once, when the index is there (``listed``: this page has them)."""
+    """The status line every second until the start-up and the background passes (text, faces) are done (writes
+    to the index start the timer again); the folder lists once, when the index is there (``listed``: this page has
+    them)."""
     lang = lang_of(request)
-    done = backend.state in ("ready", "error") and not backend.text_running
+    done = backend.state in ("ready", "error") and not backend.background_running
     fresh = backend.state == "ready" and not listed
     dd = folder_dropdowns(backend, lang) if fresh else (gr.skip(), gr.skip())
     return status_text(backend, lang), gr.Timer(active=not done), *dd, listed or fresh
