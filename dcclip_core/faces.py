@@ -35,6 +35,7 @@ from .preprocess import ImageInput, load_image
 
 DETECT_SIDE = 1024        # longest side the HOG detector sees
 UPSAMPLE = 0              # HOG upsampling (each doubles the side: finds faces half as large, ~4x the time)
+ENLARGE = True            # photos smaller than DETECT_SIDE are enlarged to it before HOG (faces under 80 px found)
 HOG_FLOOR = 0.0           # HOG detections need at least this score (dlib's adjust_threshold)
 VERIFY_BELOW = 0.5        # HOG detections scoring under this are checked by the CNN detector on a crop
 CNN_FLOOR = 0.0           # the CNN's confidence a checked detection needs
@@ -43,7 +44,7 @@ MIN_SHARPNESS = 20.0      # faces whose 150 px chip has less Laplacian variance 
 MAX_FACES = 30            # faces kept from one photo (a crowd keeps its largest and is recorded as "capped")
 CHIP = 150                # the descriptor's input: an aligned face chip of CHIP x CHIP px
 PADDING = 0.25            # chip padding around the landmarks (dlib's default for the descriptor)
-DECODE_SHORT = 768        # JPEGs are DCT-decoded with the shorter side at least this (a 12 MP photo: 1/4 scale)
+DECODE_SHORT = 750        # JPEGs are DCT-decoded with the shorter side at least this (a 12 MP photo: 1/4 scale, 1000x750)
 MIN_PHOTO = 32            # photos smaller than this (either side) hold no face worth keeping
 MODEL_FILES = {"landmarks": "shape_predictor_5_face_landmarks.dat",
                "descriptor": "dlib_face_recognition_resnet_model_v1.dat",
@@ -115,7 +116,7 @@ def finder_version() -> str:
         v = dlib.__version__
     except Exception:                            # pragma: no cover
         v = "?"
-    return (f"dlib-{v}/hog{DETECT_SIDE}u{UPSAMPLE}f{HOG_FLOOR}/cnn<{VERIFY_BELOW}/min{MIN_SIDE}"
+    return (f"dlib-{v}/hog{DETECT_SIDE}{'e' if ENLARGE else ''}u{UPSAMPLE}f{HOG_FLOOR}/cnn<{VERIFY_BELOW}/min{MIN_SIDE}"
             f"/sharp{MIN_SHARPNESS}/max{MAX_FACES}/resnet-v1")
 
 
@@ -142,7 +143,7 @@ class FaceFinder:
 
     def __init__(self, detect_side: int = DETECT_SIDE, upsample: int = UPSAMPLE, hog_floor: float = HOG_FLOOR,
                  verify_below: float | None = VERIFY_BELOW, min_side: int = MIN_SIDE,
-                 min_sharpness: float = MIN_SHARPNESS, max_faces: int = MAX_FACES):
+                 min_sharpness: float = MIN_SHARPNESS, max_faces: int = MAX_FACES, enlarge: bool = ENLARGE):
         try:
             import dlib
         except Exception as e:                   # pragma: no cover - an install problem
@@ -150,6 +151,7 @@ class FaceFinder:
         files = _model_files()
         self._dlib = dlib
         self.detect_side, self.upsample, self.hog_floor = int(detect_side), int(upsample), float(hog_floor)
+        self.enlarge = bool(enlarge)
         self.verify_below = None if verify_below is None else float(verify_below)
         self.min_side, self.min_sharpness, self.max_faces = int(min_side), float(min_sharpness), int(max_faces)
         self.version = finder_version()
@@ -162,10 +164,10 @@ class FaceFinder:
 
     # ---- steps ------------------------------------------------------------------------------------------
     @staticmethod
-    def _fit(im: Image.Image, side: int) -> Image.Image:
+    def _fit(im: Image.Image, side: int, enlarge: bool = False) -> Image.Image:
         w, h = im.size
         s = side / max(w, h)
-        if s >= 1:
+        if s == 1 or (s > 1 and not enlarge):
             return im
         return im.resize((max(1, round(w * s)), max(1, round(h * s))), Image.BILINEAR, reducing_gap=2.0)
 
@@ -214,7 +216,7 @@ class FaceFinder:
         full_w, full_h = _full_size(image, im)
         if min(im.size) < MIN_PHOTO:
             return FaceReading("none", seconds=time.perf_counter() - t0, note="too small to hold a face")
-        small = self._fit(im, self.detect_side)
+        small = self._fit(im, self.detect_side, self.enlarge)
         arr = np.ascontiguousarray(np.asarray(small))                            # (h, w, 3) uint8 RGB
         H, W = arr.shape[:2]
         to_full = full_w / W                                                      # px of ``arr`` -> full size

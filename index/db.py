@@ -994,6 +994,14 @@ class PhotoDB:
                           "JOIN images i ON i.id = f.image_id WHERE f.id=?", (int(face_id),))
         return rows[0] if rows else None
 
+    def face_image_ids(self, face_ids: Sequence[int]) -> list[int]:
+        """The photos ``face_ids`` are in (each once)."""
+        ids = sorted({int(i) for i in face_ids})
+        if not ids:
+            return []
+        return [int(r[0]) for r in self._all(f"SELECT DISTINCT image_id FROM faces WHERE id IN "
+                                             f"({','.join(map(str, ids))})")]
+
     def face_summary(self) -> dict[int, tuple[int, float]]:
         """image id -> (faces, the largest face's side as a fraction of the photo's shorter side): the people
         signal search reads."""

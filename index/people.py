@@ -106,7 +106,7 @@ def assign_new(db, threshold: float = JOIN, voters: int = VOTERS) -> dict:
     if not len(new_ids):
         return {"joined": 0, "new_people": 0}
     nots = db.face_nots()
-    image_of = {int(f["id"]): img for img, fs in db.faces_of(_images_of(db, new_ids)).items() for f in fs}
+    image_of = {int(f["id"]): img for img, fs in db.faces_of(db.face_image_ids(new_ids)).items() for f in fs}
     peers = _people_by_image(db, image_of.values())
     m = len(known)                                  # faces with a person so far: known[:m], owners[:m]
     d = new_vecs.shape[1]
@@ -130,11 +130,6 @@ def assign_new(db, threshold: float = JOIN, voters: int = VOTERS) -> dict:
         peers.setdefault(img, set()).add(pid)
     db.set_face_people(moves)
     return {"joined": joined, "new_people": started}
-
-
-def _images_of(db, face_ids) -> list[int]:
-    ids = ",".join(str(int(i)) for i in face_ids)
-    return [int(r[0]) for r in db._all(f"SELECT DISTINCT image_id FROM faces WHERE id IN ({ids})")] if ids else []
 
 
 def _people_by_image(db, image_ids) -> dict[int, set[int]]:

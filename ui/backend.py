@@ -714,31 +714,15 @@ class Backend:
         return n
 
     def faces_of(self, path: str) -> dict:
-        """The faces in a photo ({"state": "none" / "faces" / "capped" / "error" / None (not looked at yet),
-        "note", "faces": [{"id", "box": [x0, y0, x1, y1] pixels of the upright photo, "person", "name"}]});
-        index.Searcher.faces_of when it has it, else read here; {} when nothing can be said."""
-        fn = getattr(self.searcher, "faces_of", None)
-        if fn is not None:
-            try:
-                return dict(fn(path))
-            except Exception:
-                pass
+        """The faces in a photo (index.Searcher.faces_of: {"state": "none" / "faces" / "capped" / "error" / None
+        (not looked at yet), "note", "faces": [{"id", "box": [x0, y0, x1, y1] pixels of the upright photo, "person",
+        "name"}]}); {} when the searcher cannot say (not searchable yet, a photo not in the index)."""
         try:
-            with self._db() as db:
-                img = db.image_by_path(str(path))
-                if not img:
-                    return {}
-                rec = db.query("SELECT state, note FROM face_reads WHERE image_id=?", (int(img["id"]),))
-                faces = db.faces_of([int(img["id"])]).get(int(img["id"]), [])
+            self.require_searchable()
+            return dict(self.searcher.faces_of(path))
         except Exception:
             return {}
-        w, h = int(img.get("width") or 0), int(img.get("height") or 0)
-        return {"state": rec[0]["state"] if rec else None, "note": (rec[0]["note"] or "") if rec else "",
-                "faces": [{"id": int(f["id"]), "person": f["person_id"], "name": f["name"],
-                           "box": [round(f["x0"] * w), round(f["y0"] * h), round(f["x1"] * w), round(f["y1"] * h)]}
-                          for f in faces]}
 
-    # -- status --------------------------------------------------------------------------------
     def model_info(self) -> dict:
         m = self.any_model()
         try:
