@@ -201,11 +201,13 @@ def cmd_people(a) -> int:
     from .db import PhotoDB
     with PhotoDB(a.db, create=False) as db:
         try:
-            if a.faces is not None:
+            if a.delete_faces:                  # and finding off, unless asked on (else the next build finds them again)
                 db.set_faces_enabled(a.faces == "on")
-            if a.delete_faces:
                 n = db.delete_face_data()
-                print(f"deleted {n} faces and every person", file=sys.stderr)
+                print(f"deleted {n} faces and every person; finding faces is "
+                      f"{'on' if a.faces == 'on' else 'off (--faces on)'}", file=sys.stderr)
+            elif a.faces is not None:
+                db.set_faces_enabled(a.faces == "on")
             if a.rename is not None:
                 people.rename(db, int(a.rename[0]), a.rename[1])
             if a.merge is not None:
@@ -439,7 +441,8 @@ def parser() -> argparse.ArgumentParser:
                     help="group the faces again from scratch (names and what was done by hand are kept)")
     pe.add_argument("--faces", choices=["on", "off"], default=None,
                     help="switch face finding on or off for this library (off: the face pass does nothing)")
-    pe.add_argument("--delete-faces", action="store_true", help="delete every face, person and name")
+    pe.add_argument("--delete-faces", action="store_true",
+                    help="delete every face, person and name, and switch face finding off (unless --faces on)")
     common(pe)
     pe.set_defaults(fn=cmd_people)
 

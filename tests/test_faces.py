@@ -326,6 +326,14 @@ def test_cli_build_finds_faces_and_people_command(tmp_path):
     assert r.returncode == 0 and res[0]["why"][0]["name"] == "Grace 霍珀"
     r = run("stats", "--db", str(dbp))
     assert "faces" in r.stdout and "1 named" in r.stdout
+    r = run("people", "--db", str(dbp), "--json", "--delete-faces")
+    assert r.returncode == 0 and r.stdout.strip() == "" and "deleted" in r.stderr and "off" in r.stderr
+    r = run("stats", "--db", str(dbp))
+    assert "switched off" in r.stdout
+    r = run("build", str(root), "--db", str(dbp), "--quiet", "--no-text", "--json")
+    assert json.loads(r.stdout.strip().splitlines()[-1])["faces"]["looked"] == 0
+    r = run("people", "--db", str(dbp), "--faces", "on")
+    assert r.returncode == 0 and "no people yet" in r.stdout
     r = run("build", str(root), "--db", str(tmp_path / "nofaces.db"), "--quiet", "--no-text", "--no-faces", "--json")
     assert "faces" not in json.loads(r.stdout.strip().splitlines()[-1])
 
