@@ -36,6 +36,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+from dcclip_core.faces import box_iou
+
 REPO_DIR = Path(__file__).resolve().parent.parent
 TRUTH_JSON = REPO_DIR / "benchmarks" / "data" / "faces_truth.json"
 HELDOUT_JSON = REPO_DIR / "assets" / "data" / "heldout_photos.json"
@@ -149,14 +151,6 @@ def open_photo(photo: Photo, turned: bool = False) -> Image.Image:
 
 
 # ---- matching ----------------------------------------------------------------------------------------------
-def iou(a, b) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
 def match(boxes: list, faces: list[Truth], min_iou: float = 0.3) -> tuple[list[int | None], list[bool]]:
     """Greedy matching of detected ``boxes`` (best first) to truth ``faces``: (for each box the index of its
     truth face or None, for each truth face whether it was found). Boxes on ``ignore`` faces match them too;
@@ -168,7 +162,7 @@ def match(boxes: list, faces: list[Truth], min_iou: float = 0.3) -> tuple[list[i
         for j, f in enumerate(faces):
             if taken[j] or f.region:
                 continue
-            v = iou(b, f.box)
+            v = box_iou(b, f.box)
             if v >= best_iou:
                 best, best_iou = j, v
         if best is not None:

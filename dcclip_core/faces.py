@@ -125,6 +125,15 @@ def distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.linalg.norm(np.asarray(a, np.float32) - np.asarray(b, np.float32), axis=-1)
 
 
+def box_iou(a, b) -> float:
+    """Intersection over union of two (x0, y0, x1, y1) boxes (any one unit)."""
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
 def sharpness(chip: np.ndarray) -> float:
     """Variance of the 4-neighbour Laplacian of a (h, w, 3) uint8 chip's grey values."""
     g = np.asarray(chip, np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)        # (h, w)
@@ -197,13 +206,8 @@ class FaceFinder:
             r = d.rect
             if d.confidence < CNN_FLOOR:
                 continue
-            bx0, by0 = x0 + r.left() / s, y0 + r.top() / s
-            bx1, by1 = x0 + r.right() / s, y0 + r.bottom() / s
-            ix = max(0.0, min(bx1, rect.right()) - max(bx0, rect.left()))
-            iy = max(0.0, min(by1, rect.bottom()) - max(by0, rect.top()))
-            inter = ix * iy
-            union = (bx1 - bx0) * (by1 - by0) + rect.width() * rect.height() - inter
-            if union > 0 and inter / union >= 0.3:
+            found = (x0 + r.left() / s, y0 + r.top() / s, x0 + r.right() / s, y0 + r.bottom() / s)
+            if box_iou(found, (rect.left(), rect.top(), rect.right(), rect.bottom())) >= 0.3:
                 return True
         return False
 

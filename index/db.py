@@ -57,6 +57,8 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 import sqlite_utils
 
+from dcclip_core.faces import box_iou
+
 from .errors import DatabaseNotFoundError, SchemaError
 
 SCHEMA_VERSION = 6
@@ -670,23 +672,24 @@ class PhotoDB:
                     yield ids, vecs.astype(np.float32)
 
     # ---- text in photos (index/textpass.py, index/textsearch.py) -------------------------------------------
+    def _todo_sql(self, records: str, version_col: str, count: bool) -> str:
+        """Photos with a vector that a pass (its records table: text_reads, face_reads) never looked at, or looked
+        at in other bytes or with another version; a file's own error is not retried until the file changes."""
+        cols = "COUNT(*)" if count else "i.id, i.path, i.sha256, i.width, i.height"
+        return (f"SELECT {cols} FROM images i JOIN vectors v ON v.image_id = i.id LEFT JOIN {records} r "
+                f"ON r.image_id = i.id WHERE r.image_id IS NULL OR r.sha256 IS NOT i.sha256 "
+                f"OR (r.{version_col} IS NOT ? AND r.state != 'error')" + ("" if count else " ORDER BY i.id"))
+
     def text_todo(self, reader: str, limit: int | None = None) -> list[dict]:
         """[{"id", "path", "sha256", "width", "height"}] of photos with a vector whose text was never read, or
         read from other bytes or by another reader (``reader``: dcclip_core.ocr.reader_version), oldest id
         first. Errors about the file (not the reader) are not retried until the file changes."""
-        sql = ("SELECT i.id, i.path, i.sha256, i.width, i.height FROM images i JOIN vectors v ON v.image_id = i.id "
-               "LEFT JOIN text_reads t ON t.image_id = i.id WHERE t.image_id IS NULL OR t.sha256 IS NOT i.sha256 "
-               "OR (t.reader IS NOT ? AND t.state != 'error') ORDER BY i.id")
-        if limit is not None:
-            sql += f" LIMIT {int(limit)}"
-        return self.query(sql, (reader,))
+        sql = self._todo_sql("text_reads", "reader", count=False)
+        return self.query(sql + (f" LIMIT {int(limit)}" if limit is not None else ""), (reader,))
 
     def text_pending(self, reader: str) -> int:
         """How many photos ``text_todo`` would return."""
-        return int(self.execute(
-            "SELECT COUNT(*) FROM images i JOIN vectors v ON v.image_id = i.id LEFT JOIN text_reads t "
-            "ON t.image_id = i.id WHERE t.image_id IS NULL OR t.sha256 IS NOT i.sha256 "
-            "OR (t.reader IS NOT ? AND t.state != 'error')", (reader,)).fetchone()[0])
+        return int(self.execute(self._todo_sql("text_reads", "reader", count=True), (reader,)).fetchone()[0])
 
     def put_text(self, image_id: int, sha256: str | None, reader: str, state: str, lines: Sequence[dict],
                  seconds: float = 0.0, note: str = "") -> None:
@@ -831,19 +834,12 @@ class PhotoDB:
         """[{"id", "path", "sha256", "width", "height"}] of photos with a vector whose faces were never looked
         for, or looked for in other bytes or by another finder (``finder``: dcclip_core.faces.finder_version),
         oldest id first. Errors about the file are not retried until the file changes."""
-        sql = ("SELECT i.id, i.path, i.sha256, i.width, i.height FROM images i JOIN vectors v ON v.image_id = i.id "
-               "LEFT JOIN face_reads f ON f.image_id = i.id WHERE f.image_id IS NULL OR f.sha256 IS NOT i.sha256 "
-               "OR (f.finder IS NOT ? AND f.state != 'error') ORDER BY i.id")
-        if limit is not None:
-            sql += f" LIMIT {int(limit)}"
-        return self.query(sql, (finder,))
+        sql = self._todo_sql("face_reads", "finder", count=False)
+        return self.query(sql + (f" LIMIT {int(limit)}" if limit is not None else ""), (finder,))
 
     def face_pending(self, finder: str) -> int:
         """How many photos ``face_todo`` would return."""
-        return int(self.execute(
-            "SELECT COUNT(*) FROM images i JOIN vectors v ON v.image_id = i.id LEFT JOIN face_reads f "
-            "ON f.image_id = i.id WHERE f.image_id IS NULL OR f.sha256 IS NOT i.sha256 "
-            "OR (f.finder IS NOT ? AND f.state != 'error')", (finder,)).fetchone()[0])
+        return int(self.execute(self._todo_sql("face_reads", "finder", count=True), (finder,)).fetchone()[0])
 
     def put_faces(self, image_id: int, sha256: str | None, finder: str, state: str, faces: Sequence[dict],
                   seconds: float = 0.0, note: str = "") -> list[int]:
@@ -861,7 +857,7 @@ class PhotoDB:
                 for o in old:
                     if o["id"] in kept:
                         continue
-                    iou = _iou(box, (o["x0"], o["y0"], o["x1"], o["y1"]))
+                    iou = box_iou(box, (o["x0"], o["y0"], o["x1"], o["y1"]))
                     if iou >= best_iou:
                         best, best_iou = o, iou
                 vals = (*box, float(f["score"]), int(f["side"]), float(f["sharpness"]), float(f["quality"]),
@@ -1214,11 +1210,3 @@ class PhotoDB:
     def integrity_check(self) -> str:
         return str(self.execute("PRAGMA integrity_check").fetchone()[0])
 
-
-def _iou(a, b) -> float:
-    """Intersection over union of two (x0, y0, x1, y1) boxes."""
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0

@@ -24,11 +24,10 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from dcclip_core.faces import FaceFinder, FaceReading, finder_version
-from dcclip_core.preprocess import ImageLoadError
 
 from . import people
 from .db import PhotoDB
-from .passes import in_order
+from .passes import attempt, in_order
 
 Progress = Callable[[int, int, str], None]
 ASSIGN_EVERY = 25            # photos between two rounds of grouping new faces into people
@@ -36,16 +35,8 @@ ASSIGN_EVERY = 25            # photos between two rounds of grouping new faces i
 
 def find_one(finder: FaceFinder, path: str) -> FaceReading:
     """One photo's faces; a failure becomes a FaceReading with state "error" and the reason in ``note``."""
-    t0 = time.perf_counter()
-    try:
-        return finder.find(path)
-    except ImageLoadError as e:
-        return FaceReading("error", seconds=time.perf_counter() - t0, note=e.reason)
-    except MemoryError:
-        return FaceReading("error", seconds=time.perf_counter() - t0, note="out of memory while looking for faces")
-    except Exception as e:                      # the face models failed on this photo: record it, go on
-        return FaceReading("error", seconds=time.perf_counter() - t0,
-                           note=f"faces could not be found ({type(e).__name__}: {str(e)[:200]})")
+    return attempt(lambda: finder.find(path), lambda s, why: FaceReading("error", seconds=s, note=why),
+                   "looking for faces", "faces could not be found")
 
 
 def face_rows(reading: FaceReading) -> list[dict]:

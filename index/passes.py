@@ -1,14 +1,20 @@
-"""What the text pass and the face pass share: look at photos with a few workers, in order, stoppable.
+"""What the text pass and the face pass share: look at photos with a few workers, in order, stoppable, and turn
+a photo's failure into a record instead of an end.
 
     for row, result in in_order(todo, tools, lambda tool, row: tool.read(row["path"]), stop):
         ...   # write it (the caller keeps every DB write)
+    attempt(lambda: reader.read(path), lambda s, why: Reading("error", seconds=s, note=why), "reading text",
+            "text could not be read")
 """
 from __future__ import annotations
 
 import collections
 import concurrent.futures as cf
 import threading
+import time
 from typing import Callable, Iterator, Sequence, TypeVar
+
+from dcclip_core.preprocess import ImageLoadError
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -50,3 +56,18 @@ def in_order(todo: Sequence[dict], tools: Sequence[T], work: Callable[[T, dict],
         finally:
             for _, f in pending:
                 f.cancel()
+
+
+def attempt(work: Callable[[], R], failed: Callable[[float, str], R], doing: str, failure: str) -> R:
+    """``work()``; when it fails, ``failed(seconds, reason)``: the file's own problem (ImageLoadError's reason),
+    "out of memory while <doing>", or "<failure> (<error>)" when the models fail on this photo (the app
+    translates the reasons by these words: ui.i18n.reason_text) — recorded, and the pass goes on."""
+    t0 = time.perf_counter()
+    try:
+        return work()
+    except ImageLoadError as e:
+        return failed(time.perf_counter() - t0, e.reason)
+    except MemoryError:
+        return failed(time.perf_counter() - t0, f"out of memory while {doing}")
+    except Exception as e:
+        return failed(time.perf_counter() - t0, f"{failure} ({type(e).__name__}: {str(e)[:200]})")

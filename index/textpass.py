@@ -27,10 +27,9 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 
 from dcclip_core.ocr import Reading, TextReader, has_words, normalise, reader_version
-from dcclip_core.preprocess import ImageLoadError
 
 from .db import PhotoDB
-from .passes import in_order
+from .passes import attempt, in_order
 
 Progress = Callable[[int, int, str], None]
 EMBED_BATCH = 64              # lines per text-tower call when embedding
@@ -38,16 +37,8 @@ EMBED_BATCH = 64              # lines per text-tower call when embedding
 
 def read_one(reader: TextReader, path: str) -> Reading:
     """One photo's reading; a failure becomes a Reading with state "error" and the reason in ``note``."""
-    t0 = time.perf_counter()
-    try:
-        return reader.read(path)
-    except ImageLoadError as e:
-        return Reading("error", seconds=time.perf_counter() - t0, note=e.reason)
-    except MemoryError:
-        return Reading("error", seconds=time.perf_counter() - t0, note="out of memory while reading text")
-    except Exception as e:                      # the OCR models failed on this photo: record it, go on
-        return Reading("error", seconds=time.perf_counter() - t0,
-                       note=f"text could not be read ({type(e).__name__}: {str(e)[:200]})")
+    return attempt(lambda: reader.read(path), lambda s, why: Reading("error", seconds=s, note=why), "reading text",
+                   "text could not be read")
 
 
 def _line_rows(reading: Reading, model) -> list[dict]:

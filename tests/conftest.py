@@ -351,3 +351,18 @@ def scene(path: Path, seed: int, size=(320, 240), quality=92):
     path.parent.mkdir(parents=True, exist_ok=True)
     im.save(path, quality=quality)
     return path
+
+
+def kill_pass_after(pass_call: str, db_path, home, after: int = 2) -> None:
+    """Run a photo pass (``pass_call``: e.g. "from index.textpass import read_texts as run", called as
+    run(db, progress=...)) in a child process and kill -9 it once it has written ``after`` photos."""
+    import signal
+    code = (f"import sys; {pass_call}\n"
+            "run(sys.argv[1], progress=lambda d, t, p: print('done', d, flush=True))\n")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(db_path)], cwd=ROOT, stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "HOME": str(home)})
+    for line in proc.stdout:
+        if line.startswith(f"done {after}"):
+            proc.send_signal(signal.SIGKILL)
+            break
+    proc.wait(timeout=60)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -24,6 +23,7 @@ from index import people
 from index.facepass import find_faces
 from index.facesearch import asks_for, signal as face_signal
 from index.search import Searcher
+from conftest import kill_pass_after
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "assets" / "demo"
@@ -55,13 +55,17 @@ def _copies(root: Path) -> Path:
     return root
 
 
+def _indexed(root: Path, model, faces: bool = True) -> tuple[Path, Path, dict | None]:
+    """``_copies`` in ``root``, indexed into ``root``.db (and its faces found): (root, db path, face-pass stats)."""
+    _copies(root)
+    dbp = root.with_suffix(".db")
+    build_index(root, dbp, model=model)
+    return root, dbp, find_faces(dbp) if faces else None
+
+
 @pytest.fixture(scope="module")
 def library(tmp_path_factory, model):
-    root = _copies(tmp_path_factory.mktemp("lib") / "相册")
-    dbp = root.parent / "lib.db"
-    build_index(root, dbp, model=model)
-    stats = find_faces(dbp)
-    return root, dbp, stats
+    return _indexed(tmp_path_factory.mktemp("lib") / "相册", model)
 
 
 def test_finder_finds_faces_with_boxes_and_descriptors(finder):
@@ -159,10 +163,7 @@ def test_names_search_and_signal(library, model):
 
 
 def test_rename_merge_move_and_what_survives_reclustering(tmp_path, model):
-    root = _copies(tmp_path / "p")
-    dbp = tmp_path / "p.db"
-    build_index(root, dbp, model=model)
-    find_faces(dbp)
+    root, dbp, _ = _indexed(tmp_path / "p", model)
     db = PhotoDB(dbp)
     try:
         rows = people.people(db)
@@ -195,10 +196,7 @@ def test_rename_merge_move_and_what_survives_reclustering(tmp_path, model):
 
 def test_faces_found_again_keep_their_person(tmp_path, model):
     """A changed file (new sha256) is looked at again; a face found where it was keeps its person and name."""
-    root = _copies(tmp_path / "c")
-    dbp = tmp_path / "c.db"
-    build_index(root, dbp, model=model)
-    find_faces(dbp)
+    root, dbp, _ = _indexed(tmp_path / "c", model)
     db = PhotoDB(dbp)
     hopper = next(r for r in people.people(db) if any("grace_hopper.jpg" in p for p in r["paths"]))
     people.rename(db, hopper["id"], "Grace")
@@ -218,9 +216,7 @@ def test_faces_found_again_keep_their_person(tmp_path, model):
 
 
 def test_privacy_switch_and_delete_all(tmp_path, model):
-    root = _copies(tmp_path / "s")
-    dbp = tmp_path / "s.db"
-    build_index(root, dbp, model=model)
+    root, dbp, _ = _indexed(tmp_path / "s", model, faces=False)
     db = PhotoDB(dbp)
     db.set_faces_enabled(False)
     db.close()
@@ -274,15 +270,7 @@ def test_a_killed_face_pass_resumes_where_it_stopped(tmp_path, model):
             f.write(bytes([i]) * (i + 1))
     dbp = tmp_path / "k.db"
     build_index(root, dbp, model=model)
-    code = ("import sys; from index.facepass import find_faces\n"
-            "find_faces(sys.argv[1], progress=lambda d, t, p: print('done', d, flush=True))\n")
-    proc = subprocess.Popen([sys.executable, "-c", code, str(dbp)], cwd=ROOT, stdout=subprocess.PIPE, text=True,
-                            env={**os.environ, "HOME": str(tmp_path)})
-    for line in proc.stdout:                               # kill -9 after the second photo is written
-        if line.startswith("done 2"):
-            proc.send_signal(signal.SIGKILL)
-            break
-    proc.wait(timeout=60)
+    kill_pass_after("from index.facepass import find_faces as run", dbp, tmp_path)   # kill -9 after 2 photos
     db = PhotoDB(dbp)
     done_before = sum(db.face_read_counts().values())
     assert 2 <= done_before < 6 and db.integrity_check() == "ok"

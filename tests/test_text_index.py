@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -19,6 +18,7 @@ from index import PhotoDB, build_index
 from index import db as dbm
 from index.search import Searcher
 from index.textpass import read_texts
+from conftest import kill_pass_after
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "assets" / "demo"
@@ -262,15 +262,8 @@ def test_a_killed_text_pass_resumes_where_it_stopped(tmp_path, model):
         render(root / f"{i}.jpg", [f"{word} {i}"])
     dbp = tmp_path / "k.db"
     build_index(root, dbp, model=model)
-    code = ("import sys, time; from index.textpass import read_texts\n"
-            "read_texts(sys.argv[1], workers=1, progress=lambda d, t, p: print('done', d, flush=True))\n")
-    proc = subprocess.Popen([sys.executable, "-c", code, str(dbp)], cwd=ROOT, stdout=subprocess.PIPE, text=True,
-                            env={**os.environ, "HOME": str(tmp_path)})
-    for line in proc.stdout:                               # kill -9 after the second photo is written
-        if line.startswith("done 2"):
-            proc.send_signal(signal.SIGKILL)
-            break
-    proc.wait(timeout=60)
+    kill_pass_after("import functools; from index.textpass import read_texts; "
+                    "run = functools.partial(read_texts, workers=1)", dbp, tmp_path)     # kill -9 after 2 photos
     db = PhotoDB(dbp)
     done_before = sum(db.text_read_counts().values())
     assert 2 <= done_before < 6 and db.integrity_check() == "ok"
