@@ -121,7 +121,7 @@ def test_v2_database_moves_manual_labels_to_corrections(tmp_path):
     con.commit()
     con.close()
     db = PhotoDB(path)
-    assert db.get_meta("schema_version") == str(dbm.SCHEMA_VERSION) == "5" and db.generation() == 5
+    assert db.get_meta("schema_version") == str(dbm.SCHEMA_VERSION) == "6" and db.generation() == 5
     assert "concepts" in {r[1] for r in db.execute("PRAGMA table_info(vectors)")}      # v4: concept weights
     assert db.query("SELECT image_id, label_set, label, time FROM corrections ORDER BY image_id") == [
         {"image_id": 1, "label_set": "s", "label": "dog", "time": "2025-01-02T00:00:00+00:00"},
@@ -133,7 +133,7 @@ def test_v2_database_moves_manual_labels_to_corrections(tmp_path):
     db.execute("DELETE FROM images WHERE id=1")                              # ON DELETE CASCADE
     assert db.corrections("s") == {}
     db.close()
-    assert PhotoDB(path).get_meta("schema_version") == "5"                     # idempotent
+    assert PhotoDB(path).get_meta("schema_version") == "6"                     # idempotent
 
 
 # ---- 2. copying into class folders is idempotent ---------------------------------------------------------

@@ -95,7 +95,7 @@ def test_text_pass_reads_every_photo_once_and_records_state(library):
     db = PhotoDB(dbp)
     counts = db.text_read_counts()
     assert counts.get("text") == 3 and counts.get("none") == 6
-    assert db.get_meta("schema_version") == "5"
+    assert db.get_meta("schema_version") == str(dbm.SCHEMA_VERSION)
     again = read_texts(dbp)                               # nothing left to read
     assert again["read"] == 0 and again["pending"] == 0
     db.close()
@@ -181,7 +181,7 @@ def test_text_follows_the_file_removed_and_reread_on_change(tmp_path, model):
     db.close()
 
 
-def test_v4_database_migrates_to_v5_like_a_fresh_one(tmp_path):
+def test_v4_database_migrates_to_the_text_tables_like_a_fresh_one(tmp_path):
     old = tmp_path / "v4.db"
     con = sqlite3.connect(old)
     for stmt in dbm._SCHEMA_V1 + dbm._MIGRATIONS[2] + dbm._MIGRATIONS[3] + dbm._MIGRATIONS[4]:
@@ -192,7 +192,7 @@ def test_v4_database_migrates_to_v5_like_a_fresh_one(tmp_path):
     con.commit()
     con.close()
     db = PhotoDB(old)
-    assert db.get_meta("schema_version") == "5" and db.generation() == 3
+    assert db.get_meta("schema_version") == str(dbm.SCHEMA_VERSION) and db.generation() == 3   # v4 -> latest
     assert [r["id"] for r in db.text_todo("r")] == [1]                 # old photos are waiting to be read
     db.put_text(1, "x", "r", "text", [{"text": "出口 EXIT", "norm": "出口 exit", "box": (0.1, 0.1, 0.5, 0.2),
                                        "conf": 0.99, "script": "zh-Hans"}])
