@@ -157,7 +157,7 @@ class _Reader:
         self.reader = TextReader(threads=threads)
 
     def __call__(self, batch: dict) -> dict:
-        from .textpass import read_one
+        from .passes import read_one
         out = [read_one(self.reader, str(p)) for p in batch["path"]]
         return {"id": batch["id"],
                 "result": np.asarray([json.dumps(dataclasses.asdict(r), ensure_ascii=False) for r in out],
@@ -197,7 +197,7 @@ class _FaceLooker:
         self.finder = FaceFinder()
 
     def __call__(self, batch: dict) -> dict:
-        from .facepass import find_one
+        from .passes import find_one
         out = []
         for p in batch["path"]:
             d = dataclasses.asdict(find_one(self.finder, str(p)))

@@ -27,16 +27,10 @@ from dcclip_core.faces import FaceFinder, FaceReading, finder_version
 
 from . import people
 from .db import PhotoDB
-from .passes import attempt, in_order
+from .passes import in_order, find_one
 
 Progress = Callable[[int, int, str], None]
 ASSIGN_EVERY = 25            # photos between two rounds of grouping new faces into people
-
-
-def find_one(finder: FaceFinder, path: str) -> FaceReading:
-    """One photo's faces; a failure becomes a FaceReading with state "error" and the reason in ``note``."""
-    return attempt(lambda: finder.find(path), lambda s, why: FaceReading("error", seconds=s, note=why),
-                   "looking for faces", "faces could not be found")
 
 
 def face_rows(reading: FaceReading) -> list[dict]:

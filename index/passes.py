@@ -1,5 +1,6 @@
 """What the text pass and the face pass share: look at photos with a few workers, in order, stoppable, and turn
-a photo's failure into a record instead of an end.
+a photo's failure into a record instead of an end (``read_one``, ``find_one``: one photo, for the local path and
+the Ray Data workers alike).
 
     for row, result in in_order(todo, tools, lambda tool, row: tool.read(row["path"]), stop):
         ...   # write it (the caller keeps every DB write)
@@ -14,6 +15,8 @@ import threading
 import time
 from typing import Callable, Iterator, Sequence, TypeVar
 
+from dcclip_core.faces import FaceFinder, FaceReading
+from dcclip_core.ocr import Reading, TextReader
 from dcclip_core.preprocess import ImageLoadError
 
 T = TypeVar("T")
@@ -71,3 +74,15 @@ def attempt(work: Callable[[], R], failed: Callable[[float, str], R], doing: str
         return failed(time.perf_counter() - t0, f"out of memory while {doing}")
     except Exception as e:
         return failed(time.perf_counter() - t0, f"{failure} ({type(e).__name__}: {str(e)[:200]})")
+
+
+def read_one(reader: TextReader, path: str) -> Reading:
+    """One photo's reading; a failure becomes a Reading with state "error" and the reason in ``note``."""
+    return attempt(lambda: reader.read(path), lambda s, why: Reading("error", seconds=s, note=why), "reading text",
+                   "text could not be read")
+
+
+def find_one(finder: FaceFinder, path: str) -> FaceReading:
+    """One photo's faces; a failure becomes a FaceReading with state "error" and the reason in ``note``."""
+    return attempt(lambda: finder.find(path), lambda s, why: FaceReading("error", seconds=s, note=why),
+                   "looking for faces", "faces could not be found")

@@ -29,16 +29,10 @@ import numpy as np
 from dcclip_core.ocr import Reading, TextReader, has_words, normalise, reader_version
 
 from .db import PhotoDB
-from .passes import attempt, in_order
+from .passes import in_order, read_one
 
 Progress = Callable[[int, int, str], None]
 EMBED_BATCH = 64              # lines per text-tower call when embedding
-
-
-def read_one(reader: TextReader, path: str) -> Reading:
-    """One photo's reading; a failure becomes a Reading with state "error" and the reason in ``note``."""
-    return attempt(lambda: reader.read(path), lambda s, why: Reading("error", seconds=s, note=why), "reading text",
-                   "text could not be read")
 
 
 def _line_rows(reading: Reading, model) -> list[dict]:
