@@ -186,7 +186,7 @@ def cmd_stats(a) -> int:
     for e in t["errors"]:
         print(f"  {e['path']}: {e['state']}: {e['reason']}  [{e['time']}]")
     f = st["faces"]
-    print(f"faces      " + ("switched off, " if not f["enabled"] else "") + f"{f['faces']} faces in {f['with_faces']} "
+    print("faces      " + ("switched off, " if not f["enabled"] else "") + f"{f['faces']} faces in {f['with_faces']} "
           f"photos, {f['people']} people ({f['named']} named), {sum(f['photos'].values())} looked at, "
           f"{f['pending']} to look at" + (f", {len(f['errors'])} could not be read or were capped"
                                            if f["errors"] else ""))
