@@ -139,12 +139,13 @@ class Searcher:
             if ln is not None and not (r["why"] and "text" in r["why"][0]):
                 r["why"] = [{"text": ln["text"], "box": _pixel_box(ln, r), "match": "filter"}] + r["why"][:2]
         if named:
-            self._person_why(results, named, name_only=not (query or "").strip() or query == NAME_ONLY)
+            self._person_why(results, named)
         return results
 
-    def _person_why(self, results: list[dict], named, name_only: bool) -> None:
+    def _person_why(self, results: list[dict], named) -> None:
         """Each result of a query naming people gets them first in its ``why``: {"person": id, "name", "box"
-        (pixels of the upright photo: the person's face)}; a query that is a name alone reads as a strong match."""
+        (pixels of the upright photo: the person's face)}, and reads as a strong match: the person named is in it
+        (the rest of the query only orders their photos; a relevance gate must not hide them)."""
         faces = self.db.faces_of([r["id"] for r in results])
         for r in results:
             found = []
@@ -153,7 +154,7 @@ class Searcher:
                 if f is not None:
                     found.append({"person": int(pid), "name": f["name"], "box": _pixel_box(f, r)})
             r["why"] = found + r["why"][:max(0, 3 - len(found))]
-            if name_only:
+            if found:
                 r["level_score"] = max(float(r["level_score"]), 1.0)
 
     def _reranks(self, query: str | None) -> bool:

@@ -169,6 +169,9 @@ def test_named_person_is_found_by_name(backend):
     out = P.do_rename(backend, pid, "  妈妈 ", Req("zh"))
     assert out[-1] == "已命名为“妈妈”：搜索这个名字就能找到他们的照片。", out[-1]
     assert backend.person(pid)["name"] == "妈妈" and any(c.startswith("妈妈 · ") for _, c in _items(out[1]))
+    # the name with more words: her photos, ranked by the rest, and not hidden as "no good match" by the gate
+    more, _, more_kept, _ = asyncio.run(S.do_search(backend, "妈妈 在海边", 20, "good", request=Req("zh")))
+    assert more and more_kept[0]["why"][0]["name"] == "妈妈" and "astronaut" in more_kept[0]["path"]
     gallery, msg, kept, _ = asyncio.run(S.do_search(backend, "妈妈", 20, "any", request=Req("zh")))
     assert kept and Path(kept[0]["path"]).name == "astronaut.jpg", (msg, _names(kept))
     assert "\n人物：妈妈" in gallery[0]["caption"], gallery[0]["caption"]

@@ -148,6 +148,7 @@ def test_names_search_and_signal(library, model):
             assert {Path(r["path"]).name for r in res} == {"grace_hopper.jpg", "hopper_again.jpg"}, q
             w = res[0]["why"][0]
             assert w["person"] == hopper["id"] and w["name"] == "妈妈" and len(w["box"]) == 4
+            assert all(r["level_score"] >= 1.0 for r in res), q      # the person is in them: no gate hides them
         assert [len(x) for x in s.search_many(["妈妈", "a cat"], k=2)] == [2, 2]
         assert s.search_many(["妈妈"], k=1)[0][0]["why"][0]["name"] == "妈妈"
         faces = s.faces_of(str(root / "grace_hopper.jpg"))
