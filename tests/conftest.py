@@ -366,3 +366,17 @@ def kill_pass_after(pass_call: str, db_path, home, after: int = 2) -> None:
             proc.send_signal(signal.SIGKILL)
             break
     proc.wait(timeout=60)
+
+
+def make_v4_db(path) -> None:
+    """A schema-v4 index (before the text and face tables) holding one photo with a vector (migration tests)."""
+    import sqlite3
+    from index import db as dbm
+    con = sqlite3.connect(path)
+    for stmt in dbm._SCHEMA_V1 + dbm._MIGRATIONS[2] + dbm._MIGRATIONS[3] + dbm._MIGRATIONS[4]:
+        con.execute(stmt)
+    con.execute("INSERT INTO meta VALUES ('schema_version', '4'), ('generation', '3')")
+    con.execute("INSERT INTO images(id, path, sha256) VALUES (1, '/p/a.jpg', 'x')")
+    con.execute("INSERT INTO vectors(image_id, vec, gen) VALUES (1, x'00000000', 3)")
+    con.commit()
+    con.close()

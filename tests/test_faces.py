@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -18,12 +17,11 @@ from PIL import Image
 from dcclip_core import ImageLoadError
 from dcclip_core.faces import FaceFinder, available, finder_version
 from index import PhotoDB, build_index
-from index import db as dbm
 from index import people
 from index.facepass import find_faces
 from index.facesearch import asks_for, signal as face_signal
 from index.search import Searcher
-from conftest import kill_pass_after
+from conftest import kill_pass_after, make_v4_db
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "assets" / "demo"
@@ -240,14 +238,7 @@ def test_privacy_switch_and_delete_all(tmp_path, model):
 
 def test_v5_database_migrates_to_v6_like_a_fresh_one(tmp_path):
     old = tmp_path / "v5.db"
-    con = sqlite3.connect(old)
-    for stmt in dbm._SCHEMA_V1 + dbm._MIGRATIONS[2] + dbm._MIGRATIONS[3] + dbm._MIGRATIONS[4]:
-        con.execute(stmt)
-    con.execute("INSERT INTO meta VALUES ('schema_version', '4'), ('generation', '3')")
-    con.execute("INSERT INTO images(id, path, sha256) VALUES (1, '/p/a.jpg', 'x')")
-    con.execute("INSERT INTO vectors(image_id, vec, gen) VALUES (1, x'00000000', 3)")
-    con.commit()
-    con.close()
+    make_v4_db(old)
     PhotoDB(old).close()                                        # v4 -> v6 through v5 (the text tables)
     db = PhotoDB(old)
     assert db.get_meta("schema_version") == "6" and db.generation() == 3

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +17,7 @@ from index import PhotoDB, build_index
 from index import db as dbm
 from index.search import Searcher
 from index.textpass import read_texts
-from conftest import kill_pass_after
+from conftest import kill_pass_after, make_v4_db
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "assets" / "demo"
@@ -183,14 +182,7 @@ def test_text_follows_the_file_removed_and_reread_on_change(tmp_path, model):
 
 def test_v4_database_migrates_to_the_text_tables_like_a_fresh_one(tmp_path):
     old = tmp_path / "v4.db"
-    con = sqlite3.connect(old)
-    for stmt in dbm._SCHEMA_V1 + dbm._MIGRATIONS[2] + dbm._MIGRATIONS[3] + dbm._MIGRATIONS[4]:
-        con.execute(stmt)
-    con.execute("INSERT INTO meta VALUES ('schema_version', '4'), ('generation', '3')")
-    con.execute("INSERT INTO images(id, path, sha256) VALUES (1, '/p/a.jpg', 'x')")
-    con.execute("INSERT INTO vectors(image_id, vec, gen) VALUES (1, x'00000000', 3)")
-    con.commit()
-    con.close()
+    make_v4_db(old)
     db = PhotoDB(old)
     assert db.get_meta("schema_version") == str(dbm.SCHEMA_VERSION) and db.generation() == 3   # v4 -> latest
     assert [r["id"] for r in db.text_todo("r")] == [1]                 # old photos are waiting to be read
