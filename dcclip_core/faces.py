@@ -260,11 +260,6 @@ class FaceFinder:
         note = f"{dropped['crowd']} more faces than the {self.max_faces} kept" if dropped["crowd"] else ""
         return FaceReading(state, faces, time.perf_counter() - t0, len(dets), dropped, note)
 
-    def chip(self, image: ImageInput | Image.Image, box, size: int = 160) -> Image.Image:
-        """A square thumbnail of the face at ``box`` (fractions) with some margin, for the People tab."""
-        im = load_image(image, target_size=DECODE_SHORT)
-        return face_thumbnail(im, box, size)
-
 
 def face_thumbnail(im: Image.Image, box, size: int = 160, margin: float = 0.35) -> Image.Image:
     """The square around ``box`` (fractions of ``im``), grown by ``margin`` on each side, at ``size`` px."""

@@ -409,8 +409,6 @@ class Backend:
                                                  name="dcclip-text", daemon=True)
             self._text_thread.start()
 
-    run_background_later = read_text_later
-
     def _read_texts(self, stop: threading.Event, model) -> None:
         from index.textpass import read_texts
 
@@ -467,8 +465,6 @@ class Backend:
         if t is not None:
             t.join(timeout)
 
-    stop_background = stop_text
-
     def wait_text(self, timeout: float | None = None) -> bool:
         """Wait for the background worker (the text pass and the face pass after it) to end; True when none
         runs."""
@@ -489,8 +485,6 @@ class Backend:
             yield
         finally:
             self.read_text_later()
-
-    background_paused = text_paused
 
     def text_status(self) -> dict:
         """The text pass now: {"running", "done", "total" (photos of this run), "error"}."""
@@ -572,18 +566,11 @@ class Backend:
             return -1
 
     def face_stats(self) -> dict:
-        """What the face pass has found: {"photos": {state: n}, "with_faces", "faces", "people", "named",
-        "pending", "errors": [{"path", "state", "reason"}]}; {} when the database cannot say."""
+        """What the face pass has found (index.Searcher.face_stats: {"enabled", "photos": {state: n}, "with_faces",
+        "faces", "people", "named", "pending", "errors": [{"path", "state", "reason", "time"}]}); {} when the
+        searcher cannot say."""
         try:
-            from dcclip_core.faces import finder_version
-            with self._db() as db:
-                counts = db.face_read_counts()
-                rows = db.people_rows()
-                return {"photos": counts, "with_faces": counts.get("faces", 0) + counts.get("capped", 0),
-                        "faces": db.count_faces(), "people": len(rows),
-                        "named": sum(1 for r in rows if r.get("name")),
-                        "pending": int(db.face_pending(finder_version())) if db.faces_enabled() else 0,
-                        "errors": db.face_errors()}
+            return dict(self.searcher.face_stats())
         except Exception:
             return {}
 
@@ -596,10 +583,9 @@ class Backend:
     def people(self) -> list[dict]:
         """[{"id", "name" (None until named), "faces", "photos", "cover" (a face id)}] of every person, most faces
         first (index.people.people)."""
-        from index import people as P
         try:
             with self._db() as db:
-                return [{k: r[k] for k in ("id", "name", "faces", "photos", "cover")} for r in P.people(db)]
+                return db.people_rows()          # not index.people.people: its paths per person are not shown here
         except FileNotFoundError:
             return []
 
